@@ -1,0 +1,48 @@
+#include "adapters/errors.hpp"
+
+#include <grpcpp/support/status.h>
+
+namespace etcd_sync {
+
+SyncError from_grpc_status(const grpc::Status& status, const std::string& what) {
+  const std::string& text = status.error_message();
+  std::string message = what + ": " + text + " (grpc code " + std::to_string(status.error_code()) + ")";
+  // An expired auth token: authenticate again and retry.
+  if (text.find("invalid auth token") != std::string::npos) return {ErrorKind::transient, message};
+  switch (status.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+    case grpc::StatusCode::ABORTED:
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return {ErrorKind::transient, message};
+    case grpc::StatusCode::CANCELLED:
+      return {ErrorKind::cancelled, message};
+    case grpc::StatusCode::PERMISSION_DENIED:
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return {ErrorKind::permission_denied, message};
+    case grpc::StatusCode::OUT_OF_RANGE:
+      if (text.find("compacted") != std::string::npos) return {ErrorKind::compacted, message};
+      return {ErrorKind::permanent, message};
+    case grpc::StatusCode::UNKNOWN:
+      // etcd reports raft hiccups ("leader changed", "timed out") as UNKNOWN.
+      if (text.find("leader") != std::string::npos || text.find("timed out") != std::string::npos ||
+          text.find("timeout") != std::string::npos)
+        return {ErrorKind::transient, message};
+      return {ErrorKind::permanent, message};
+    default:
+      return {ErrorKind::permanent, message};
+  }
+}
+
+const char* to_string(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::transient: return "transient";
+    case ErrorKind::permanent: return "permanent";
+    case ErrorKind::permission_denied: return "permission_denied";
+    case ErrorKind::compacted: return "compacted";
+    case ErrorKind::cancelled: return "cancelled";
+  }
+  return "unknown";
+}
+
+}  // namespace etcd_sync

@@ -1,0 +1,44 @@
+#pragma once
+// Errors at the I/O edges. grpc::Status, boost::system::error_code and libpq results become one
+// small type that says whether trying again can help, so the sync engine decides retry vs. give up
+// in one place.
+
+#include <stdexcept>
+#include <string>
+
+namespace grpc {
+class Status;
+}
+
+namespace etcd_sync {
+
+/// How an operation failed, from the caller's point of view.
+enum class ErrorKind {
+  transient,          ///< the server is unreachable, restarting, or timed out: retry with backoff
+  permanent,          ///< the request itself is bad (too large, invalid argument): do not retry
+  permission_denied,  ///< authentication or authorization failed (exit code 3 at startup)
+  compacted,          ///< etcd: the requested revision is compacted: resync instead of retrying
+  cancelled,          ///< the service is stopping
+};
+
+/// Thrown by the adapters; caught where the sync engine decides what to do next.
+class SyncError : public std::runtime_error {
+ public:
+  SyncError(ErrorKind kind, std::string message) : std::runtime_error(std::move(message)), kind_(kind) {}
+  ErrorKind kind() const { return kind_; }
+  bool transient() const { return kind_ == ErrorKind::transient; }
+
+ private:
+  ErrorKind kind_;
+};
+
+/// Classifies a gRPC status from etcd. UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED
+/// and leader-change/timeouts (UNKNOWN with etcd's "leader changed" text) are transient;
+/// PERMISSION_DENIED and UNAUTHENTICATED are permission_denied; "required revision has been compacted"
+/// (OUT_OF_RANGE) is compacted; the rest (INVALID_ARGUMENT such as "request is too large",
+/// FAILED_PRECONDITION, ...) are permanent. `what` names the call, e.g. "etcd Put".
+SyncError from_grpc_status(const grpc::Status& status, const std::string& what);
+
+const char* to_string(ErrorKind kind);
+
+}  // namespace etcd_sync

@@ -1,0 +1,329 @@
+#include "adapters/pg_connection.hpp"
+
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cassert>
+#include <memory>
+
+namespace etcd_sync {
+
+namespace {
+
+std::string trimmed(const char* text) {
+  std::string s = text ? text : "";
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+bool looks_like_auth_failure(const std::string& message) {
+  for (const char* needle : {"authentication failed", "no pg_hba.conf entry", "permission denied",
+                             "password is required", "does not exist"})
+    if (message.find(needle) != std::string::npos) return true;
+  return false;
+}
+
+/// Marks a statement as in flight on a connection for the scope of one call.
+class BusyScope {
+ public:
+  explicit BusyScope(bool& busy) : busy_(busy) {
+    assert(!busy_ && "one statement at a time per PgConnection");
+    busy_ = true;
+  }
+  ~BusyScope() { busy_ = false; }
+
+ private:
+  bool& busy_;
+};
+
+}  // namespace
+
+ErrorKind classify_sqlstate(const std::string& state) {
+  if (state.rfind("08", 0) == 0 || state.rfind("57P0", 0) == 0 || state == "40001" || state == "40P01" ||
+      state.rfind("53", 0) == 0 || state.empty())
+    return ErrorKind::transient;
+  if (state.rfind("28", 0) == 0 || state == "42501") return ErrorKind::permission_denied;
+  return ErrorKind::permanent;
+}
+
+PgConnection::PgConnection(asio::io_context& io, std::string conninfo, std::string name)
+    : io_(io), conninfo_(std::move(conninfo)), name_(std::move(name)) {}
+
+PgConnection::~PgConnection() { close(); }
+
+bool PgConnection::connected() const { return conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK; }
+
+std::string PgConnection::endpoint() const {
+  if (!conn_) return "(not connected)";
+  const char* host = PQhost(conn_);
+  const char* port = PQport(conn_);
+  return std::string(host && *host ? host : "localhost") + ":" + (port && *port ? port : "5432");
+}
+
+void PgConnection::release_descriptor() {
+  if (descriptor_) {
+    descriptor_->cancel();
+    descriptor_->release();  // libpq owns the socket; asio must not close it
+    descriptor_.reset();
+  }
+}
+
+void PgConnection::refresh_descriptor() {
+  int fd = conn_ ? PQsocket(conn_) : -1;
+  if (descriptor_ && descriptor_->native_handle() == fd) return;
+  release_descriptor();
+  if (fd >= 0) descriptor_.emplace(io_, fd);
+}
+
+void PgConnection::close() {
+  release_descriptor();
+  if (conn_) {
+    PQfinish(conn_);
+    conn_ = nullptr;
+  }
+}
+
+void PgConnection::cancel_wait() {
+  if (descriptor_) descriptor_->cancel();
+}
+
+void PgConnection::throw_connection_error(const std::string& during) {
+  std::string message = "PostgreSQL (" + name_ + ") at " + endpoint() + ": " + during + ": " +
+                        trimmed(conn_ ? PQerrorMessage(conn_) : "not connected");
+  throw SyncError(ErrorKind::transient, message);
+}
+
+asio::awaitable<void> PgConnection::wait(Wait what) {
+  if (!descriptor_) throw_connection_error("no socket");
+  using base = asio::posix::descriptor_base;
+  if (what != Wait::either) {
+    boost::system::error_code ec;
+    co_await descriptor_->async_wait(what == Wait::read ? base::wait_read : base::wait_write,
+                                     asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == asio::error::operation_aborted) {
+      if (timed_out_) throw SyncError(ErrorKind::transient, "PostgreSQL (" + name_ + ") at " + endpoint() + ": timed out");
+      throw SyncError(ErrorKind::cancelled, "PostgreSQL (" + name_ + "): wait cancelled");
+    }
+    if (ec) throw_connection_error(ec.message());
+    co_return;
+  }
+  // Readable or writable, whichever comes first (libpq docs, "Asynchronous Command Processing":
+  // when PQflush returns 1 wait for either, to avoid a deadlock with a server that is sending too).
+  struct State {
+    bool done = false;
+  };
+  auto state = std::make_shared<State>();
+  co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
+      [this, state](auto handler) {
+        auto shared_handler = std::make_shared<decltype(handler)>(std::move(handler));
+        auto on_ready = [this, state, shared_handler](boost::system::error_code) {
+          if (state->done) return;
+          state->done = true;
+          if (descriptor_) descriptor_->cancel();  // the other wait ends with operation_aborted
+          (*shared_handler)();
+        };
+        descriptor_->async_wait(base::wait_read, on_ready);
+        descriptor_->async_wait(base::wait_write, on_ready);
+      },
+      asio::use_awaitable);
+}
+
+asio::awaitable<void> PgConnection::connect(std::chrono::milliseconds timeout) {
+  close();
+  timed_out_ = false;
+  conn_ = PQconnectStart(conninfo_.c_str());
+  if (!conn_) throw SyncError(ErrorKind::transient, "PostgreSQL (" + name_ + "): out of memory");
+  if (PQstatus(conn_) == CONNECTION_BAD) {
+    std::string message = trimmed(PQerrorMessage(conn_));
+    close();
+    throw SyncError(ErrorKind::permanent, "PostgreSQL (" + name_ + "): invalid conninfo: " + message);
+  }
+  asio::steady_timer deadline(io_, timeout);
+  deadline.async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    timed_out_ = true;
+    if (descriptor_) descriptor_->cancel();
+  });
+  PostgresPollingStatusType poll = PGRES_POLLING_WRITING;
+  while (poll != PGRES_POLLING_OK) {
+    if (poll == PGRES_POLLING_FAILED) {
+      std::string message = "cannot connect to PostgreSQL (" + name_ + "): " + trimmed(PQerrorMessage(conn_));
+      ErrorKind kind = looks_like_auth_failure(message) ? ErrorKind::permission_denied : ErrorKind::transient;
+      close();
+      throw SyncError(kind, message);
+    }
+    release_descriptor();  // libpq may have opened a new socket: fetch it again after every poll
+    refresh_descriptor();
+    try {
+      co_await wait(poll == PGRES_POLLING_READING ? Wait::read : Wait::write);
+    } catch (const SyncError&) {
+      std::string host = endpoint();
+      close();
+      throw SyncError(ErrorKind::transient, "cannot connect to PostgreSQL (" + name_ + ") at " + host +
+                                                ": no answer within " + std::to_string(timeout.count()) + " ms");
+    }
+    poll = PQconnectPoll(conn_);
+  }
+  deadline.cancel();
+  refresh_descriptor();
+  PQsetnonblocking(conn_, 1);
+  PQsetNoticeProcessor(
+      conn_, [](void*, const char* message) { spdlog::debug("postgres notice: {}", trimmed(message)); }, nullptr);
+}
+
+asio::awaitable<void> PgConnection::flush() {
+  for (;;) {
+    int r = PQflush(conn_);
+    if (r == 0) co_return;
+    if (r < 0) throw_connection_error("sending");
+    co_await wait(Wait::either);
+    if (!PQconsumeInput(conn_)) throw_connection_error("receiving");
+  }
+}
+
+asio::awaitable<PgResult> PgConnection::next_result() {
+  while (PQisBusy(conn_)) {
+    co_await wait(Wait::read);
+    if (!PQconsumeInput(conn_)) throw_connection_error("receiving");
+  }
+  co_return PgResult(PQgetResult(conn_));
+}
+
+asio::awaitable<PgResult> PgConnection::finish_results() {
+  // Reads results until the terminating NULL; returns the first error, or the last result.
+  PgResult kept;
+  for (;;) {
+    PgResult result = co_await next_result();
+    if (!result) break;
+    auto s = result.status();
+    bool failed = s == PGRES_FATAL_ERROR || s == PGRES_BAD_RESPONSE;
+    bool kept_failed = kept && (kept.status() == PGRES_FATAL_ERROR || kept.status() == PGRES_BAD_RESPONSE);
+    if (!kept_failed || failed) {
+      if (!kept_failed) kept = std::move(result);
+    }
+  }
+  if (!kept) throw_connection_error("no result");
+  if (kept.status() == PGRES_FATAL_ERROR || kept.status() == PGRES_BAD_RESPONSE) {
+    if (PQstatus(conn_) == CONNECTION_BAD) throw_connection_error("statement failed");
+    throw SyncError(classify_sqlstate(kept.sqlstate()),
+                    "PostgreSQL (" + name_ + "): " + kept.error_message() + " [SQLSTATE " + kept.sqlstate() + "]");
+  }
+  co_return kept;
+}
+
+void PgConnection::send_params(const std::string& sql, const std::vector<PgParam>& params) {
+  std::vector<const char*> values;
+  std::vector<int> lengths, formats;
+  for (const auto& p : params) {
+    values.push_back(p.value ? p.value->data() : nullptr);
+    lengths.push_back(p.value ? static_cast<int>(p.value->size()) : 0);
+    formats.push_back(p.binary ? 1 : 0);
+  }
+  if (!PQsendQueryParams(conn_, sql.c_str(), static_cast<int>(params.size()), nullptr, values.data(),
+                         lengths.data(), formats.data(), 0))
+    throw_connection_error("sending a statement");
+}
+
+asio::awaitable<PgResult> PgConnection::query(std::string sql, std::vector<PgParam> params) {
+  if (!connected()) throw_connection_error("query");
+  BusyScope busy(busy_);
+  send_params(sql, params);
+  co_await flush();
+  co_return co_await finish_results();
+}
+
+asio::awaitable<void> PgConnection::execute_script(std::string sql) {
+  if (!connected()) throw_connection_error("script");
+  BusyScope busy(busy_);
+  if (!PQsendQuery(conn_, sql.c_str())) throw_connection_error("sending a script");
+  co_await flush();
+  co_await finish_results();
+}
+
+asio::awaitable<std::vector<PgResult>> PgConnection::pipeline(std::vector<PgStatement> statements) {
+  if (!connected()) throw_connection_error("pipeline");
+  BusyScope busy(busy_);
+  if (!PQenterPipelineMode(conn_)) throw_connection_error("entering pipeline mode");
+  for (const auto& statement : statements) send_params(statement.sql, statement.params);
+  if (!PQpipelineSync(conn_)) throw_connection_error("pipeline sync");
+  co_await flush();
+  std::vector<PgResult> results;
+  std::optional<SyncError> first_error;
+  for (std::size_t i = 0; i < statements.size(); ++i) {
+    PgResult result = co_await next_result();
+    if (!result) throw_connection_error("pipeline result");
+    auto s = result.status();
+    if ((s == PGRES_FATAL_ERROR || s == PGRES_BAD_RESPONSE) && !first_error)
+      first_error.emplace(classify_sqlstate(result.sqlstate()),
+                          "PostgreSQL (" + name_ + "): " + result.error_message() + " [SQLSTATE " +
+                              result.sqlstate() + "]");
+    results.push_back(std::move(result));
+    while (co_await next_result()) {  // each statement's results end with NULL
+    }
+  }
+  PgResult sync = co_await next_result();
+  if (!sync || sync.status() != PGRES_PIPELINE_SYNC) throw_connection_error("pipeline sync result");
+  if (!PQexitPipelineMode(conn_)) throw_connection_error("leaving pipeline mode");
+  if (first_error) throw *first_error;
+  co_return results;
+}
+
+asio::awaitable<void> PgConnection::copy_start(std::string copy_sql) {
+  if (!connected()) throw_connection_error("COPY");
+  if (!PQsendQuery(conn_, copy_sql.c_str())) throw_connection_error("sending COPY");
+  co_await flush();
+  PgResult result = co_await next_result();
+  if (!result || result.status() != PGRES_COPY_IN) {
+    std::string message = result ? result.error_message() : "no result";
+    while (co_await next_result()) {
+    }
+    throw SyncError(result ? classify_sqlstate(result.sqlstate()) : ErrorKind::transient,
+                    "PostgreSQL (" + name_ + "): COPY did not start: " + message);
+  }
+  busy_ = true;
+}
+
+asio::awaitable<void> PgConnection::copy_data(std::string_view data) {
+  for (;;) {
+    int r = PQputCopyData(conn_, data.data(), static_cast<int>(data.size()));
+    if (r == 1) break;
+    if (r < 0) throw_connection_error("COPY data");
+    co_await wait(Wait::write);
+    co_await flush();
+  }
+  co_await flush();
+}
+
+asio::awaitable<PgResult> PgConnection::copy_end() {
+  for (;;) {
+    int r = PQputCopyEnd(conn_, nullptr);
+    if (r == 1) break;
+    if (r < 0) throw_connection_error("COPY end");
+    co_await wait(Wait::write);
+  }
+  co_await flush();
+  busy_ = false;
+  co_return co_await finish_results();
+}
+
+void PgConnection::drain_notifications(std::vector<PgNotification>& out) {
+  while (PGnotify* n = PQnotifies(conn_)) {
+    out.push_back({n->relname, n->extra ? n->extra : "", n->be_pid});
+    PQfreemem(n);
+  }
+}
+
+asio::awaitable<std::vector<PgNotification>> PgConnection::wait_notifications() {
+  if (!connected()) throw_connection_error("LISTEN");
+  std::vector<PgNotification> out;
+  drain_notifications(out);
+  while (out.empty()) {
+    co_await wait(Wait::read);
+    if (!PQconsumeInput(conn_)) throw_connection_error("waiting for notifications");
+    drain_notifications(out);
+  }
+  co_return out;
+}
+
+}  // namespace etcd_sync

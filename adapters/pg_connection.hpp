@@ -1,0 +1,127 @@
+#pragma once
+// One PostgreSQL connection driven by libpq in nonblocking mode on the reactor. The socket is waited
+// on through an asio stream_descriptor that is fetched again after every PQconnectPoll and released
+// (never closed by asio) before PQfinish. No call here blocks the loop.
+
+#include "adapters/errors.hpp"
+#include "adapters/pg_result.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace etcd_sync {
+
+namespace asio = boost::asio;
+
+/// A query parameter: text, NULL, or raw bytes sent in binary format (for bytea: no escaping).
+struct PgParam {
+  std::optional<std::string> value;
+  bool binary = false;
+
+  static PgParam text(std::string v) { return {std::move(v), false}; }
+  static PgParam null() { return {std::nullopt, false}; }
+  static PgParam bytes(std::string v) { return {std::move(v), true}; }
+  static PgParam int64(std::int64_t v) { return {std::to_string(v), false}; }
+  static PgParam optional(const std::optional<std::string>& v) { return {v, false}; }
+};
+
+/// Builds a parameter list without an initializer_list: g++ 12 rejects a braced list inside a
+/// co_await expression ("array used as initializer"), so write query(sql, pg_params(a, b)).
+template <class... Params>
+std::vector<PgParam> pg_params(Params&&... params) {
+  std::vector<PgParam> out;
+  out.reserve(sizeof...(params));
+  (out.push_back(std::forward<Params>(params)), ...);
+  return out;
+}
+
+/// One statement of a pipeline.
+struct PgStatement {
+  std::string sql;
+  std::vector<PgParam> params;
+};
+
+/// A LISTEN/NOTIFY notification.
+struct PgNotification {
+  std::string channel;
+  std::string payload;
+  int sender_pid = 0;
+};
+
+/// Classifies a failed result by SQLSTATE: class 08 (connection), 57P0x (shutdown), 40001/40P01
+/// (serialization, deadlock), 53xxx (resources) are transient; 28xxx and 42501 are
+/// permission_denied; anything else is permanent (PostgreSQL docs, Appendix A "Error Codes").
+ErrorKind classify_sqlstate(const std::string& sqlstate);
+
+class PgConnection {
+ public:
+  /// `conninfo` is a libpq conninfo string or URI; `name` labels logs ("mirror", "listener", ...).
+  PgConnection(asio::io_context& io, std::string conninfo, std::string name);
+  ~PgConnection();
+  PgConnection(const PgConnection&) = delete;
+  PgConnection& operator=(const PgConnection&) = delete;
+
+  /// Opens a new connection (closing any old one) with PQconnectStart/PQconnectPoll. Throws
+  /// SyncError: transient when the server cannot be reached within `timeout` (the message names host
+  /// and port, never the password), permission_denied when authentication fails.
+  asio::awaitable<void> connect(std::chrono::milliseconds timeout);
+  bool connected() const;
+  /// Closes the connection; a wait in progress ends with SyncError(cancelled).
+  void close();
+  /// "host:port" of the server, for messages.
+  std::string endpoint() const;
+  const std::string& name() const { return name_; }
+
+  /// Runs one statement with parameters (text-format results). Throws SyncError on failure:
+  /// classify_sqlstate for server errors, transient when the connection is lost.
+  asio::awaitable<PgResult> query(std::string sql, std::vector<PgParam> params = {});
+  /// Runs a script of one or more statements without parameters (simple query protocol), e.g. a
+  /// migration. Throws SyncError for the first statement that fails.
+  asio::awaitable<void> execute_script(std::string sql);
+  /// Runs the statements in pipeline mode: all sent at once, one round trip, one result each. If one
+  /// fails, the rest are skipped by the server and the first error is thrown. Statements outside an
+  /// explicit BEGIN/COMMIT run in one implicit transaction (libpq docs, "Pipeline Mode").
+  asio::awaitable<std::vector<PgResult>> pipeline(std::vector<PgStatement> statements);
+
+  /// COPY ... FROM STDIN: start, send data (any number of chunks; each is flushed before the next, so
+  /// memory stays bounded by one chunk), end. copy_end returns the COPY's result (rows in affected()).
+  asio::awaitable<void> copy_start(std::string copy_sql);
+  asio::awaitable<void> copy_data(std::string_view data);
+  asio::awaitable<PgResult> copy_end();
+
+  /// Waits until at least one notification arrives (after LISTEN) and returns all that are queued.
+  /// Throws SyncError(transient) when the connection is lost, SyncError(cancelled) on cancel_wait().
+  asio::awaitable<std::vector<PgNotification>> wait_notifications();
+  /// Ends a pending wait_notifications with SyncError(cancelled).
+  void cancel_wait();
+
+ private:
+  enum class Wait { read, write, either };
+  asio::awaitable<void> wait(Wait what);
+  asio::awaitable<void> flush();
+  asio::awaitable<PgResult> next_result();
+  asio::awaitable<PgResult> finish_results();
+  void refresh_descriptor();
+  void release_descriptor();
+  void drain_notifications(std::vector<PgNotification>& out);
+  [[noreturn]] void throw_connection_error(const std::string& during);
+  void send_params(const std::string& sql, const std::vector<PgParam>& params);
+
+  asio::io_context& io_;
+  std::string conninfo_;
+  std::string name_;
+  PGconn* conn_ = nullptr;
+  std::optional<asio::posix::stream_descriptor> descriptor_;
+  bool busy_ = false;       // a statement is in flight: one at a time per connection
+  bool timed_out_ = false;  // connect() deadline passed
+};
+
+}  // namespace etcd_sync

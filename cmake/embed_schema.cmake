@@ -1,0 +1,16 @@
+# Writes OUT, a C++ file defining etcd_sync::schema_migrations(): every schema/NNN_name.sql file in
+# FILES as {version, name, sql}, in file-name order.
+set(body "")
+string(REPLACE "|" ";" FILES "${FILES}")
+foreach(f ${FILES})
+  get_filename_component(base ${f} NAME_WE)
+  string(REGEX MATCH "^([0-9]+)_(.*)$" _ ${base})
+  if(NOT CMAKE_MATCH_1)
+    message(FATAL_ERROR "schema file ${f} is not named NNN_name.sql")
+  endif()
+  math(EXPR version "${CMAKE_MATCH_1}")
+  file(READ ${f} sql)
+  string(APPEND body "    {${version}, \"${CMAKE_MATCH_2}\", R\"__sql__(${sql})__sql__\"},\n")
+endforeach()
+file(WRITE ${OUT}.tmp "// Generated from schema/*.sql by cmake/embed_schema.cmake. Do not edit.\n#include \"reactor/migrations.hpp\"\n\nnamespace etcd_sync {\n\nconst std::vector<Migration>& schema_migrations() {\n  static const std::vector<Migration> all{\n${body}  };\n  return all;\n}\n\n}  // namespace etcd_sync\n")
+file(COPY_FILE ${OUT}.tmp ${OUT} ONLY_IF_DIFFERENT)

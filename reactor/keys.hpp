@@ -1,0 +1,34 @@
+#pragma once
+// etcd key ranges and the text/bytes split for PostgreSQL. Pure functions.
+
+#include <string>
+#include <string_view>
+
+namespace etcd_sync {
+
+/// The [key, range_end) that covers every key under `prefix` (etcd's "prefix end": the prefix with
+/// its last byte below 0xff incremented and the rest cut; clientv3 GetPrefixRangeEnd). "" and "/"
+/// mean the whole keyspace: {"\0", "\0"} as etcdctl sends for `--prefix ""` and --from-key.
+struct KeyRange {
+  std::string key;
+  std::string range_end;
+};
+KeyRange prefix_range(std::string_view prefix);
+
+/// True when `key` is under `prefix` ("" and "/" hold every key).
+bool key_in_prefix(std::string_view key, std::string_view prefix);
+
+/// The prefix as stored in etcd_sync_checkpoint and used in SQL filters: "" for the whole keyspace.
+std::string effective_prefix(std::string_view prefix);
+
+/// True when `bytes` can be stored in a PostgreSQL text column: valid UTF-8 (no overlong forms, no
+/// surrogates, nothing above U+10FFFF) and no NUL byte (PostgreSQL text cannot hold NUL).
+bool is_text(std::string_view bytes);
+
+/// Appends `field` to a COPY text-format line, escaping backslash, tab, newline and carriage return
+/// (PostgreSQL docs, COPY "Text Format"). Does not add a delimiter.
+void append_copy_text(std::string& line, std::string_view field);
+/// Appends raw bytes as a bytea hex literal in COPY text format ("\\x0a1b...").
+void append_copy_bytea(std::string& line, std::string_view bytes);
+
+}  // namespace etcd_sync

@@ -1,0 +1,45 @@
+#pragma once
+// The service's own PostgreSQL connection: LISTEN etcd_changes to wake the outbox within
+// milliseconds of a commit, and a heartbeat that keeps etcd_sync_service current for `status`.
+
+#include "adapters/pg_connection.hpp"
+#include "reactor/backoff.hpp"
+#include "reactor/config.hpp"
+#include "reactor/sync_stats.hpp"
+#include "reactor/wakeup.hpp"
+
+#include <functional>
+
+namespace etcd_sync {
+
+class Listener {
+ public:
+  /// `on_notify` runs on every NOTIFY etcd_changes and after every (re)connect (when `listen` is
+  /// true). `describe` returns the engines' states for the heartbeat.
+  Listener(asio::io_context& io, const Config& config, SyncStats& stats, bool listen,
+           std::function<void()> on_notify, std::function<std::pair<std::string, std::string>()> describe);
+
+  /// Runs until stop(), then records state 'stopped'. Never throws.
+  asio::awaitable<void> run();
+  void stop();
+  bool connected() const { return pg_.connected(); }
+
+ private:
+  asio::awaitable<void> heartbeat(const char* state);
+
+  asio::io_context& io_;
+  const Config& config_;
+  SyncStats& stats_;
+  bool listen_;
+  std::function<void()> on_notify_;
+  std::function<std::pair<std::string, std::string>()> describe_;
+  PgConnection pg_;
+  Backoff backoff_;
+  Wakeup stop_wakeup_;
+  asio::steady_timer tick_;
+  bool stopping_ = false;
+  bool was_connected_ = false;
+  bool waiting_ = false;  // a wait_notifications is pending: the tick may cancel it
+};
+
+}  // namespace etcd_sync

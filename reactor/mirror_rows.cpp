@@ -1,0 +1,89 @@
+#include "reactor/mirror_rows.hpp"
+
+#include "reactor/keys.hpp"
+
+#include <algorithm>
+
+namespace etcd_sync {
+
+std::optional<MirrorRow> make_row(const std::string& key, const std::string& value, std::int64_t revision,
+                                  bool tombstone, RejectedKey& rejected) {
+  if (!is_text(key)) {
+    rejected = {key, tombstone ? std::nullopt : std::optional<std::string>(value), revision, tombstone,
+                key.find('\0') != std::string::npos ? "key contains a NUL byte" : "key is not valid UTF-8"};
+    return std::nullopt;
+  }
+  MirrorRow row{key, std::nullopt, std::nullopt, revision, tombstone};
+  if (!tombstone) {
+    if (is_text(value))
+      row.value = value;
+    else
+      row.value_bytes = value;
+  }
+  return row;
+}
+
+void MirrorBatch::add_event(const mvccpb::Event& event) {
+  bool tombstone = event.type() == mvccpb::Event::DELETE;
+  const auto& kv = event.kv();
+  RejectedKey rejected;
+  if (auto row = make_row(kv.key(), kv.value(), kv.mod_revision(), tombstone, rejected))
+    rows_.push_back(std::move(*row));
+  else
+    rejected_.push_back(std::move(rejected));
+  (tombstone ? deletes_ : puts_) += 1;
+  revision_ = std::max(revision_, kv.mod_revision());
+}
+
+void MirrorBatch::advance_to(std::int64_t revision) { revision_ = std::max(revision_, revision); }
+
+void append_row_inserts(const std::vector<MirrorRow>& rows, std::vector<PgStatement>& out) {
+  constexpr std::size_t rows_per_statement = 1000;  // 5 parameters each, well under 65535
+  for (std::size_t start = 0; start < rows.size(); start += rows_per_statement) {
+    std::size_t end = std::min(rows.size(), start + rows_per_statement);
+    PgStatement statement;
+    statement.sql = "INSERT INTO etcd (key, value, value_bytes, revision, tombstone) VALUES ";
+    for (std::size_t i = start; i < end; ++i) {
+      const auto& row = rows[i];
+      std::size_t p = statement.params.size();
+      statement.sql += (i == start ? "(" : ",(");
+      statement.sql += "$" + std::to_string(p + 1) + ",$" + std::to_string(p + 2) + ",$" + std::to_string(p + 3) +
+                       "::bytea,$" + std::to_string(p + 4) + "::bigint,$" + std::to_string(p + 5) + "::boolean)";
+      statement.params.push_back(PgParam::text(row.key));
+      statement.params.push_back(PgParam::optional(row.value));
+      statement.params.push_back(row.value_bytes ? PgParam::bytes(*row.value_bytes) : PgParam::null());
+      statement.params.push_back(PgParam::int64(row.revision));
+      statement.params.push_back(PgParam::text(row.tombstone ? "true" : "false"));
+    }
+    statement.sql += " ON CONFLICT (key, revision) DO NOTHING";
+    out.push_back(std::move(statement));
+  }
+}
+
+void append_rejected_inserts(const std::vector<RejectedKey>& rejected, std::vector<PgStatement>& out) {
+  for (const auto& r : rejected) {
+    out.push_back({"INSERT INTO etcd_sync_rejected (key_bytes, revision, tombstone, value_bytes, reason) "
+                   "VALUES ($1::bytea, $2::bigint, $3::boolean, $4::bytea, $5) "
+                   "ON CONFLICT (key_bytes, revision) DO NOTHING",
+                   {PgParam::bytes(r.key_bytes), PgParam::int64(r.revision),
+                    PgParam::text(r.tombstone ? "true" : "false"),
+                    r.value_bytes ? PgParam::bytes(*r.value_bytes) : PgParam::null(), PgParam::text(r.reason)}});
+  }
+}
+
+PgStatement checkpoint_statement(const std::string& prefix, std::int64_t revision) {
+  return {"INSERT INTO etcd_sync_checkpoint (prefix, revision) VALUES ($1, $2::bigint) "
+          "ON CONFLICT (prefix) DO UPDATE SET revision = greatest(etcd_sync_checkpoint.revision, EXCLUDED.revision), "
+          "updated_at = now()",
+          {PgParam::text(prefix), PgParam::int64(revision)}};
+}
+
+std::vector<PgStatement> MirrorBatch::statements(const std::string& prefix) const {
+  std::vector<PgStatement> out;
+  append_row_inserts(rows_, out);
+  append_rejected_inserts(rejected_, out);
+  out.push_back(checkpoint_statement(prefix, revision_));
+  return out;
+}
+
+}  // namespace etcd_sync

@@ -1,0 +1,74 @@
+#pragma once
+// Turns etcd watch events and snapshot pages into rows of the `etcd` table. Pure: no I/O, so the
+// byte-level rules (text vs. value_bytes, rejected keys) are unit-tested without servers.
+
+#include "adapters/pg_connection.hpp"
+#include "etcd/kv.pb.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace etcd_sync {
+
+/// One row of `etcd`: a put (value or value_bytes set) or a tombstone (both NULL).
+struct MirrorRow {
+  std::string key;
+  std::optional<std::string> value;        ///< the value when it is text (is_text)
+  std::optional<std::string> value_bytes;  ///< the raw value otherwise
+  std::int64_t revision = 0;               ///< mod_revision of the put, or the delete's revision
+  bool tombstone = false;
+};
+
+/// A key PostgreSQL text cannot hold; goes to etcd_sync_rejected with its raw bytes.
+struct RejectedKey {
+  std::string key_bytes;
+  std::optional<std::string> value_bytes;
+  std::int64_t revision = 0;
+  bool tombstone = false;
+  std::string reason;
+};
+
+/// The events of one or more watch responses, applied in one transaction with the checkpoint.
+class MirrorBatch {
+ public:
+  /// Adds a PUT or DELETE event.
+  void add_event(const mvccpb::Event& event);
+  /// Moves the batch's revision forward without rows (a progress notification at `revision`).
+  void advance_to(std::int64_t revision);
+
+  bool empty() const { return rows_.empty() && rejected_.empty() && revision_ == 0; }
+  std::int64_t revision() const { return revision_; }  ///< highest revision the batch covers
+  const std::vector<MirrorRow>& rows() const { return rows_; }
+  const std::vector<RejectedKey>& rejected() const { return rejected_; }
+  std::int64_t puts() const { return puts_; }
+  std::int64_t deletes() const { return deletes_; }
+  std::size_t events() const { return rows_.size() + rejected_.size(); }
+
+  /// The statements that apply the batch and move the checkpoint for `prefix` (effective_prefix
+  /// form) to revision(); run them in one transaction (a pipeline does).
+  std::vector<PgStatement> statements(const std::string& prefix) const;
+
+ private:
+  std::vector<MirrorRow> rows_;
+  std::vector<RejectedKey> rejected_;
+  std::int64_t revision_ = 0;
+  std::int64_t puts_ = 0;
+  std::int64_t deletes_ = 0;
+};
+
+/// Splits a key/value into a row or a rejected key. `value` is ignored for tombstones.
+/// Returns the row, or nullopt after filling `rejected` (key not valid UTF-8 or has NUL).
+std::optional<MirrorRow> make_row(const std::string& key, const std::string& value, std::int64_t revision,
+                                  bool tombstone, RejectedKey& rejected);
+
+/// INSERT statements for `rows` (chunked to stay under PostgreSQL's 65535 parameters), skipping
+/// (key, revision) pairs already present.
+void append_row_inserts(const std::vector<MirrorRow>& rows, std::vector<PgStatement>& out);
+/// INSERT statements for rejected keys.
+void append_rejected_inserts(const std::vector<RejectedKey>& rejected, std::vector<PgStatement>& out);
+/// The checkpoint upsert: never moves backwards.
+PgStatement checkpoint_statement(const std::string& prefix, std::int64_t revision);
+
+}  // namespace etcd_sync

@@ -1,0 +1,283 @@
+#include "reactor/outbox.hpp"
+
+#include "reactor/keys.hpp"
+#include "reactor/logging.hpp"
+#include "reactor/migrations.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+
+#include <map>
+
+namespace etcd_sync {
+
+const char* to_string(OutboxState state) {
+  switch (state) {
+    case OutboxState::starting: return "starting";
+    case OutboxState::idle: return "idle";
+    case OutboxState::applying: return "applying";
+    case OutboxState::backing_off: return "backing_off";
+    case OutboxState::stopped: return "stopped";
+  }
+  return "unknown";
+}
+
+Outbox::Outbox(asio::io_context& io, const Config& config, EtcdClient& etcd, SyncStats& stats, bool dry_run)
+    : io_(io),
+      config_(config),
+      etcd_(etcd),
+      stats_(stats),
+      dry_run_(dry_run),
+      pg_(io, config.postgresql.conninfo, "outbox"),
+      backoff_(config.sync.retry.initial_backoff, config.sync.retry.max_backoff),
+      row_backoff_(config.sync.retry.initial_backoff, config.sync.retry.max_backoff),
+      wakeup_(io) {}
+
+void Outbox::set_state(OutboxState state, const LogFields& fields) {
+  if (state == state_) return;
+  LogFields all{{"component", "outbox"}, {"from", to_string(state_)}, {"to", to_string(state)}};
+  all.insert(all.end(), fields.begin(), fields.end());
+  state_ = state;
+  // idle <-> applying flips with every batch: those are debug lines, the rest are worth a look.
+  bool routine = (state == OutboxState::idle || state == OutboxState::applying);
+  log(state == OutboxState::backing_off ? LogLevel::warn : routine ? LogLevel::debug : LogLevel::info,
+      "outbox state changed", all);
+}
+
+void Outbox::stop() {
+  stopping_ = true;
+  wakeup_.notify();
+}
+
+asio::awaitable<void> Outbox::run() {
+  std::int64_t dry_run_seen = 0;
+  while (!stopping_) {
+    std::optional<SyncError> failure;
+    try {
+      if (!pg_.connected()) {
+        co_await pg_.connect(config_.etcd.dial_timeout);
+        co_await use_schema(pg_, config_.postgresql.schema, false);
+        if (state_ != OutboxState::starting) log_info("outbox reconnected to PostgreSQL", {{"component", "outbox"}});
+      }
+      backoff_.reset();
+      last_error_.clear();
+      // Sweep at once after (re)connecting: notifications sent meanwhile were lost.
+      while (!stopping_) {
+        auto batch = co_await fetch_due();
+        if (dry_run_) {
+          std::vector<Attempt> fresh;
+          for (auto& a : batch)
+            if (a.row.id > dry_run_seen) fresh.push_back(std::move(a));
+          batch = std::move(fresh);
+        }
+        if (batch.empty()) {
+          set_state(OutboxState::idle);
+          co_await wakeup_.wait(co_await idle_wait());
+          continue;
+        }
+        set_state(OutboxState::applying);
+        if (dry_run_) {
+          for (const auto& a : batch) {
+            log_info("dry run: would apply etcd_wal row",
+                     {{"component", "outbox"}, {"wal_id", a.row.id}, {"key", a.row.key},
+                      {"op", a.row.value ? "put" : "delete"},
+                      {"base_revision", a.row.revision ? nlohmann::json(*a.row.revision) : nlohmann::json()}});
+            dry_run_seen = std::max(dry_run_seen, a.row.id);
+          }
+          continue;
+        }
+        co_await process(batch);
+      }
+    } catch (const SyncError& error) {
+      failure = error;
+    }
+    if (failure && !stopping_) co_await wakeup_.wait(on_failure(*failure));
+  }
+  pg_.close();
+  set_state(OutboxState::stopped);
+}
+
+std::chrono::milliseconds Outbox::on_failure(const SyncError& error) {
+  pg_.close();
+  stats_.last_error = error.what();
+  if (state_ != OutboxState::backing_off)
+    set_state(OutboxState::backing_off, {{"error", error.what()}, {"kind", to_string(error.kind())}});
+  else if (last_error_ != error.what())
+    log_warn("outbox still backing off", {{"component", "outbox"}, {"error", error.what()}});
+  last_error_ = error.what();
+  backoff_.set_limits(config_.sync.retry.initial_backoff, config_.sync.retry.max_backoff);
+  return backoff_.next();
+}
+
+asio::awaitable<std::chrono::milliseconds> Outbox::idle_wait() {
+  // Sleep until the sweep, or until the earliest backed-off row falls due, whichever is first.
+  auto result = co_await pg_.query(
+      "SELECT ceil(extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::bigint "
+      "FROM etcd_wal WHERE status = 'pending' AND next_attempt_at > clock_timestamp()");
+  auto wait = config_.sync.sync_interval;
+  if (!result.is_null(0, 0)) wait = std::min(wait, std::chrono::milliseconds(std::max<std::int64_t>(1, result.int64(0, 0))));
+  co_return wait;
+}
+
+asio::awaitable<std::vector<Outbox::Attempt>> Outbox::fetch_due() {
+  // Due pending rows in id order. A row waits while an earlier pending row of its key backs off,
+  // so rows for one key never overtake each other.
+  auto result = co_await pg_.query(
+      "SELECT w.id, w.key, w.value, w.value_bytes, w.revision, w.retry_count, w.attempt_revision, "
+      "  EXISTS (SELECT 1 FROM etcd e WHERE e.key = w.key AND e.revision = w.revision AND e.tombstone) "
+      "FROM etcd_wal w "
+      "WHERE w.status = 'pending' AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= clock_timestamp()) "
+      "  AND NOT EXISTS (SELECT 1 FROM etcd_wal p WHERE p.status = 'pending' AND p.key = w.key AND p.id < w.id "
+      "                    AND p.next_attempt_at > clock_timestamp()) "
+      "ORDER BY w.id LIMIT $1",
+      pg_params(PgParam::int64(config_.sync.batch_size)));
+  std::vector<Attempt> batch;
+  batch.reserve(result.rows());
+  for (int r = 0; r < result.rows(); ++r) {
+    WalRow row;
+    row.id = result.int64(r, 0);
+    row.key = std::string(result.text(r, 1));
+    if (!result.is_null(r, 2))
+      row.value = std::string(result.text(r, 2));
+    else if (!result.is_null(r, 3))
+      row.value = result.bytea(r, 3);
+    if (!result.is_null(r, 4)) row.revision = result.int64(r, 4);
+    row.retry_count = static_cast<int>(result.int64(r, 5));
+    if (!result.is_null(r, 6)) row.attempt_revision = result.int64(r, 6);
+    row.base_is_tombstone = result.boolean(r, 7);
+    batch.push_back({std::move(row), std::nullopt});
+  }
+  co_return batch;
+}
+
+asio::awaitable<void> Outbox::process(std::vector<Attempt>& batch) {
+  // Rows etcd must not see fail at once; the rest are grouped by key, in id order.
+  std::vector<std::vector<Attempt*>> chains;
+  std::map<std::string, std::size_t> chain_of_key;
+  std::vector<std::int64_t> to_send;
+  for (auto& attempt : batch) {
+    if (auto reason = reject_reason(attempt.row, config_.etcd.prefix)) {
+      attempt.outcome = WalOutcome{WalStatus::failed, 0, *reason, false, false};
+      continue;
+    }
+    auto [it, added] = chain_of_key.try_emplace(attempt.row.key, chains.size());
+    if (added) chains.emplace_back();
+    chains[it->second].push_back(&attempt);
+    if (!attempt.row.attempt_revision) to_send.push_back(attempt.row.id);
+  }
+  // Record that these rows may reach etcd, with etcd's revision before the attempt: after a crash
+  // the next run checks etcd instead of applying them blindly a second time.
+  if (!to_send.empty()) {
+    if (stats_.etcd_revision == 0) stats_.etcd_revision = (co_await etcd_.status()).header().revision();
+    std::string ids = "{";
+    for (auto id : to_send) ids += (ids.size() > 1 ? "," : "") + std::to_string(id);
+    ids += "}";
+    co_await pg_.query("UPDATE etcd_wal SET attempt_revision = $1 WHERE id = ANY($2::bigint[])",
+                       pg_params(PgParam::int64(stats_.etcd_revision), PgParam::text(ids)));
+  }
+  int running = 0;
+  Wakeup done(io_);
+  for (auto& chain : chains) {
+    ++running;
+    asio::co_spawn(io_, apply_chain(chain, running, done), [&running, &done](std::exception_ptr failure) {
+      if (failure) {
+        try {
+          std::rethrow_exception(failure);
+        } catch (const std::exception& e) {
+          log_error("outbox chain failed", {{"component", "outbox"}, {"error", e.what()}});
+        }
+      }
+      --running;
+      done.notify();
+    });
+  }
+  while (running > 0) co_await done.wait(std::chrono::seconds(1));
+  co_await write_outcomes(batch);
+}
+
+asio::awaitable<void> Outbox::apply_chain(std::vector<Attempt*> chain, int& running, Wakeup& done) {
+  (void)running;
+  (void)done;
+  for (auto* attempt : chain) {
+    attempt->outcome = co_await apply_row(attempt->row);
+    if (attempt->outcome->status == WalStatus::retry) break;  // later rows of the key wait for it
+  }
+}
+
+asio::awaitable<WalOutcome> Outbox::apply_row(const WalRow& row) {
+  std::optional<SyncError> failure;
+  try {
+    if (row.attempt_revision) {
+      // An earlier attempt may have reached etcd (timeout, crash): look before writing again.
+      etcdserverpb::RangeRequest read;
+      read.set_key(row.key);
+      auto current = co_await etcd_.range(read);
+      std::optional<mvccpb::KeyValue> kv;
+      if (current.kvs_size() > 0) kv = current.kvs(0);
+      if (auto decided = decide_unknown_attempt(row, kv, current.header().revision(), config_.sync.conflict_resolution))
+        co_return *decided;
+    }
+    auto response = co_await etcd_.txn(build_txn(row, config_.sync.conflict_resolution));
+    if (response.header().revision() > stats_.etcd_revision) stats_.etcd_revision = response.header().revision();
+    co_return decide_txn(row, response, config_.sync.conflict_resolution);
+  } catch (const SyncError& error) {
+    failure = error;
+  }
+  co_return decide_error(row, *failure, config_.sync.retry.max_attempts);
+}
+
+asio::awaitable<void> Outbox::write_outcomes(const std::vector<Attempt>& batch) {
+  std::vector<PgStatement> statements;
+  std::int64_t conflicts = 0;
+  row_backoff_.set_limits(config_.sync.retry.initial_backoff, config_.sync.retry.max_backoff);
+  for (const auto& attempt : batch) {
+    if (!attempt.outcome) continue;
+    const auto& row = attempt.row;
+    const auto& outcome = *attempt.outcome;
+    LogFields fields{{"component", "outbox"}, {"wal_id", row.id}, {"key", row.key}, {"attempt", row.retry_count + 1}};
+    switch (outcome.status) {
+      case WalStatus::success:
+        statements.push_back({"UPDATE etcd_wal SET status = 'success', revision = $2::bigint, error_message = NULL, "
+                              "applied_at = now(), attempt_revision = NULL, next_attempt_at = NULL WHERE id = $1",
+                              {PgParam::int64(row.id), PgParam::int64(outcome.revision)}});
+        ++stats_.wal_success;
+        fields.push_back({"revision", outcome.revision});
+        log_debug("etcd_wal row applied", fields);
+        break;
+      case WalStatus::conflict:
+      case WalStatus::failed: {
+        statements.push_back({"UPDATE etcd_wal SET status = $2, error_message = $3, applied_at = now(), "
+                              "retry_count = retry_count + $4::int, attempt_revision = NULL, next_attempt_at = NULL "
+                              "WHERE id = $1",
+                              {PgParam::int64(row.id), PgParam::text(to_string(outcome.status)),
+                               PgParam::text(outcome.error_message), PgParam::int64(outcome.transient ? 1 : 0)}});
+        (outcome.status == WalStatus::conflict ? stats_.wal_conflict : stats_.wal_failed) += 1;
+        fields.push_back({"error", outcome.error_message});
+        log(outcome.status == WalStatus::conflict ? LogLevel::info : LogLevel::warn,
+            outcome.status == WalStatus::conflict ? "etcd_wal conflict: etcd kept its value" : "etcd_wal row failed",
+            fields);
+        break;
+      }
+      case WalStatus::retry: {
+        auto delay = row_backoff_.delay(row.retry_count + 1);
+        statements.push_back({"UPDATE etcd_wal SET retry_count = retry_count + 1, error_message = $2, "
+                              "next_attempt_at = clock_timestamp() + $3::bigint * interval '1 millisecond' WHERE id = $1",
+                              {PgParam::int64(row.id), PgParam::text(outcome.error_message),
+                               PgParam::int64(delay.count())}});
+        ++stats_.wal_retries;
+        fields.push_back({"error", outcome.error_message});
+        fields.push_back({"delay_ms", delay.count()});
+        log_info("etcd_wal row will be retried", fields);
+        break;
+      }
+    }
+    if (outcome.conflict_resolved) ++conflicts;
+  }
+  if (conflicts > 0) {
+    stats_.conflicts_resolved += conflicts;
+    statements.push_back({"UPDATE etcd_sync_service SET conflicts_resolved = conflicts_resolved + $1::bigint WHERE id = 1",
+                          {PgParam::int64(conflicts)}});
+  }
+  if (!statements.empty()) co_await pg_.pipeline(std::move(statements));
+}
+
+}  // namespace etcd_sync

@@ -1,0 +1,72 @@
+#pragma once
+// PostgreSQL -> etcd. Woken by NOTIFY etcd_changes (and a sweep every sync_interval), it reads due
+// pending etcd_wal rows in id order, sends one etcd Txn per row (rows of one key in order, different
+// keys concurrently, at most batch_size in flight) and writes the outcomes back in one round trip.
+
+#include "adapters/etcd_client.hpp"
+#include "adapters/pg_connection.hpp"
+#include "reactor/backoff.hpp"
+#include "reactor/config.hpp"
+#include "reactor/logging.hpp"
+#include "reactor/conflict.hpp"
+#include "reactor/sync_stats.hpp"
+#include "reactor/wakeup.hpp"
+
+#include <vector>
+
+namespace etcd_sync {
+
+/// Where the outbox is; each change is logged once.
+enum class OutboxState {
+  starting,     ///< not yet connected
+  idle,         ///< no due rows: waiting for NOTIFY, the sweep, or a retry to fall due
+  applying,     ///< sending a batch of rows to etcd
+  backing_off,  ///< PostgreSQL unreachable: waiting before reconnecting
+  stopped,      ///< run() has returned
+};
+const char* to_string(OutboxState state);
+
+class Outbox {
+ public:
+  /// `config` is read on every batch, so a reload takes effect at the next one.
+  Outbox(asio::io_context& io, const Config& config, EtcdClient& etcd, SyncStats& stats, bool dry_run);
+
+  /// Runs until stop(); never throws.
+  asio::awaitable<void> run();
+  /// The batch in flight finishes and its outcomes are written; then run() returns.
+  void stop();
+  /// New pending rows may exist (a NOTIFY arrived, or a reconnect happened).
+  void wake() { wakeup_.notify(); }
+  OutboxState state() const { return state_; }
+
+ private:
+  struct Attempt {
+    WalRow row;
+    std::optional<WalOutcome> outcome;
+  };
+
+  void set_state(OutboxState state, const LogFields& fields = {});
+  /// Logs a failure once per state change; returns the backoff before reconnecting.
+  std::chrono::milliseconds on_failure(const SyncError& error);
+  asio::awaitable<std::vector<Attempt>> fetch_due();
+  asio::awaitable<void> process(std::vector<Attempt>& batch);
+  asio::awaitable<void> apply_chain(std::vector<Attempt*> chain, int& running, Wakeup& done);
+  asio::awaitable<WalOutcome> apply_row(const WalRow& row);
+  asio::awaitable<void> write_outcomes(const std::vector<Attempt>& batch);
+  asio::awaitable<std::chrono::milliseconds> idle_wait();
+
+  asio::io_context& io_;
+  const Config& config_;
+  EtcdClient& etcd_;
+  SyncStats& stats_;
+  bool dry_run_;
+  PgConnection pg_;
+  Backoff backoff_;
+  Backoff row_backoff_;
+  Wakeup wakeup_;
+  OutboxState state_ = OutboxState::starting;
+  bool stopping_ = false;
+  std::string last_error_;
+};
+
+}  // namespace etcd_sync

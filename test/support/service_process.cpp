@@ -1,0 +1,89 @@
+#include "test/support/service_process.hpp"
+
+#include <csignal>
+#include <fstream>
+#include <system_error>
+#include <utility>
+
+namespace etcd_sync::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+
+std::uintmax_t file_size_or_zero(const fs::path& path) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  return ec ? 0 : size;
+}
+
+}  // namespace
+
+fs::path service_binary() { return fs::path(ETCD_SYNC_BINARY); }
+
+ServiceProcess::ServiceProcess(const fs::path& log_dir, std::string name)
+    : log_path_(log_dir / (name + ".log")) {
+  fs::create_directories(log_dir);
+}
+
+ServiceProcess::~ServiceProcess() = default;  // ChildProcess kills and reaps
+
+void ServiceProcess::start(const std::vector<std::string>& args,
+                           const std::map<std::string, std::string>& env) {
+  if (process_.running()) {
+    throw std::runtime_error("etcd-sync is already running (pid " +
+                             std::to_string(process_.pid()) + ")");
+  }
+  {
+    std::ofstream log(log_path_, std::ios::app | std::ios::binary);
+    log << "---- test harness: start #" << ++starts_ << ": " << service_binary().string();
+    for (const auto& arg : args) log << ' ' << arg;
+    log << " ----\n";
+  }
+  mark_log();
+  SpawnSpec spec;
+  spec.program = service_binary();
+  spec.args = args;
+  spec.env = env;
+  spec.output_path = log_path_;
+  spec.death_signal = SIGKILL;
+  process_.start(spec);
+}
+
+bool ServiceProcess::wait_for_log(const std::string& needle, milliseconds deadline) {
+  bool found = false;
+  wait_until(
+      [&] {
+        // Check liveness first: a process that has exited has written its last line.
+        const bool alive = process_.running();
+        found = log_since_mark().find(needle) != std::string::npos;
+        return found || !alive;
+      },
+      deadline);
+  return found;
+}
+
+void ServiceProcess::mark_log() { mark_ = file_size_or_zero(log_path_); }
+
+std::string ServiceProcess::log_text() const { return read_text_file(log_path_); }
+
+std::string ServiceProcess::log_since_mark() const { return read_text_file(log_path_, mark_); }
+
+int ServiceProcess::terminate(milliseconds deadline) { return process_.stop(SIGTERM, deadline); }
+
+std::optional<int> ServiceProcess::wait_exit(milliseconds deadline) {
+  return process_.wait_exit(deadline);
+}
+
+void ServiceProcess::signal(int sig) { process_.signal(sig); }
+
+void ServiceProcess::kill9() { process_.stop(SIGKILL, milliseconds(0)); }
+
+bool ServiceProcess::running() { return process_.running(); }
+
+CommandResult run_binary(const std::vector<std::string>& args,
+                         const std::map<std::string, std::string>& env, milliseconds timeout) {
+  return run_command(service_binary(), args, env, timeout);
+}
+
+}  // namespace etcd_sync::testing
