@@ -2,7 +2,6 @@
 
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <spdlog/spdlog.h>
 
 #include <cassert>
 #include <memory>
@@ -168,8 +167,8 @@ asio::awaitable<void> PgConnection::connect(std::chrono::milliseconds timeout) {
   deadline.cancel();
   refresh_descriptor();
   PQsetnonblocking(conn_, 1);
-  PQsetNoticeProcessor(
-      conn_, [](void*, const char* message) { spdlog::debug("postgres notice: {}", trimmed(message)); }, nullptr);
+  // NOTICEs ("relation already exists, skipping") are expected chatter; errors arrive as results.
+  PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
 }
 
 asio::awaitable<void> PgConnection::flush() {

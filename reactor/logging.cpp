@@ -61,8 +61,9 @@ std::string format_log_line(LogFormat format, LogLevel level, std::string_view m
     for (const auto& [name, value] : fields) line[name] = value;
     return line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
-  std::string line = iso8601(when) + " " + to_string(level);
-  line.resize(line.size() < 30 ? 30 : line.size(), ' ');
+  std::string level_name = to_string(level);
+  level_name.resize(5, ' ');
+  std::string line = iso8601(when) + " " + level_name + " ";
   line += message;
   for (const auto& [name, value] : fields) {
     line += ' ';
