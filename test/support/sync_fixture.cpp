@@ -65,7 +65,8 @@ std::optional<mvccpb::KeyValue> EtcdTestClient::get(const std::string& key) {
 
 std::int64_t EtcdTestClient::revision() {
   etcdserverpb::RangeRequest request;
-  request.set_key("\0");
+  request.set_key(std::string(1, '\0'));  // "\0" to "\0": the whole keyspace
+  request.set_range_end(std::string(1, '\0'));
   request.set_count_only(true);
   return run(client_->range(request)).header().revision();
 }
@@ -103,34 +104,28 @@ std::vector<HistoryEntry> EtcdTestClient::history(const std::string& prefix, std
   auto work = [&]() -> asio::awaitable<std::vector<HistoryEntry>> {
     std::vector<HistoryEntry> out;
     if (to_revision < from_revision) co_return out;
+    // Watch the whole keyspace: every revision has at least one event, so reading until one at
+    // or past to_revision proves nothing is missing. (A progress notification would not: etcd 3.4
+    // may send one before an unsynced watcher has caught up.)
     auto stream = client_->open_watch();
-    auto range = prefix_range(prefix);
     etcdserverpb::WatchCreateRequest create;
-    create.set_key(range.key);
-    create.set_range_end(range.range_end);
+    create.set_key(std::string(1, '\0'));
+    create.set_range_end(std::string(1, '\0'));
     create.set_start_revision(from_revision);
     co_await stream->start(create);
-    // Events up to to_revision, then a progress notification proves nothing else is in the range.
-    etcdserverpb::WatchRequest progress;
-    progress.mutable_progress_request();
     bool done = false;
     while (!done) {
       auto response = co_await stream->read();
       if (!response) throw std::runtime_error("watch ended early");
       if (response->canceled()) throw std::runtime_error("watch cancelled: " + response->cancel_reason());
       for (const auto& e : response->events()) {
-        if (e.kv().mod_revision() > to_revision) {
-          done = true;
-          break;
-        }
+        if (e.kv().mod_revision() >= to_revision) done = true;
+        if (e.kv().mod_revision() > to_revision) break;
+        if (!key_in_prefix(e.kv().key(), prefix)) continue;
         HistoryEntry entry{e.kv().key(), std::nullopt, e.kv().mod_revision()};
         if (e.type() == mvccpb::Event::PUT) entry.value = e.kv().value();
         out.push_back(entry);
       }
-      if (!out.empty() && out.back().revision >= to_revision) done = true;
-      if (response->events_size() == 0 && !response->created() && response->header().revision() >= to_revision)
-        done = true;
-      if (!done && response->created()) co_await stream->write(progress);
     }
     stream->cancel();
     while (co_await stream->read()) {
@@ -184,6 +179,13 @@ void SyncEnvironment::start_service(ServiceProcess& service, const std::filesyst
   service.start({"start", "-c", config.string()});
   if (!service.wait_for_log("etcd-sync started", std::chrono::seconds(20)))
     throw std::runtime_error("etcd-sync did not start:\n" + service.log_text());
+  // With the mirror on, wait until it watches: changes made before its snapshot would be folded
+  // into the snapshot instead of arriving as events.
+  std::ifstream in(config);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (text.find("postgres_to_etcd") == std::string::npos &&
+      !service.wait_for_log("\"to\":\"watching\"", std::chrono::seconds(20)))
+    throw std::runtime_error("the mirror did not start watching:\n" + service.log_text());
 }
 
 std::int64_t SyncEnvironment::checkpoint(const std::string& prefix) {

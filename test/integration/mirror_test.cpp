@@ -1,0 +1,255 @@
+// etcd -> PostgreSQL against real servers: snapshot, watch, restarts, crashes, compaction, bad data.
+
+#include "test/support/sync_fixture.hpp"
+
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <fstream>
+#include <thread>
+
+namespace etcd_sync::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+class MirrorTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { env_ = new SyncEnvironment(); }
+  static void TearDownTestSuite() {
+    delete env_;
+    env_ = nullptr;
+  }
+  void SetUp() override {
+    env_->fresh_database();
+    if (!env_->etcd.is_running()) env_->etcd.start();
+    if (!env_->postgres.is_running()) env_->postgres.start();
+  }
+
+  /// Settings with the test's own prefix, so keys from other tests do not interfere.
+  SyncSettings settings(const std::string& prefix) {
+    SyncSettings s;
+    s.prefix = prefix;
+    s.direction = "etcd_to_postgres";
+    return s;
+  }
+
+  /// Every row under `prefix` equals etcd's history from `from` to etcd's current revision.
+  void expect_history(const std::string& prefix, std::int64_t from) {
+    auto now = env_->client->revision();
+    ASSERT_TRUE(env_->wait_mirrored(now, 30s, prefix)) << "checkpoint " << env_->checkpoint(prefix) << " < " << now;
+    auto want = env_->client->history(prefix, from, now);
+    auto got = env_->mirror_rows(prefix);
+    ASSERT_EQ(got.size(), want.size());
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      ASSERT_EQ(got[i].key, want[i].key) << "at " << i;
+      ASSERT_EQ(got[i].revision, want[i].revision) << "at " << i;
+      ASSERT_EQ(got[i].value, want[i].value) << "at " << i << " key " << want[i].key;
+    }
+  }
+
+  static SyncEnvironment* env_;
+};
+
+SyncEnvironment* MirrorTest::env_ = nullptr;
+
+TEST_F(MirrorTest, QuickstartScenarioOneThreePutsAppearWithTheirRevisions) {
+  ServiceProcess service(env_->dir.path(), "scenario1");
+  env_->start_service(service, env_->write_config(settings("/config/")));
+  auto r1 = env_->client->put("/config/app/timeout", "30s");
+  auto r2 = env_->client->put("/config/app/retries", "3");
+  auto r3 = env_->client->put("/config/db/host", "localhost");
+  ASSERT_TRUE(env_->wait_mirrored(r3, 10s, "/config/"));
+  auto rows = env_->mirror_rows("/config/");
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0], (HistoryEntry{"/config/app/timeout", "30s", r1}));
+  EXPECT_EQ(rows[1], (HistoryEntry{"/config/app/retries", "3", r2}));
+  EXPECT_EQ(rows[2], (HistoryEntry{"/config/db/host", "localhost", r3}));
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
+TEST_F(MirrorTest, DeletesBecomeTombstonesAtTheDeleteRevision) {
+  ServiceProcess service(env_->dir.path(), "tombstones");
+  env_->start_service(service, env_->write_config(settings("/del/")));
+  auto put = env_->client->put("/del/a", "1");
+  auto del = env_->client->del("/del/a");
+  ASSERT_TRUE(env_->wait_mirrored(del, 10s, "/del/"));
+  auto rows = env_->db().exec_params(
+      "SELECT revision, tombstone, value IS NULL AND value_bytes IS NULL FROM etcd WHERE key = $1 ORDER BY revision",
+      {"/del/a"});
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(std::stoll(*rows[0][0]), put);
+  EXPECT_EQ(*rows[0][1], "f");
+  EXPECT_EQ(std::stoll(*rows[1][0]), del);
+  EXPECT_EQ(*rows[1][1], "t");
+  EXPECT_EQ(*rows[1][2], "t");
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
+TEST_F(MirrorTest, ChangesWhileStoppedArriveWithTheirOwnRevisionsAfterRestart) {
+  auto config = env_->write_config(settings("/offline/"));
+  auto first = env_->client->revision() + 1;
+  ServiceProcess service(env_->dir.path(), "offline");
+  env_->start_service(service, config);
+  env_->client->put("/offline/a", "1");
+  env_->client->put("/offline/b", "1");
+  ASSERT_TRUE(env_->wait_mirrored(env_->client->revision(), 10s, "/offline/"));
+  ASSERT_EQ(service.terminate(5s), 0);
+
+  env_->client->put("/offline/a", "2");    // update
+  env_->client->del("/offline/b");         // delete
+  env_->client->put("/offline/c", "new");  // create
+  env_->client->put("/offline/test/offline", "offline-change");
+  env_->start_service(service, config);
+  expect_history("/offline/", first);
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
+TEST_F(MirrorTest, KillNineDuringTenThousandPutsLosesAndDuplicatesNothing) {
+  auto config = env_->write_config(settings("/crash/"));
+  auto first = env_->client->revision() + 1;
+  ServiceProcess service(env_->dir.path(), "crash");
+  env_->start_service(service, config);
+
+  std::vector<std::pair<std::string, std::string>> items;
+  for (int i = 0; i < 10000; ++i) items.emplace_back("/crash/k" + std::to_string(i % 700), "v" + std::to_string(i));
+  std::thread writer([&] {
+    EtcdTestClient own(env_->etcd.endpoint());  // its own io_context: the fixture's client is not shared
+    own.put_many(items, 16);
+  });
+  // Kill it mid-stream, once some of the stream is mirrored.
+  ASSERT_TRUE(env_->wait_mirrored(first + 2000, 60s, "/crash/"));
+  service.kill9();
+  writer.join();
+  env_->start_service(service, config);
+  expect_history("/crash/", first);
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
+TEST_F(MirrorTest, CompactionWhileStoppedResyncsTheNetStateWithTombstones) {
+  auto config = env_->write_config(settings("/compact/"));
+  ServiceProcess service(env_->dir.path(), "compact");
+  env_->start_service(service, config);
+  env_->client->put("/compact/keep", "1");
+  env_->client->put("/compact/gone", "1");
+  env_->client->put("/compact/changed", "1");
+  auto before = env_->client->revision();
+  ASSERT_TRUE(env_->wait_mirrored(before, 10s, "/compact/"));
+  ASSERT_EQ(service.terminate(5s), 0);
+
+  env_->client->del("/compact/gone");
+  env_->client->put("/compact/changed", "2");
+  auto changed_revision = env_->client->put("/compact/changed", "3");
+  env_->client->put("/compact/new", "n");
+  auto now = env_->client->revision();
+  env_->client->compact(now);
+
+  env_->start_service(service, config);
+  ASSERT_TRUE(env_->wait_mirrored(now, 20s, "/compact/"));
+  ASSERT_TRUE(service.wait_for_log("etcd compacted history that was never mirrored", 10s)) << service.log_text();
+  EXPECT_NE(service.log_text().find("\"lost_from_revision\":" + std::to_string(before + 1)), std::string::npos);
+
+  auto latest = env_->db().exec(
+      "SELECT DISTINCT ON (key) key, value, revision, tombstone FROM etcd WHERE starts_with(key, '/compact/') "
+      "ORDER BY key, revision DESC");
+  std::map<std::string, std::vector<std::optional<std::string>>> by_key;
+  for (auto& row : latest) by_key[*row[0]] = row;
+  ASSERT_EQ(by_key.size(), 4u);
+  EXPECT_EQ(*by_key["/compact/keep"][1], "1");
+  EXPECT_EQ(*by_key["/compact/gone"][3], "t");
+  EXPECT_EQ(std::stoll(*by_key["/compact/gone"][2]), now);  // tombstone at the snapshot revision
+  EXPECT_EQ(*by_key["/compact/changed"][1], "3");
+  EXPECT_EQ(std::stoll(*by_key["/compact/changed"][2]), changed_revision);
+  EXPECT_EQ(*by_key["/compact/new"][1], "n");
+
+  // And it goes on watching after the resync.
+  auto later = env_->client->put("/compact/after", "x");
+  EXPECT_TRUE(env_->wait_mirrored(later, 10s, "/compact/"));
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
+TEST_F(MirrorTest, BinaryAndLargeValuesRoundTripByteForByte) {
+  ServiceProcess service(env_->dir.path(), "binary");
+  env_->start_service(service, env_->write_config(settings("/bin/")));
+  std::string binary("\x00\xff\xfe text \x80\x01", 12);
+  std::string large(1536 * 1024 - 512, 'x');  // just under etcd's default 1.5 MiB request limit
+  for (std::size_t i = 0; i < large.size(); i += 4096) large[i] = static_cast<char>('a' + (i / 4096) % 26);
+  env_->client->put("/bin/binary", binary);
+  env_->client->put("/bin/nul", std::string("a\0b", 3));
+  auto last = env_->client->put("/bin/large", large);
+  ASSERT_TRUE(env_->wait_mirrored(last, 20s, "/bin/"));
+  auto rows = env_->db().exec(
+      "SELECT key, value IS NULL, encode(value_bytes, 'hex'), md5(value), length(value) FROM etcd "
+      "WHERE starts_with(key, '/bin/') ORDER BY key");
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(*rows[0][0], "/bin/binary");
+  EXPECT_EQ(*rows[0][1], "t");
+  EXPECT_EQ(*rows[0][2], "00fffe207465787420800100");
+  EXPECT_EQ(*rows[1][0], "/bin/large");
+  EXPECT_EQ(std::stoll(*rows[1][4]), static_cast<long long>(large.size()));
+  EXPECT_EQ(*rows[2][0], "/bin/nul");
+  EXPECT_EQ(*rows[2][2], "610062");
+  auto stored = env_->db().exec("SELECT value FROM etcd WHERE key = '/bin/large'");
+  EXPECT_TRUE(*stored[0][0] == large);
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
+TEST_F(MirrorTest, KeysThatAreNotUtf8AreRecordedNotDropped) {
+  ServiceProcess service(env_->dir.path(), "badkeys");
+  env_->start_service(service, env_->write_config(settings("/badkey/")));
+  auto revision = env_->client->put(std::string("/badkey/\xff\xfe", 10), "v");
+  auto after = env_->client->put("/badkey/fine", "ok");
+  ASSERT_TRUE(env_->wait_mirrored(after, 10s, "/badkey/"));
+  auto rejected = env_->db().exec("SELECT encode(key_bytes, 'hex'), revision, reason FROM etcd_sync_rejected");
+  ASSERT_EQ(rejected.size(), 1u);
+  EXPECT_EQ(*rejected[0][0], "2f6261646b65792ffffe");
+  EXPECT_EQ(std::stoll(*rejected[0][1]), revision);
+  EXPECT_EQ(*rejected[0][2], "key is not valid UTF-8");
+  EXPECT_TRUE(service.wait_for_log("recorded in etcd_sync_rejected", 5s));
+  EXPECT_EQ(env_->mirror_rows("/badkey/").size(), 1u);
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
+TEST_F(MirrorTest, SyncCarriesOnAcrossEtcdAndPostgresRestarts) {
+  auto config = env_->write_config(settings("/restart/"));
+  auto first = env_->client->revision() + 1;
+  ServiceProcess service(env_->dir.path(), "restarts");
+  env_->start_service(service, config);
+  env_->client->put("/restart/a", "1");
+  ASSERT_TRUE(env_->wait_mirrored(env_->client->revision(), 10s, "/restart/"));
+
+  env_->etcd.restart();
+  env_->client = std::make_unique<EtcdTestClient>(env_->etcd.endpoint());
+  env_->client->put("/restart/b", "after etcd restart");
+  ASSERT_TRUE(env_->wait_mirrored(env_->client->revision(), 30s, "/restart/")) << service.log_text();
+
+  env_->postgres.restart();
+  env_->client->put("/restart/c", "after postgres restart");
+  ASSERT_TRUE(env_->wait_mirrored(env_->client->revision(), 30s, "/restart/")) << service.log_text();
+  expect_history("/restart/", first);
+  EXPECT_TRUE(service.running());
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
+TEST_F(MirrorTest, QuietPrefixCheckpointFollowsEtcdRevision) {
+  ServiceProcess service(env_->dir.path(), "quiet");
+  env_->start_service(service, env_->write_config(settings("/quiet/")));
+  auto start = env_->checkpoint("/quiet/");
+  // Traffic elsewhere moves etcd's revision; nothing under /quiet/ changes.
+  for (int i = 0; i < 5; ++i) env_->client->put("/elsewhere/k", std::to_string(i));
+  auto now = env_->client->revision();
+  EXPECT_TRUE(env_->wait_mirrored(now, 15s, "/quiet/")) << "checkpoint stayed at " << start;
+  EXPECT_TRUE(env_->mirror_rows("/quiet/").empty());
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
+TEST_F(MirrorTest, SigtermStopsWithinAboutASecond) {
+  ServiceProcess service(env_->dir.path(), "sigterm");
+  env_->start_service(service, env_->write_config(settings("/term/")));
+  auto begin = std::chrono::steady_clock::now();
+  EXPECT_EQ(service.terminate(3s), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - begin, 2s);
+}
+
+}  // namespace
+}  // namespace etcd_sync::testing
