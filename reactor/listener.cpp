@@ -17,12 +17,13 @@ std::string host_name() {
 }
 }  // namespace
 
-Listener::Listener(asio::io_context& io, const Config& config, SyncStats& stats, bool listen,
+Listener::Listener(asio::io_context& io, const Config& config, SyncStats& stats, bool listen, bool dry_run,
                    std::function<void()> on_notify, std::function<std::pair<std::string, std::string>()> describe)
     : io_(io),
       config_(config),
       stats_(stats),
       listen_(listen),
+      dry_run_(dry_run),
       on_notify_(std::move(on_notify)),
       describe_(std::move(describe)),
       pg_(io, config.postgresql.conninfo, "listener"),
@@ -37,6 +38,7 @@ void Listener::stop() {
 }
 
 asio::awaitable<void> Listener::heartbeat(const char* state) {
+  if (dry_run_) co_return;
   auto [mirror_state, outbox_state] = describe_();
   co_await pg_.query(
       "INSERT INTO etcd_sync_service AS s (id, state, host, pid, version, started_at, heartbeat_at, etcd_revision, "

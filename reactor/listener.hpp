@@ -16,7 +16,8 @@ class Listener {
  public:
   /// `on_notify` runs on every NOTIFY etcd_changes and after every (re)connect (when `listen` is
   /// true). `describe` returns the engines' states for the heartbeat.
-  Listener(asio::io_context& io, const Config& config, SyncStats& stats, bool listen,
+  /// With `dry_run` the heartbeat is not written.
+  Listener(asio::io_context& io, const Config& config, SyncStats& stats, bool listen, bool dry_run,
            std::function<void()> on_notify, std::function<std::pair<std::string, std::string>()> describe);
 
   /// Runs until stop(), then records state 'stopped'. Never throws.
@@ -31,6 +32,7 @@ class Listener {
   const Config& config_;
   SyncStats& stats_;
   bool listen_;
+  bool dry_run_;
   std::function<void()> on_notify_;
   std::function<std::pair<std::string, std::string>()> describe_;
   PgConnection pg_;

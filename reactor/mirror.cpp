@@ -41,14 +41,15 @@ struct Mirror::WatchSession {
   std::chrono::steady_clock::time_point last_event = std::chrono::steady_clock::now();
 };
 
-Mirror::Mirror(asio::io_context& io, const Config& config, EtcdClient& etcd, SyncStats& stats)
+Mirror::Mirror(asio::io_context& io, const Config& config, EtcdClient& etcd, SyncStats& stats, bool dry_run)
     : io_(io),
       config_(config),
       etcd_(etcd),
       stats_(stats),
       pg_(io, config.postgresql.conninfo, "mirror"),
       backoff_(config.sync.retry.initial_backoff, config.sync.retry.max_backoff),
-      stop_wakeup_(io) {}
+      stop_wakeup_(io),
+      dry_run_(dry_run) {}
 
 std::string Mirror::prefix() const { return effective_prefix(config_.etcd.prefix); }
 
@@ -98,6 +99,12 @@ asio::awaitable<void> Mirror::run() {
       co_await connect_postgres();
       co_await etcd_.connect();
       auto checkpoint = co_await load_checkpoint();
+      if (dry_run_ && checkpoint_ > 0) checkpoint = checkpoint_;  // dry runs keep their place in memory
+      if (dry_run_ && (!checkpoint || resync_needed_)) {
+        checkpoint = (co_await etcd_.status()).header().revision();
+        log_info("dry run: would take a snapshot here; watching from etcd's current revision instead",
+                 {{"component", "mirror"}, {"revision", *checkpoint}});
+      }
       if (!checkpoint || resync_needed_) checkpoint = co_await snapshot(checkpoint.has_value());
       resync_needed_ = false;
       lost_from_.reset();
@@ -337,7 +344,13 @@ asio::awaitable<void> Mirror::watch(std::int64_t start_revision) {
 }
 
 asio::awaitable<void> Mirror::apply(const MirrorBatch& batch) {
-  co_await pg_.pipeline(batch.statements(prefix()));
+  if (dry_run_) {
+    for (const auto& row : batch.rows())
+      log_info("dry run: would write a row to etcd", {{"component", "mirror"}, {"key", row.key},
+                                                       {"revision", row.revision}, {"tombstone", row.tombstone}});
+  } else {
+    co_await pg_.pipeline(batch.statements(prefix()));
+  }
   checkpoint_ = batch.revision();
   stats_.mirrored_revision = checkpoint_;
   if (checkpoint_ > stats_.etcd_revision) stats_.etcd_revision = checkpoint_;

@@ -32,7 +32,8 @@ const char* to_string(MirrorState state);
 class Mirror {
  public:
   /// `config` is read on every use, so a reload takes effect at the next step.
-  Mirror(asio::io_context& io, const Config& config, EtcdClient& etcd, SyncStats& stats);
+  /// With `dry_run`, events are logged instead of written and the checkpoint only moves in memory.
+  Mirror(asio::io_context& io, const Config& config, EtcdClient& etcd, SyncStats& stats, bool dry_run = false);
 
   /// Runs until stop(). Transient failures back off and resume from the checkpoint; never throws.
   asio::awaitable<void> run();
@@ -70,6 +71,7 @@ class Mirror {
   MirrorState state_ = MirrorState::starting;
   WatchSession* session_ = nullptr;
   std::int64_t checkpoint_ = 0;
+  bool dry_run_;
   bool stopping_ = false;
   bool resync_needed_ = false;
   std::optional<std::int64_t> lost_from_;  ///< first revision whose history a compaction removed

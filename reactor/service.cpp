@@ -81,10 +81,10 @@ void Service::build_engines() {
   etcd_ = std::make_unique<EtcdClient>(bridge_, etcd_options(config_.etcd));
   bool mirror_on = config_.sync.direction != Direction::postgres_to_etcd;
   bool outbox_on = config_.sync.direction != Direction::etcd_to_postgres;
-  mirror_ = mirror_on ? std::make_unique<Mirror>(io_, config_, *etcd_, stats_) : nullptr;
+  mirror_ = mirror_on ? std::make_unique<Mirror>(io_, config_, *etcd_, stats_, dry_run_) : nullptr;
   outbox_ = outbox_on ? std::make_unique<Outbox>(io_, config_, *etcd_, stats_, dry_run_) : nullptr;
   listener_ = std::make_unique<Listener>(
-      io_, config_, stats_, outbox_on,
+      io_, config_, stats_, outbox_on, dry_run_,
       [this] {
         if (outbox_) outbox_->wake();
       },
