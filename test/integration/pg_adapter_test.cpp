@@ -80,8 +80,8 @@ class PgAdapterTest : public ::testing::Test {
 TEST_F(PgAdapterTest, QueryRoundTripsTextNullAndBinaryParameters) {
   PgConnection pg(io_, postgres_->conninfo(), "test");
   const std::string text = "it's \"quoted\", tabbed\tand ünïcødé ✓";
-  const std::string bytes("\x00\xff\x01\\x00'\x00\x80\n", 10);
-  ASSERT_EQ(bytes.size(), 10u);
+  // NUL, 0xff, a backslash sequence that looks like hex escaping, a quote, a high byte, a newline.
+  const std::string bytes("\x00\xff\x01\\x00'\x00\x80\n", 11);
   run(
       [&]() -> asio::awaitable<void> {
         co_await pg.connect(kConnectTimeout);
@@ -97,7 +97,7 @@ TEST_F(PgAdapterTest, QueryRoundTripsTextNullAndBinaryParameters) {
         EXPECT_TRUE(result.is_null(0, 2));
         EXPECT_EQ(result.optional_text(0, 2), std::nullopt);
         EXPECT_EQ(result.bytea(0, 3), bytes);
-        EXPECT_EQ(result.int64(0, 4), 10);
+        EXPECT_EQ(result.int64(0, 4), 11);
         EXPECT_EQ(result.int64(0, 5), -40);
       },
       &pg);
@@ -254,16 +254,18 @@ TEST_F(PgAdapterTest, PipelineWithFailingStatementCommitsNothing) {
           statements.push_back({"INSERT INTO items (id, name) VALUES ($1, $2)",
                                 pg_params(PgParam::int64(id), PgParam::text("x"))});
         error = co_await capture_error(pg.pipeline(std::move(statements)));
-        // The connection is usable afterwards, out of pipeline mode and out of any transaction.
-        auto status = co_await pg.query("SELECT count(*), now() = statement_timestamp() FROM items");
-        EXPECT_EQ(status.int64(0, 0), 0);
-        EXPECT_TRUE(status.boolean(0, 1)) << "still inside a transaction";
+        EXPECT_EQ(client.scalar("SELECT count(*) FROM items"), "0") << "a failed pipeline committed rows";
+        // The connection is usable afterwards, out of pipeline mode and out of any transaction: a
+        // later insert is visible to another session at once.
+        auto count = co_await pg.query("SELECT count(*) FROM items");
+        EXPECT_EQ(count.int64(0, 0), 0);
+        co_await pg.query("INSERT INTO items (id, name) VALUES (100, 'after')");
       },
       &pg);
   ASSERT_TRUE(error.has_value());
   EXPECT_EQ(error->kind(), ErrorKind::permanent) << error->what();
   EXPECT_NE(std::string(error->what()).find("23505"), std::string::npos) << error->what();
-  EXPECT_EQ(client.scalar("SELECT count(*) FROM items"), "0");
+  EXPECT_EQ(client.scalar("SELECT string_agg(id::text, ',') FROM items"), "100");
 }
 
 TEST_F(PgAdapterTest, ExecuteScriptRunsEveryStatement) {
@@ -423,6 +425,77 @@ TEST_F(PgAdapterTest, CopyWithBadDataThrowsAndConnectionStaysUsable) {
   ASSERT_TRUE(error.has_value());
   EXPECT_EQ(error->kind(), ErrorKind::permanent) << error->what();
   EXPECT_NE(std::string(error->what()).find("22P02"), std::string::npos) << error->what();
+}
+
+TEST_F(PgAdapterTest, AbandonedCopyThenReconnectLeavesConnectionUsable) {
+  const auto db = fresh_database();
+  PgClient client(postgres_->conninfo(db));
+  client.exec("CREATE TABLE copied (id integer PRIMARY KEY, body text)");
+  PgConnection pg(io_, postgres_->conninfo(db), "test");
+  run(
+      [&]() -> asio::awaitable<void> {
+        co_await pg.connect(kConnectTimeout);
+        co_await pg.copy_start("COPY copied (id, body) FROM STDIN");
+        co_await pg.copy_data("1\tpartial\n");
+        // The caller gives up mid-COPY (shutdown, a failed batch): close and start over.
+        pg.close();
+        co_await pg.connect(kConnectTimeout);
+        auto count = co_await pg.query("SELECT count(*) FROM copied");
+        EXPECT_EQ(count.int64(0, 0), 0);
+      },
+      &pg);
+  EXPECT_EQ(client.scalar("SELECT count(*) FROM copied"), "0");
+}
+
+TEST_F(PgAdapterTest, TerminatedBackendEndsNotificationWaitAsTransient) {
+  PgConnection pg(io_, postgres_->conninfo(), "listener");
+  PgClient admin(postgres_->conninfo());
+  std::optional<SyncError> error;
+  run(
+      [&]() -> asio::awaitable<void> {
+        co_await pg.connect(kConnectTimeout);
+        co_await pg.query("LISTEN test_terminated");
+        const auto pid = (co_await pg.query("SELECT pg_backend_pid()")).text(0, 0);
+        admin.exec_params("SELECT pg_terminate_backend($1::int)", {std::string(pid)});
+        error = co_await capture_error(pg.wait_notifications());
+        EXPECT_FALSE(pg.connected());
+        co_await pg.connect(kConnectTimeout);
+        auto one = co_await pg.query("SELECT 1");
+        EXPECT_EQ(one.int64(0, 0), 1);
+      },
+      &pg);
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->kind(), ErrorKind::transient) << error->what();
+  EXPECT_NE(std::string(error->what()).find("127.0.0.1:" + std::to_string(postgres_->port())), std::string::npos)
+      << error->what();
+}
+
+TEST_F(PgAdapterTest, TerminatedBackendDuringCopyIsTransient) {
+  const auto db = fresh_database();
+  PgClient client(postgres_->conninfo(db));
+  client.exec("CREATE TABLE copied (id integer PRIMARY KEY, body text)");
+  PgConnection pg(io_, postgres_->conninfo(db), "test");
+  std::optional<SyncError> error;
+  std::string rows;
+  for (int i = 0; i < 20000; ++i) rows += std::to_string(i) + "\t" + std::string(100, 'x') + "\n";
+  run(
+      [&]() -> asio::awaitable<void> {
+        co_await pg.connect(kConnectTimeout);
+        const auto pid = (co_await pg.query("SELECT pg_backend_pid()")).text(0, 0);
+        co_await pg.copy_start("COPY copied (id, body) FROM STDIN");
+        co_await pg.copy_data("1000000\tfirst\n");
+        client.exec_params("SELECT pg_terminate_backend($1::int)", {std::string(pid)});
+        error = co_await capture_error([&]() -> asio::awaitable<void> {
+          co_await pg.copy_data(rows);
+          co_await pg.copy_end();
+        }());
+        co_await pg.connect(kConnectTimeout);
+        auto count = co_await pg.query("SELECT count(*) FROM copied");
+        EXPECT_EQ(count.int64(0, 0), 0);
+      },
+      &pg);
+  ASSERT_TRUE(error.has_value()) << "COPY on a terminated backend succeeded";
+  EXPECT_EQ(error->kind(), ErrorKind::transient) << error->what();
 }
 
 TEST_F(PgAdapterTest, ReconnectsAfterServerRestart) {
