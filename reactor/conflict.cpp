@@ -111,6 +111,11 @@ std::optional<WalOutcome> decide_unknown_attempt(const WalRow& row, const std::o
                                                  std::int64_t header_revision, ConflictResolution resolution) {
   if (!row.attempt_revision) return std::nullopt;
   std::int64_t before = *row.attempt_revision;
+  // The key still sits at the row's base revision: nothing was written to it since the writer read
+  // that revision, so the attempt (which came later) did not take effect. attempt_revision is the
+  // outbox's last view of etcd's revision and may lag behind the base; this check does not.
+  if (current && row.revision && !row.base_is_tombstone && current->mod_revision() == *row.revision)
+    return std::nullopt;
   if (!row.value) {
     // A delete: if the key is gone now, the desired state holds; a repeat would change nothing.
     if (!current) return WalOutcome{WalStatus::success, header_revision, {}, false, false};

@@ -274,7 +274,10 @@ asio::awaitable<void> Outbox::write_outcomes(const std::vector<Attempt>& batch) 
   }
   if (conflicts > 0) {
     stats_.conflicts_resolved += conflicts;
-    statements.push_back({"UPDATE etcd_sync_service SET conflicts_resolved = conflicts_resolved + $1::bigint WHERE id = 1",
+    // An upsert: on a fresh database the outbox may finish its first batch before the listener's
+    // first heartbeat has created the row, and an UPDATE would then lose the count.
+    statements.push_back({"INSERT INTO etcd_sync_service AS s (id, state, conflicts_resolved) VALUES (1, 'starting', $1::bigint) "
+                          "ON CONFLICT (id) DO UPDATE SET conflicts_resolved = s.conflicts_resolved + EXCLUDED.conflicts_resolved",
                           {PgParam::int64(conflicts)}});
   }
   if (!statements.empty()) co_await pg_.pipeline(std::move(statements));

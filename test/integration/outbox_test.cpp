@@ -1,0 +1,492 @@
+// PostgreSQL -> etcd end to end (CONTRACT.md §4-5, issue 4): rows written into etcd_wal reach real
+// etcd once, in order, with compare-and-swap conflicts, retries, dead letters and requeue; the SQL
+// helpers; no loops back through the mirror; crash safety of an attempt in doubt.
+//
+// One etcd and one PostgreSQL serve the whole suite. Each test gets a fresh database, writes its own
+// config, runs its own etcd-sync, and keeps its etcd keys under its own prefix ("/t<N>/").
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "test/support/sync_fixture.hpp"
+
+namespace etcd_sync::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using std::chrono::milliseconds;
+
+/// One etcd_wal row as the tests look at it.
+struct WalState {
+  std::string status;
+  std::optional<std::int64_t> revision;
+  std::optional<std::string> error_message;
+  int retry_count = 0;
+};
+
+std::string contains_message(const std::optional<std::string>& text, const std::string& needle) {
+  return "error_message \"" + text.value_or("<NULL>") + "\" should mention \"" + needle + "\"";
+}
+
+class OutboxTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { env_ = std::make_unique<SyncEnvironment>(); }
+  static void TearDownTestSuite() { env_.reset(); }
+
+  void SetUp() override {
+    ASSERT_TRUE(env_) << "the test environment did not start";
+    if (!env_->etcd.is_running()) env_->etcd.start();  // a failed test may have left it stopped
+    env_->fresh_database();
+  }
+
+  void TearDown() override {
+    if (service_ && HasFailure()) std::cerr << "---- etcd-sync log ----\n" << service_->log_text() << "\n";
+    if (service_ && service_->running()) service_->terminate();
+    service_.reset();
+  }
+
+  /// Settings for a test whose keys live under `prefix`.
+  static SyncSettings settings_for(const std::string& prefix) {
+    SyncSettings s;
+    s.prefix = prefix;
+    s.sync_interval = "1s";
+    return s;
+  }
+
+  /// Writes the config and starts (or restarts) this test's etcd-sync with it.
+  std::filesystem::path start(const SyncSettings& settings) {
+    auto config = env_->write_config(settings);
+    if (service_ && service_->running()) {
+      EXPECT_EQ(service_->terminate(), 0);
+    }
+    if (!service_) service_ = std::make_unique<ServiceProcess>(env_->dir.path(), test_name());
+    env_->start_service(*service_, config);
+    return config;
+  }
+
+  static std::string test_name() { return ::testing::UnitTest::GetInstance()->current_test_info()->name(); }
+
+  PgClient& db() { return env_->db(); }
+  EtcdTestClient& etcd() { return *env_->client; }
+
+  /// INSERT INTO etcd_wal (key, value, revision) and the new id.
+  std::int64_t insert_wal(const std::string& key, const std::optional<std::string>& value,
+                          std::optional<std::int64_t> revision) {
+    auto rows = db().exec_params("INSERT INTO etcd_wal (key, value, revision) VALUES ($1, $2, $3::bigint) RETURNING id",
+                                 {key, value, revision ? std::optional(std::to_string(*revision)) : std::nullopt});
+    return std::stoll(*rows.at(0).at(0));
+  }
+
+  WalState wal(std::int64_t id) {
+    auto rows = db().exec_params("SELECT status, revision, error_message, retry_count FROM etcd_wal WHERE id = $1",
+                                 {std::to_string(id)});
+    if (rows.empty()) return WalState{"<no such row>", std::nullopt, std::nullopt, 0};
+    const auto& r = rows[0];
+    return WalState{*r[0], r[1] ? std::optional(std::stoll(*r[1])) : std::nullopt, r[2], std::stoi(*r[3])};
+  }
+
+  /// Waits until the row has left 'pending' and returns it (still 'pending' at the deadline).
+  WalState wait_processed(std::int64_t id, milliseconds deadline = 15s) {
+    wait_until([&] { return wal(id).status != "pending"; }, deadline);
+    return wal(id);
+  }
+
+  std::int64_t count(const std::string& sql, const std::vector<std::optional<std::string>>& params = {}) {
+    return std::stoll(*db().exec_params(sql, params).at(0).at(0));
+  }
+
+  /// The key's value in etcd, or nullopt when absent.
+  std::optional<std::string> etcd_value(const std::string& key) {
+    auto kv = etcd().get(key);
+    if (!kv) return std::nullopt;
+    return kv->value();
+  }
+
+  static inline std::unique_ptr<SyncEnvironment> env_;
+  std::unique_ptr<ServiceProcess> service_;
+};
+
+// Quickstart scenario 2: a NULL revision means "the key does not exist"; the put creates it.
+TEST_F(OutboxTest, InsertWithNullRevisionPutsKey) {
+  start(settings_for("/config/"));
+  auto id = insert_wal("/config/app/debug", "true", std::nullopt);
+
+  auto row = wait_processed(id);
+  ASSERT_EQ(row.status, "success") << row.error_message.value_or("");
+  auto kv = etcd().get("/config/app/debug");
+  ASSERT_TRUE(kv.has_value());
+  EXPECT_EQ(kv->value(), "true");
+  EXPECT_EQ(row.revision, kv->mod_revision());
+  EXPECT_EQ(row.retry_count, 0);
+  EXPECT_EQ(row.error_message, std::nullopt);
+}
+
+// Quickstart scenario 3 with etcd_wins: a stale revision is a conflict, etcd keeps its value, and the
+// resolved-conflict counter shows it in `etcd-sync status --format json`.
+TEST_F(OutboxTest, StaleRevisionIsConflictWithEtcdWins) {
+  auto config = start(settings_for("/t2/"));
+  const std::string key = "/t2/config";
+  auto a = etcd().put(key, "etcd-1");
+  auto b = etcd().put(key, "etcd-2");
+  ASSERT_LT(a, b);
+
+  auto id = insert_wal(key, "from-postgres", a);
+  auto row = wait_processed(id);
+  ASSERT_EQ(row.status, "conflict");
+  ASSERT_TRUE(row.error_message.has_value());
+  EXPECT_NE(row.error_message->find(std::to_string(a)), std::string::npos) << contains_message(row.error_message, std::to_string(a));
+  EXPECT_NE(row.error_message->find(std::to_string(b)), std::string::npos) << contains_message(row.error_message, std::to_string(b));
+  auto kv = etcd().get(key);
+  ASSERT_TRUE(kv.has_value());
+  EXPECT_EQ(kv->value(), "etcd-2");
+  EXPECT_EQ(kv->mod_revision(), b);
+
+  // The counter is written with the row's outcome.
+  EXPECT_TRUE(wait_until([&] { return db().scalar("SELECT conflicts_resolved FROM etcd_sync_service") == "1"; }, 5s))
+      << "conflicts_resolved = " << db().scalar("SELECT conflicts_resolved FROM etcd_sync_service").value_or("NULL");
+  auto status = run_binary({"status", "--format", "json", "-c", config.string()});
+  ASSERT_EQ(status.exit_code, 0) << status.stderr_text;
+  auto json = nlohmann::json::parse(status.stdout_text);
+  EXPECT_GE(json["synchronization"]["conflicts_resolved"].get<std::int64_t>(), 1) << status.stdout_text;
+  EXPECT_EQ(json["wal"]["conflict"].get<std::int64_t>(), 1) << status.stdout_text;
+}
+
+// The same stale insert with postgres_wins overwrites etcd.
+TEST_F(OutboxTest, StaleRevisionOverwritesWithPostgresWins) {
+  auto settings = settings_for("/t2b/");
+  settings.conflict_resolution = "postgres_wins";
+  start(settings);
+  const std::string key = "/t2b/config";
+  auto a = etcd().put(key, "etcd-1");
+  auto b = etcd().put(key, "etcd-2");
+
+  auto id = insert_wal(key, "from-postgres", a);
+  auto row = wait_processed(id);
+  ASSERT_EQ(row.status, "success") << row.error_message.value_or("");
+  auto kv = etcd().get(key);
+  ASSERT_TRUE(kv.has_value());
+  EXPECT_EQ(kv->value(), "from-postgres");
+  EXPECT_GT(kv->mod_revision(), b);
+  EXPECT_EQ(row.revision, kv->mod_revision());
+}
+
+// A 100 KB value and a binary one travel byte for byte; the NOTIFY payload never carries the value.
+TEST_F(OutboxTest, LargeAndBinaryValuesArriveByteForByte) {
+  start(settings_for("/t3/"));
+  std::string large;
+  large.reserve(100 * 1024);
+  for (std::size_t i = 0; large.size() < 100 * 1024; ++i) large += static_cast<char>('a' + i % 26);
+  auto large_id = insert_wal("/t3/large", large, std::nullopt);
+  auto binary_id = std::stoll(*db().scalar(
+      "INSERT INTO etcd_wal (key, value, value_bytes) VALUES ('/t3/binary', NULL, decode('00ff41', 'hex')) RETURNING id"));
+  // Every byte value, NUL and 0xff included.
+  std::string all_bytes;
+  for (int i = 0; i < 256; ++i) all_bytes += static_cast<char>(i);
+  auto all_id = std::stoll(*db().scalar(
+      "INSERT INTO etcd_wal (key, value_bytes) SELECT '/t3/all-bytes', string_agg(set_byte('\\x00'::bytea, 0, i), ''::bytea "
+      "ORDER BY i) FROM generate_series(0, 255) i RETURNING id"));
+
+  for (std::int64_t id : {large_id, std::int64_t{binary_id}, std::int64_t{all_id}}) {
+    auto row = wait_processed(id);
+    EXPECT_EQ(row.status, "success") << "row " << id << ": " << row.error_message.value_or("");
+  }
+  auto large_kv = etcd().get("/t3/large");
+  ASSERT_TRUE(large_kv.has_value());
+  EXPECT_EQ(large_kv->value().size(), large.size());
+  EXPECT_TRUE(large_kv->value() == large) << "the 100 KB value differs";
+  EXPECT_EQ(etcd_value("/t3/binary"), std::string("\x00\xff\x41", 3));
+  EXPECT_EQ(etcd_value("/t3/all-bytes"), all_bytes);
+}
+
+// value NULL and value_bytes NULL mean delete.
+TEST_F(OutboxTest, NullValueDeletesKey) {
+  start(settings_for("/t4/"));
+  const std::string key = "/t4/gone";
+  auto put_revision = etcd().put(key, "here");
+
+  auto id = insert_wal(key, std::nullopt, put_revision);
+  auto row = wait_processed(id);
+  ASSERT_EQ(row.status, "success") << row.error_message.value_or("");
+  EXPECT_EQ(etcd().get(key), std::nullopt);
+  ASSERT_TRUE(row.revision.has_value());
+  EXPECT_GT(*row.revision, put_revision);
+  EXPECT_EQ(*row.revision, etcd().revision()) << "the delete is etcd's latest revision";
+}
+
+// 1000 updates to one key, inserted in one statement, apply in id order.
+TEST_F(OutboxTest, ThousandUpdatesToOneKeyApplyInOrder) {
+  auto settings = settings_for("/t5/");
+  settings.conflict_resolution = "postgres_wins";
+  start(settings);
+  const std::string key = "/t5/counter";
+  db().exec_params("INSERT INTO etcd_wal (key, value, revision) SELECT $1, 'v' || i, NULL FROM generate_series(1, 1000) i",
+                   {key});
+
+  EXPECT_TRUE(wait_until([&] { return count("SELECT count(*) FROM etcd_wal WHERE status = 'pending'") == 0; }, 40s));
+  EXPECT_EQ(count("SELECT count(*) FROM etcd_wal WHERE status = 'success'"), 1000);
+  EXPECT_EQ(count("SELECT count(*) FROM (SELECT revision, lag(revision) OVER (ORDER BY id) AS previous FROM etcd_wal) s "
+                  "WHERE previous IS NOT NULL AND revision <= previous"),
+            0)
+      << "revisions must increase strictly in id order";
+  EXPECT_EQ(db().scalar("SELECT value FROM etcd_wal ORDER BY revision DESC LIMIT 1"), "v1000");
+  auto kv = etcd().get(key);
+  ASSERT_TRUE(kv.has_value());
+  EXPECT_EQ(kv->value(), "v1000");
+  EXPECT_EQ(std::to_string(kv->mod_revision()), db().scalar("SELECT max(revision) FROM etcd_wal"));
+  EXPECT_EQ(kv->version(), 1000);
+}
+
+// Rows wait out an etcd outage; if it lasts beyond max_attempts they fail with the error, and
+// `sync --force` requeues them for the running service.
+TEST_F(OutboxTest, EtcdOutageRetriesThenFailsThenRequeues) {
+  auto settings = settings_for("/t6/");
+  settings.max_attempts = 50;
+  settings.initial_backoff = "100ms";
+  settings.max_backoff = "500ms";
+  settings.request_timeout = "1s";
+  start(settings);
+
+  env_->etcd.stop();
+  auto first = insert_wal("/t6/a", "1", std::nullopt);
+  auto second = insert_wal("/t6/b", "2", std::nullopt);
+  EXPECT_TRUE(wait_until([&] { return wal(first).retry_count >= 1 && wal(second).retry_count >= 1; }, 15s))
+      << "attempts made while etcd is down count as retries";
+  EXPECT_EQ(wal(first).status, "pending");
+  EXPECT_EQ(wal(second).status, "pending");
+  env_->etcd.start();
+
+  for (auto id : {first, second}) {
+    auto row = wait_processed(id, 20s);
+    EXPECT_EQ(row.status, "success") << "row " << id << ": " << row.error_message.value_or("");
+  }
+  EXPECT_EQ(etcd_value("/t6/a"), "1");
+  EXPECT_EQ(etcd_value("/t6/b"), "2");
+  EXPECT_EQ(wal(first).revision, etcd().get("/t6/a")->mod_revision());
+
+  // Now an outage longer than max_attempts: the row fails with the error.
+  settings.max_attempts = 2;
+  auto config = start(settings);
+  env_->etcd.stop();
+  auto doomed = insert_wal("/t6/doomed", "late", std::nullopt);
+  auto row = wait_processed(doomed, 15s);
+  ASSERT_EQ(row.status, "failed");
+  ASSERT_TRUE(row.error_message.has_value());
+  EXPECT_FALSE(row.error_message->empty());
+  EXPECT_GE(row.retry_count, 1);
+  env_->etcd.start();
+  EXPECT_EQ(wal(doomed).status, "failed") << "a failed row stays failed until requeued";
+
+  auto requeue = run_binary({"sync", "--force", "-c", config.string()});
+  EXPECT_EQ(requeue.exit_code, 0) << requeue.stderr_text;
+  EXPECT_NE(requeue.stdout_text.find("requeued 1"), std::string::npos) << requeue.stdout_text;
+  row = wait_processed(doomed, 20s);
+  EXPECT_EQ(row.status, "success") << row.error_message.value_or("");
+  EXPECT_EQ(etcd_value("/t6/doomed"), "late");
+}
+
+// Keys etcd must not get fail at once, with a message and no retries.
+TEST_F(OutboxTest, KeyOutsidePrefixAndEmptyKeyFail) {
+  start(settings_for("/t7/"));
+  auto outside = insert_wal("/elsewhere/x", "v", std::nullopt);
+  auto empty = insert_wal("", "v", std::nullopt);
+  auto inside = insert_wal("/t7/ok", "v", std::nullopt);
+
+  auto row = wait_processed(outside);
+  EXPECT_EQ(row.status, "failed");
+  EXPECT_EQ(row.retry_count, 0);
+  EXPECT_NE(row.error_message.value_or("").find("/t7/"), std::string::npos) << contains_message(row.error_message, "/t7/");
+  EXPECT_EQ(etcd().get("/elsewhere/x"), std::nullopt);
+
+  row = wait_processed(empty);
+  EXPECT_EQ(row.status, "failed");
+  EXPECT_EQ(row.retry_count, 0);
+  EXPECT_NE(row.error_message.value_or("").find("empty key"), std::string::npos)
+      << contains_message(row.error_message, "empty key");
+
+  EXPECT_EQ(wait_processed(inside).status, "success") << "rejected rows do not hold up the others";
+}
+
+// etcd_get / etcd_set / etcd_delete / etcd_get_all against the mirror.
+TEST_F(OutboxTest, SqlHelpers) {
+  start(settings_for("/t8/"));
+  const std::string key = "/t8/helper";
+  auto r1 = etcd().put(key, "v1");
+  ASSERT_TRUE(wait_until([&] { return db().exec_params("SELECT revision FROM etcd_get($1)", {key}).size() == 1; }, 10s));
+  auto got = db().exec_params("SELECT key, value, value_bytes, revision FROM etcd_get($1)", {key});
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], (PgClient::Row{key, "v1", std::nullopt, std::to_string(r1)}));
+
+  // etcd_set bases the change on the mirrored revision.
+  // The queued row is read before COMMIT: once the outbox has applied it, `revision` holds the result.
+  auto queue = [&](const std::string& call) {
+    db().exec("BEGIN");
+    auto id = *db().exec_params("SELECT " + call, {key}).at(0).at(0);
+    auto row = db().exec_params("SELECT id, revision, value FROM etcd_wal WHERE id = $1", {id}).at(0);
+    db().exec("COMMIT");
+    return row;
+  };
+  auto queued = queue("etcd_set($1, 'new')");
+  auto set_id = std::stoll(*queued[0]);
+  EXPECT_EQ(queued[1], std::to_string(r1));
+  EXPECT_EQ(queued[2], "new");
+  auto row = wait_processed(set_id);
+  ASSERT_EQ(row.status, "success") << row.error_message.value_or("");
+  ASSERT_TRUE(row.revision.has_value());
+  const auto r2 = *row.revision;
+  EXPECT_EQ(etcd_value(key), "new");
+
+  // Once the mirror shows r2, etcd_delete bases the delete on it.
+  ASSERT_TRUE(wait_until(
+      [&] { return db().exec_params("SELECT revision FROM etcd_get($1)", {key}) == PgClient::Rows{{std::to_string(r2)}}; },
+      10s));
+  queued = queue("etcd_delete($1)");
+  auto delete_id = std::stoll(*queued[0]);
+  EXPECT_EQ(queued[1], std::to_string(r2));
+  EXPECT_EQ(queued[2], std::nullopt);
+  row = wait_processed(delete_id);
+  ASSERT_EQ(row.status, "success") << row.error_message.value_or("");
+  ASSERT_TRUE(row.revision.has_value());
+  const auto r3 = *row.revision;
+  EXPECT_EQ(etcd().get(key), std::nullopt);
+
+  // The history, oldest first, tombstone included; etcd_get shows nothing once the key is deleted.
+  const PgClient::Rows history{{"v1", std::to_string(r1), "f"}, {"new", std::to_string(r2), "f"},
+                               {std::nullopt, std::to_string(r3), "t"}};
+  auto read_history = [&] {
+    return db().exec_params("SELECT value, revision, tombstone FROM etcd_get_all($1, 0)", {key});
+  };
+  EXPECT_TRUE(wait_until([&] { return read_history().size() == 3; }, 10s));
+  EXPECT_EQ(read_history(), history);
+  EXPECT_EQ(db().exec_params("SELECT revision FROM etcd_get_all($1, $2)", {key, std::to_string(r2)}),
+            (PgClient::Rows{{std::to_string(r2)}, {std::to_string(r3)}}));
+  EXPECT_TRUE(db().exec_params("SELECT * FROM etcd_get($1)", {key}).empty());
+
+  // etcd_set on a deleted key bases the put on "absent" and succeeds.
+  queued = queue("etcd_set($1, 'back')");
+  auto again_id = std::stoll(*queued[0]);
+  EXPECT_EQ(queued[1], std::nullopt);
+  row = wait_processed(again_id);
+  EXPECT_EQ(row.status, "success") << row.error_message.value_or("");
+  EXPECT_EQ(etcd_value(key), "back");
+}
+
+// A write through etcd_wal comes back through the watch into `etcd` once, never into etcd_wal.
+TEST_F(OutboxTest, NoLoopBackIntoWal) {
+  start(settings_for("/t9/"));
+  const std::string key = "/t9/loop";
+  auto id = insert_wal(key, "once", std::nullopt);
+  auto row = wait_processed(id);
+  ASSERT_EQ(row.status, "success") << row.error_message.value_or("");
+  ASSERT_TRUE(row.revision.has_value());
+
+  // A later etcd write under the prefix, mirrored, proves the mirror has gone past the wal write.
+  auto marker = etcd().put("/t9/marker", "m");
+  ASSERT_TRUE(env_->wait_mirrored(marker, 10s, "/t9/")) << "checkpoint " << env_->checkpoint("/t9/");
+  EXPECT_EQ(db().exec_params("SELECT value, revision, tombstone FROM etcd WHERE key = $1", {key}),
+            (PgClient::Rows{{"once", std::to_string(*row.revision), "f"}}));
+  EXPECT_EQ(count("SELECT count(*) FROM etcd_wal"), 1);
+  EXPECT_EQ(count("SELECT count(*) FROM etcd_wal WHERE key = '/t9/marker'"), 0);
+}
+
+// COMMIT to visible in etcd, with the service idle: milliseconds (NOTIFY, not the 5 s sweep).
+TEST_F(OutboxTest, CommitToEtcdLatency) {
+  auto settings = settings_for("/t10/");
+  settings.sync_interval = "30s";  // the sweep cannot be what delivers the rows
+  settings.log_level = "info";
+  start(settings);
+  // Warm up connections on both sides.
+  auto warm = insert_wal("/t10/warm", "w", std::nullopt);
+  ASSERT_EQ(wait_processed(warm).status, "success");
+
+  std::vector<double> samples;
+  for (int i = 0; i < 20; ++i) {
+    const std::string key = "/t10/k" + std::to_string(i);
+    auto started = std::chrono::steady_clock::now();
+    insert_wal(key, "v", std::nullopt);  // autocommit: returns after COMMIT
+    bool seen = wait_until([&] { return etcd().get(key).has_value(); }, 5s, 1ms);
+    auto elapsed = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+    ASSERT_TRUE(seen) << key << " did not reach etcd";
+    samples.push_back(elapsed);
+  }
+  std::sort(samples.begin(), samples.end());
+  double median = samples[samples.size() / 2];
+  double worst = samples.back();
+  std::cout << "[ latency  ] COMMIT -> visible in etcd over " << samples.size() << " rows: min " << samples.front()
+            << " ms, median " << median << " ms, max " << worst << " ms" << std::endl;
+  RecordProperty("latency_median_ms", std::to_string(median));
+  RecordProperty("latency_max_ms", std::to_string(worst));
+  EXPECT_LT(worst, 1000.0);
+}
+
+// An attempt in doubt (its outcome never written back) is not blindly applied again.
+TEST_F(OutboxTest, InDoubtAttemptIsNotAppliedTwice) {
+  auto settings = settings_for("/t11/");
+  auto config = env_->write_config(settings);
+  auto migrate = run_binary({"migrate", "-c", config.string()});
+  ASSERT_EQ(migrate.exit_code, 0) << migrate.stdout_text << migrate.stderr_text;
+
+  // The write took effect before the crash: etcd has the row's value after the attempt's revision.
+  const std::string done_key = "/t11/done";
+  auto m = etcd().put(done_key, "x");
+  // The write never happened: etcd has not changed the key since the attempt began.
+  const std::string undone_key = "/t11/undone";
+  auto before_undone = etcd().revision();
+  // The write never happened, and the attempt's revision is older than the row's base (a lagging
+  // view of etcd's revision): the key still sits at the base, so nothing was written.
+  const std::string based_key = "/t11/based";
+  auto base = etcd().put(based_key, "old");
+
+  auto insert = [&](const std::string& key, const std::string& value, std::optional<std::int64_t> revision,
+                    std::int64_t attempt_revision) {
+    auto rows = db().exec_params(
+        "INSERT INTO etcd_wal (key, value, revision, attempt_revision) VALUES ($1, $2, $3::bigint, $4::bigint) "
+        "RETURNING id",
+        {key, value, revision ? std::optional(std::to_string(*revision)) : std::nullopt, std::to_string(attempt_revision)});
+    return std::stoll(*rows.at(0).at(0));
+  };
+  auto done_id = insert(done_key, "x", std::nullopt, m - 1);
+  auto undone_id = insert(undone_key, "y", std::nullopt, before_undone);
+  auto based_id = insert(based_key, "new", base, base - 1);
+  // A plain conflict in the very first batch of a fresh database still counts as resolved.
+  const std::string conflict_key = "/t11/conflict";
+  auto stale = etcd().put(conflict_key, "c1");
+  etcd().put(conflict_key, "c2");
+  auto conflict_id = insert_wal(conflict_key, "p", stale);
+
+  start(settings);
+  auto row = wait_processed(done_id);
+  EXPECT_EQ(row.status, "success") << row.error_message.value_or("");
+  EXPECT_EQ(row.revision, m);
+  auto kv = etcd().get(done_key);
+  ASSERT_TRUE(kv.has_value());
+  EXPECT_EQ(kv->mod_revision(), m) << "the write was repeated";
+  EXPECT_EQ(kv->version(), 1);
+
+  row = wait_processed(undone_id);
+  EXPECT_EQ(row.status, "success") << row.error_message.value_or("");
+  kv = etcd().get(undone_key);
+  ASSERT_TRUE(kv.has_value());
+  EXPECT_EQ(kv->value(), "y");
+  EXPECT_EQ(row.revision, kv->mod_revision());
+
+  row = wait_processed(based_id);
+  EXPECT_EQ(row.status, "success") << row.error_message.value_or("");
+  EXPECT_EQ(etcd_value(based_key), "new");
+
+  EXPECT_EQ(wait_processed(conflict_id).status, "conflict");
+  EXPECT_EQ(etcd_value(conflict_key), "c2");
+  EXPECT_TRUE(wait_until([&] { return db().scalar("SELECT conflicts_resolved FROM etcd_sync_service") == "1"; }, 5s))
+      << "conflicts_resolved = " << db().scalar("SELECT conflicts_resolved FROM etcd_sync_service").value_or("NULL");
+}
+
+}  // namespace
+}  // namespace etcd_sync::testing
