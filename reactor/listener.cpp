@@ -108,8 +108,10 @@ asio::awaitable<void> Listener::run() {
       pg_.close();
       if (stopping_) break;
       stats_.last_error = failure->what();
-      log(was_connected_ ? LogLevel::warn : LogLevel::debug, "listener lost PostgreSQL; reconnecting",
-          {{"component", "listener"}, {"error", failure->what()}});
+      // Once per outage: the first failure after a working connection is news, retries are not.
+      bool first = backoff_.attempts() == 0;
+      log(first ? LogLevel::warn : LogLevel::debug, "listener lost PostgreSQL; reconnecting",
+          {{"component", "listener"}, {"error", failure->what()}, {"attempt", backoff_.attempts() + 1}});
       co_await stop_wakeup_.wait(backoff_.next());
     }
   }

@@ -168,6 +168,60 @@ TEST_F(MirrorTest, CompactionWhileStoppedResyncsTheNetStateWithTombstones) {
   EXPECT_EQ(service.terminate(5s), 0);
 }
 
+TEST_F(MirrorTest, CompactionFoundWhileRunningResyncsWithoutRestart) {
+  auto config = env_->write_config(settings("/live/"));
+  ServiceProcess service(env_->dir.path(), "live-compact");
+  env_->start_service(service, config);
+  env_->client->put("/live/a", "1");
+  env_->client->put("/live/b", "1");
+  ASSERT_TRUE(env_->wait_mirrored(env_->client->revision(), 10s, "/live/"));
+
+  // PostgreSQL goes away, so the mirror must re-watch from its checkpoint when it comes back;
+  // meanwhile etcd compacts the revisions it would need.
+  env_->postgres.stop();
+  env_->client->del("/live/a");
+  env_->client->put("/live/b", "2");
+  auto now = env_->client->revision();
+  env_->client->compact(now);
+  env_->postgres.start();
+
+  ASSERT_TRUE(env_->wait_mirrored(now, 30s, "/live/")) << service.log_text();
+  EXPECT_TRUE(service.wait_for_log("etcd compacted history that was never mirrored", 5s));
+  auto rows = env_->db().exec(
+      "SELECT DISTINCT ON (key) key, value, tombstone FROM etcd WHERE starts_with(key, '/live/') "
+      "ORDER BY key, revision DESC");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(*rows[0][2], "t");
+  EXPECT_EQ(*rows[1][1], "2");
+  EXPECT_TRUE(service.running());
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
+TEST_F(MirrorTest, SnapshotOfOneHundredThousandKeysKeepsMemoryBounded) {
+  std::vector<std::pair<std::string, std::string>> items;
+  items.reserve(100000);
+  for (int i = 0; i < 100000; ++i) items.emplace_back("/big/" + std::to_string(i), std::string(100, 'v'));
+  env_->client->put_many(items, 64);
+  items.clear();
+  auto now = env_->client->revision();
+
+  ServiceProcess service(env_->dir.path(), "big");
+  auto begin = std::chrono::steady_clock::now();
+  env_->start_service(service, env_->write_config(settings("/big/")));
+  ASSERT_TRUE(env_->wait_mirrored(now, 120s, "/big/"));
+  auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+  std::ifstream status("/proc/" + std::to_string(service.pid()) + "/status");
+  std::string line;
+  long peak_kib = 0;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) peak_kib = std::stol(line.substr(6));
+  std::printf("snapshot of 100000 keys: %.1f s, peak RSS %.1f MiB\n", seconds, peak_kib / 1024.0);
+  EXPECT_EQ(env_->db().scalar("SELECT count(*) FROM etcd WHERE starts_with(key, '/big/')"), "100000");
+  EXPECT_GT(peak_kib, 0);
+  EXPECT_LT(peak_kib, 100 * 1024) << "peak RSS should not grow with the number of keys";
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
 TEST_F(MirrorTest, BinaryAndLargeValuesRoundTripByteForByte) {
   ServiceProcess service(env_->dir.path(), "binary");
   env_->start_service(service, env_->write_config(settings("/bin/")));
