@@ -8,29 +8,29 @@ SyncError from_grpc_status(const grpc::Status& status, const std::string& what) 
   const std::string& text = status.error_message();
   std::string message = what + ": " + text + " (grpc code " + std::to_string(status.error_code()) + ")";
   // An expired auth token: authenticate again and retry.
-  if (text.find("invalid auth token") != std::string::npos) return {ErrorKind::transient, message};
+  if (text.find("invalid auth token") != std::string::npos) return {ErrorKind::transient, message, Peer::etcd};
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
     case grpc::StatusCode::DEADLINE_EXCEEDED:
     case grpc::StatusCode::ABORTED:
     case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      return {ErrorKind::transient, message};
+      return {ErrorKind::transient, message, Peer::etcd};
     case grpc::StatusCode::CANCELLED:
-      return {ErrorKind::cancelled, message};
+      return {ErrorKind::cancelled, message, Peer::etcd};
     case grpc::StatusCode::PERMISSION_DENIED:
     case grpc::StatusCode::UNAUTHENTICATED:
-      return {ErrorKind::permission_denied, message};
+      return {ErrorKind::permission_denied, message, Peer::etcd};
     case grpc::StatusCode::OUT_OF_RANGE:
-      if (text.find("compacted") != std::string::npos) return {ErrorKind::compacted, message};
-      return {ErrorKind::permanent, message};
+      if (text.find("compacted") != std::string::npos) return {ErrorKind::compacted, message, Peer::etcd};
+      return {ErrorKind::permanent, message, Peer::etcd};
     case grpc::StatusCode::UNKNOWN:
       // etcd reports raft hiccups ("leader changed", "timed out") as UNKNOWN.
       if (text.find("leader") != std::string::npos || text.find("timed out") != std::string::npos ||
           text.find("timeout") != std::string::npos)
-        return {ErrorKind::transient, message};
-      return {ErrorKind::permanent, message};
+        return {ErrorKind::transient, message, Peer::etcd};
+      return {ErrorKind::permanent, message, Peer::etcd};
     default:
-      return {ErrorKind::permanent, message};
+      return {ErrorKind::permanent, message, Peer::etcd};
   }
 }
 

@@ -21,15 +21,21 @@ enum class ErrorKind {
   cancelled,          ///< the service is stopping
 };
 
+/// Which side an error came from, for connection-state reporting.
+enum class Peer { unknown, etcd, postgresql };
+
 /// Thrown by the adapters; caught where the sync engine decides what to do next.
 class SyncError : public std::runtime_error {
  public:
-  SyncError(ErrorKind kind, std::string message) : std::runtime_error(std::move(message)), kind_(kind) {}
+  SyncError(ErrorKind kind, std::string message, Peer peer = Peer::unknown)
+      : std::runtime_error(std::move(message)), kind_(kind), peer_(peer) {}
   ErrorKind kind() const { return kind_; }
+  Peer peer() const { return peer_; }
   bool transient() const { return kind_ == ErrorKind::transient; }
 
  private:
   ErrorKind kind_;
+  Peer peer_;
 };
 
 /// Classifies a gRPC status from etcd. UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED

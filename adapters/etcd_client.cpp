@@ -101,7 +101,8 @@ asio::awaitable<void> EtcdClient::connect() {
     fail_over();
   }
   throw SyncError(ErrorKind::transient, "cannot connect to etcd at " + tried + " within " +
-                                            std::to_string(options_.dial_timeout.count()) + " ms");
+                                            std::to_string(options_.dial_timeout.count()) + " ms",
+                  Peer::etcd);
 }
 
 asio::awaitable<void> EtcdClient::authenticate() {
@@ -119,7 +120,8 @@ asio::awaitable<void> EtcdClient::authenticate() {
     if (error.kind() == ErrorKind::transient) throw;
     throw SyncError(ErrorKind::permission_denied,
                     "etcd authentication as user '" + options_.username + "' failed at " +
-                        current_endpoint() + ": " + error.what());
+                        current_endpoint() + ": " + error.what(),
+                    Peer::etcd);
   }
 }
 

@@ -90,7 +90,7 @@ void PgConnection::cancel_wait() {
 void PgConnection::throw_connection_error(const std::string& during) {
   std::string message = "PostgreSQL (" + name_ + ") at " + endpoint() + ": " + during + ": " +
                         trimmed(conn_ ? PQerrorMessage(conn_) : "not connected");
-  throw SyncError(ErrorKind::transient, message);
+  throw SyncError(ErrorKind::transient, message, Peer::postgresql);
 }
 
 asio::awaitable<void> PgConnection::wait(Wait what) {
@@ -101,8 +101,8 @@ asio::awaitable<void> PgConnection::wait(Wait what) {
     co_await descriptor_->async_wait(what == Wait::read ? base::wait_read : base::wait_write,
                                      asio::redirect_error(asio::use_awaitable, ec));
     if (ec == asio::error::operation_aborted) {
-      if (timed_out_) throw SyncError(ErrorKind::transient, "PostgreSQL (" + name_ + ") at " + endpoint() + ": timed out");
-      throw SyncError(ErrorKind::cancelled, "PostgreSQL (" + name_ + "): wait cancelled");
+      if (timed_out_) throw SyncError(ErrorKind::transient, "PostgreSQL (" + name_ + ") at " + endpoint() + ": timed out", Peer::postgresql);
+      throw SyncError(ErrorKind::cancelled, "PostgreSQL (" + name_ + "): wait cancelled", Peer::postgresql);
     }
     if (ec) throw_connection_error(ec.message());
     co_return;
@@ -132,11 +132,11 @@ asio::awaitable<void> PgConnection::connect(std::chrono::milliseconds timeout) {
   close();
   timed_out_ = false;
   conn_ = PQconnectStart(conninfo_.c_str());
-  if (!conn_) throw SyncError(ErrorKind::transient, "PostgreSQL (" + name_ + "): out of memory");
+  if (!conn_) throw SyncError(ErrorKind::transient, "PostgreSQL (" + name_ + "): out of memory", Peer::postgresql);
   if (PQstatus(conn_) == CONNECTION_BAD) {
     std::string message = trimmed(PQerrorMessage(conn_));
     close();
-    throw SyncError(ErrorKind::permanent, "PostgreSQL (" + name_ + "): invalid conninfo: " + message);
+    throw SyncError(ErrorKind::permanent, "PostgreSQL (" + name_ + "): invalid conninfo: " + message, Peer::postgresql);
   }
   asio::steady_timer deadline(io_, timeout);
   deadline.async_wait([this](boost::system::error_code ec) {
@@ -150,7 +150,7 @@ asio::awaitable<void> PgConnection::connect(std::chrono::milliseconds timeout) {
       std::string message = "cannot connect to PostgreSQL (" + name_ + "): " + trimmed(PQerrorMessage(conn_));
       ErrorKind kind = looks_like_auth_failure(message) ? ErrorKind::permission_denied : ErrorKind::transient;
       close();
-      throw SyncError(kind, message);
+      throw SyncError(kind, message, Peer::postgresql);
     }
     release_descriptor();  // libpq may have opened a new socket: fetch it again after every poll
     refresh_descriptor();
@@ -160,7 +160,7 @@ asio::awaitable<void> PgConnection::connect(std::chrono::milliseconds timeout) {
       std::string host = endpoint();
       close();
       throw SyncError(ErrorKind::transient, "cannot connect to PostgreSQL (" + name_ + ") at " + host +
-                                                ": no answer within " + std::to_string(timeout.count()) + " ms");
+                                                ": no answer within " + std::to_string(timeout.count()) + " ms", Peer::postgresql);
     }
     poll = PQconnectPoll(conn_);
   }
@@ -206,7 +206,7 @@ asio::awaitable<PgResult> PgConnection::finish_results() {
   if (kept.status() == PGRES_FATAL_ERROR || kept.status() == PGRES_BAD_RESPONSE) {
     if (PQstatus(conn_) == CONNECTION_BAD) throw_connection_error("statement failed");
     throw SyncError(classify_sqlstate(kept.sqlstate()),
-                    "PostgreSQL (" + name_ + "): " + kept.error_message() + " [SQLSTATE " + kept.sqlstate() + "]");
+                    "PostgreSQL (" + name_ + "): " + kept.error_message() + " [SQLSTATE " + kept.sqlstate() + "]", Peer::postgresql);
   }
   co_return kept;
 }
@@ -256,7 +256,8 @@ asio::awaitable<std::vector<PgResult>> PgConnection::pipeline(std::vector<PgStat
     if ((s == PGRES_FATAL_ERROR || s == PGRES_BAD_RESPONSE) && !first_error)
       first_error.emplace(classify_sqlstate(result.sqlstate()),
                           "PostgreSQL (" + name_ + "): " + result.error_message() + " [SQLSTATE " +
-                              result.sqlstate() + "]");
+                              result.sqlstate() + "]",
+                          Peer::postgresql);
     results.push_back(std::move(result));
     while (co_await next_result()) {  // each statement's results end with NULL
     }
@@ -278,7 +279,7 @@ asio::awaitable<void> PgConnection::copy_start(std::string copy_sql) {
     while (co_await next_result()) {
     }
     throw SyncError(result ? classify_sqlstate(result.sqlstate()) : ErrorKind::transient,
-                    "PostgreSQL (" + name_ + "): COPY did not start: " + message);
+                    "PostgreSQL (" + name_ + "): COPY did not start: " + message, Peer::postgresql);
   }
   busy_ = true;
 }

@@ -75,6 +75,7 @@ asio::awaitable<void> Listener::run() {
         if (listen_) co_await pg_.query("LISTEN etcd_changes");
         if (was_connected_) log_info("listener reconnected to PostgreSQL", {{"component", "listener"}});
         was_connected_ = true;
+        stats_.postgres_up = true;
         backoff_.reset();
         if (listen_) on_notify_();  // notifications sent while disconnected are lost: sweep now
       }
@@ -106,6 +107,7 @@ asio::awaitable<void> Listener::run() {
     if (failure) {
       tick_.cancel();
       pg_.close();
+      stats_.postgres_up = false;
       if (stopping_) break;
       stats_.last_error = failure->what();
       // Once per outage: the first failure after a working connection is news, retries are not.

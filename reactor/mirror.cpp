@@ -134,6 +134,7 @@ std::chrono::milliseconds Mirror::on_failure(const SyncError& error) {
     return std::chrono::milliseconds(0);
   }
   stats_.last_error = error.what();
+  if (error.peer() == Peer::etcd) stats_.etcd_up = false;
   backoff_.set_limits(config_.sync.retry.initial_backoff, config_.sync.retry.max_backoff);
   auto delay = backoff_.next();
   if (state_ != MirrorState::backing_off)
@@ -299,6 +300,7 @@ asio::awaitable<void> Mirror::watch(std::int64_t start_revision) {
         }
         if (response.created() && !logged_watching) {
           logged_watching = true;
+          stats_.etcd_up = true;
           set_state(MirrorState::watching, {{"start_revision", start_revision}, {"prefix", config_.etcd.prefix}});
           backoff_.reset();
         }
@@ -349,7 +351,9 @@ asio::awaitable<void> Mirror::apply(const MirrorBatch& batch) {
       log_info("dry run: would write a row to etcd", {{"component", "mirror"}, {"key", row.key},
                                                        {"revision", row.revision}, {"tombstone", row.tombstone}});
   } else {
+    auto started = std::chrono::steady_clock::now();
     co_await pg_.pipeline(batch.statements(prefix()));
+    stats_.mirror_apply_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   }
   checkpoint_ = batch.revision();
   stats_.mirrored_revision = checkpoint_;

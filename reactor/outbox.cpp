@@ -216,7 +216,10 @@ asio::awaitable<WalOutcome> Outbox::apply_row(const WalRow& row) {
       if (auto decided = decide_unknown_attempt(row, kv, current.header().revision(), config_.sync.conflict_resolution))
         co_return *decided;
     }
+    auto started = std::chrono::steady_clock::now();
     auto response = co_await etcd_.txn(build_txn(row, config_.sync.conflict_resolution));
+    stats_.wal_apply_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    stats_.etcd_up = true;
     if (response.header().revision() > stats_.etcd_revision) stats_.etcd_revision = response.header().revision();
     co_return decide_txn(row, response, config_.sync.conflict_resolution);
   } catch (const SyncError& error) {

@@ -98,10 +98,24 @@ void Service::stop_engines() {
   if (mirror_) mirror_->stop();
   if (outbox_) outbox_->stop();
   if (listener_) listener_->stop();
+  if (metrics_ && stopping_) metrics_->stop();
+}
+
+bool Service::ready() const {
+  bool mirror_ready = !mirror_ || (stats_.snapshot_done && mirror_->state() == MirrorState::watching);
+  return stats_.etcd_up && stats_.postgres_up && mirror_ready;
 }
 
 asio::awaitable<int> Service::start_up() {
   try {
+    if (!config_.metrics.listen.empty()) {
+      auto endpoint = parse_listen_address(config_.metrics.listen);
+      if (!endpoint) throw SyncError(ErrorKind::permanent, "[metrics] listen: not host:port: " + config_.metrics.listen);
+      metrics_ = std::make_unique<MetricsServer>(
+          io_, *endpoint, [this] { return render_metrics(stats_, ETCD_SYNC_VERSION); }, [this] { return ready(); });
+      asio::co_spawn(io_, metrics_->run(), asio::detached);
+      log_info("serving /metrics, /healthz and /readyz", {{"listen", config_.metrics.listen}});
+    }
     PgConnection pg(io_, config_.postgresql.conninfo, "startup");
     co_await pg.connect(config_.etcd.dial_timeout);
     if (dry_run_) {

@@ -6,6 +6,7 @@
 #include "adapters/grpc_bridge.hpp"
 #include "reactor/config.hpp"
 #include "reactor/listener.hpp"
+#include "reactor/metrics.hpp"
 #include "reactor/mirror.hpp"
 #include "reactor/outbox.hpp"
 #include "reactor/sync_stats.hpp"
@@ -49,6 +50,7 @@ class Service {
   void on_signal(int signal_number);
   void reload();
   void begin_stop();
+  bool ready() const;
 
   asio::io_context io_;
   Config config_;
@@ -62,6 +64,7 @@ class Service {
   std::unique_ptr<Mirror> mirror_;
   std::unique_ptr<Outbox> outbox_;
   std::unique_ptr<Listener> listener_;
+  std::unique_ptr<MetricsServer> metrics_;
   int engines_running_ = 0;
   Wakeup engines_done_;
   bool stopping_ = false;

@@ -2,10 +2,31 @@
 // Counters and flags the engines keep on the reactor thread; the heartbeat writes them to
 // etcd_sync_service for `etcd-sync status`, and /metrics reads them.
 
+#include <array>
 #include <cstdint>
 #include <string>
 
 namespace etcd_sync {
+
+/// A Prometheus histogram of durations in seconds with fixed buckets.
+struct LatencyHistogram {
+  static constexpr std::array<double, 12> bounds{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                 0.05,   0.1,   0.25,   0.5,   1.0,  5.0};
+  std::array<std::int64_t, bounds.size()> counts{};  ///< per bucket, not cumulative
+  std::int64_t count = 0;
+  double sum = 0;
+
+  /// Records one duration (seconds).
+  void observe(double seconds) {
+    ++count;
+    sum += seconds;
+    for (std::size_t i = 0; i < bounds.size(); ++i)
+      if (seconds <= bounds[i]) {
+        ++counts[i];
+        break;
+      }
+  }
+};
 
 struct SyncStats {
   std::int64_t events_applied = 0;    ///< watch events written to `etcd` (puts + deletes)
@@ -20,6 +41,10 @@ struct SyncStats {
   std::int64_t mirrored_revision = 0;  ///< the checkpoint: every revision <= this is in `etcd`
   std::int64_t etcd_revision = 0;      ///< etcd's revision as last seen in any response header
   bool snapshot_done = false;
+  bool etcd_up = false;      ///< the last etcd call or stream worked
+  bool postgres_up = false;  ///< the service's own PostgreSQL connection is open
+  LatencyHistogram mirror_apply_seconds;  ///< one watch batch: PostgreSQL transaction time
+  LatencyHistogram wal_apply_seconds;     ///< one etcd_wal row: etcd Txn round trip
   std::string last_error;
   // Unflushed deltas for the heartbeat (added to the persistent counters, then zeroed).
   std::int64_t pending_events = 0;

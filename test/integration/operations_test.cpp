@@ -1,0 +1,308 @@
+// What an operator relies on, against real servers: status, validate, reload, metrics, logs.
+
+#include "test/support/sync_fixture.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+namespace etcd_sync::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+/// GET http://127.0.0.1:port/path; returns "STATUS\nBODY", or "" when it cannot connect.
+std::string http_get(int port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    close(fd);
+    return "";
+  }
+  std::string request = "GET " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+  if (write(fd, request.data(), request.size()) < 0) {
+    close(fd);
+    return "";
+  }
+  std::string response;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = read(fd, buffer, sizeof buffer)) > 0) response.append(buffer, static_cast<std::size_t>(n));
+  close(fd);
+  auto space = response.find(' ');
+  auto body = response.find("\r\n\r\n");
+  if (space == std::string::npos || body == std::string::npos) return "";
+  return response.substr(space + 1, 3) + "\n" + response.substr(body + 4);
+}
+
+class OperationsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { env_ = new SyncEnvironment(); }
+  static void TearDownTestSuite() {
+    delete env_;
+    env_ = nullptr;
+  }
+  void SetUp() override { env_->fresh_database(); }
+
+  SyncSettings settings(const std::string& prefix) {
+    SyncSettings s;
+    s.prefix = prefix;
+    return s;
+  }
+
+  nlohmann::json status_json(const std::filesystem::path& config) {
+    auto result = run_binary({"status", "--format", "json", "-c", config.string()});
+    EXPECT_EQ(result.exit_code, 0) << result.stderr_text;
+    return nlohmann::json::parse(result.stdout_text);
+  }
+
+  static SyncEnvironment* env_;
+};
+
+SyncEnvironment* OperationsTest::env_ = nullptr;
+
+TEST_F(OperationsTest, StatusAfterScenarioThreeCountsTheConflictAndReachesZeroLag) {
+  auto config = env_->write_config(settings("/config/"));
+  ServiceProcess service(env_->dir.path(), "status");
+  env_->start_service(service, config);
+  auto base = env_->client->put("/config/test/conflict", "etcd-value");
+  env_->client->put("/config/test/conflict", "etcd-value-2");
+  env_->db().exec_params("INSERT INTO etcd_wal (key, value, revision) VALUES ($1, 'pg-value', $2)",
+                         {"/config/test/conflict", std::to_string(base)});
+  ASSERT_TRUE(wait_until([&] { return env_->db().scalar("SELECT status FROM etcd_wal") == "conflict"; }, 10s));
+  EXPECT_EQ(env_->client->get("/config/test/conflict")->value(), "etcd-value-2");
+
+  nlohmann::json status;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        status = status_json(config);
+        return status["synchronization"]["lag_revisions"] == 0;
+      },
+      15s))
+      << status.dump(2);
+  EXPECT_GE(status["synchronization"]["conflicts_resolved"].get<int>(), 1);
+  EXPECT_EQ(status["synchronization"]["lag_seconds"], 0.0);
+  EXPECT_EQ(status["synchronization"]["mirrored_revision"], status["synchronization"]["etcd_revision"]);
+  EXPECT_EQ(status["service"]["running"], true);
+  EXPECT_EQ(status["service"]["pid"], service.pid());
+  EXPECT_EQ(status["wal"]["conflict"], 1);
+  EXPECT_EQ(status["wal"]["pending"], 0);
+
+  auto text = run_binary({"status", "-c", config.string()});
+  EXPECT_EQ(text.exit_code, 0);
+  EXPECT_NE(text.stdout_text.find("service      running"), std::string::npos) << text.stdout_text;
+  EXPECT_NE(text.stdout_text.find("conflicts resolved 1"), std::string::npos) << text.stdout_text;
+
+  EXPECT_EQ(service.terminate(5s), 0);
+  status = status_json(config);
+  EXPECT_EQ(status["service"]["running"], false);
+  EXPECT_EQ(status["service"]["state"], "stopped");
+  EXPECT_FALSE(status["service"]["stopped_at"].is_null());
+  text = run_binary({"status", "-c", config.string()});
+  EXPECT_NE(text.stdout_text.find("service      stopped"), std::string::npos) << text.stdout_text;
+}
+
+TEST_F(OperationsTest, ValidateReportsATamperedRowAndFixRepairsIt) {
+  auto config = env_->write_config(settings("/val/"));
+  ServiceProcess service(env_->dir.path(), "validate");
+  env_->start_service(service, config);
+  env_->client->put("/val/a", "1");
+  env_->client->put("/val/b", "2");
+  auto last = env_->client->put("/val/c", "3");
+  ASSERT_TRUE(env_->wait_mirrored(last, 10s, "/val/"));
+  EXPECT_EQ(service.terminate(5s), 0);
+
+  auto clean = run_binary({"validate", "-c", config.string()});
+  EXPECT_EQ(clean.exit_code, 0) << clean.stdout_text << clean.stderr_text;
+  EXPECT_NE(clean.stdout_text.find("0 difference(s)"), std::string::npos);
+
+  env_->db().exec("UPDATE etcd SET value = 'tampered' WHERE key = '/val/b'");
+  env_->db().exec("DELETE FROM etcd WHERE key = '/val/c'");
+  env_->db().exec("INSERT INTO etcd (key, value, revision) VALUES ('/val/zombie', 'x', 1)");
+  auto dirty = run_binary({"validate", "-c", config.string()});
+  EXPECT_EQ(dirty.exit_code, 1);
+  EXPECT_NE(dirty.stdout_text.find("different\t\"/val/b\""), std::string::npos) << dirty.stdout_text;
+  EXPECT_NE(dirty.stdout_text.find("missing\t\"/val/c\""), std::string::npos) << dirty.stdout_text;
+  EXPECT_NE(dirty.stdout_text.find("extra\t\"/val/zombie\""), std::string::npos) << dirty.stdout_text;
+  EXPECT_NE(dirty.stdout_text.find("3 difference(s)"), std::string::npos) << dirty.stdout_text;
+
+  auto fixed = run_binary({"validate", "--fix", "-c", config.string()});
+  EXPECT_EQ(fixed.exit_code, 0) << fixed.stdout_text << "\nstderr: " << fixed.stderr_text;
+  EXPECT_NE(fixed.stdout_text.find("0 difference(s) remain"), std::string::npos) << fixed.stdout_text;
+  EXPECT_EQ(env_->db().scalar("SELECT value FROM etcd_get('/val/b')"), "2");
+  EXPECT_EQ(env_->db().scalar("SELECT value FROM etcd_get('/val/c')"), "3");
+  EXPECT_EQ(env_->db().scalar("SELECT count(*) FROM etcd_get('/val/zombie')"), "0");
+  EXPECT_EQ(run_binary({"validate", "-c", config.string()}).exit_code, 0);
+}
+
+TEST_F(OperationsTest, SighupChangesLogLevelUnderLoadAndLosesNothing) {
+  auto s = settings("/hup/");
+  s.log_level = "info";
+  auto config = env_->write_config(s);
+  auto first = env_->client->revision() + 1;
+  ServiceProcess service(env_->dir.path(), "sighup");
+  env_->start_service(service, config);
+
+  std::atomic<bool> writing{true};
+  std::thread writer([&] {
+    EtcdTestClient own(env_->etcd.endpoint());
+    for (int i = 0; writing; ++i) own.put("/hup/k" + std::to_string(i % 50), std::to_string(i));
+  });
+  ASSERT_TRUE(wait_until([&] { return env_->checkpoint("/hup/") > first + 50; }, 10s));
+  EXPECT_EQ(service.log_text().find("\"msg\":\"watch events applied\""), std::string::npos);  // debug only
+
+  s.log_level = "debug";
+  env_->write_config(s);
+  service.mark_log();
+  service.signal(SIGHUP);
+  EXPECT_TRUE(service.wait_for_log("configuration reloaded", 5s));
+  EXPECT_TRUE(service.wait_for_log("\"msg\":\"watch events applied\"", 5s)) << "debug lines after the reload";
+
+  // An invalid file is rejected and the running configuration stays.
+  {
+    std::ofstream broken(config);
+    broken << "[sync]\nbatch_size = \"many\"\n";
+  }
+  service.mark_log();
+  service.signal(SIGHUP);
+  EXPECT_TRUE(service.wait_for_log("reload rejected", 5s));
+  EXPECT_NE(service.log_since_mark().find("sync.batch_size"), std::string::npos) << service.log_since_mark();
+  EXPECT_TRUE(service.running());
+
+  writing = false;
+  writer.join();
+  auto now = env_->client->revision();
+  ASSERT_TRUE(env_->wait_mirrored(now, 15s, "/hup/"));
+  auto want = env_->client->history("/hup/", first, now);
+  auto got = env_->mirror_rows("/hup/");
+  EXPECT_EQ(got.size(), want.size());
+  EXPECT_TRUE(got == want);
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
+TEST_F(OperationsTest, ReloadWithANewPrefixReconnectsAndMirrorsIt) {
+  auto s = settings("/before/");
+  auto config = env_->write_config(s);
+  ServiceProcess service(env_->dir.path(), "reconnect");
+  env_->start_service(service, config);
+  s.prefix = "/after/";
+  env_->write_config(s);
+  service.mark_log();
+  service.signal(SIGHUP);
+  ASSERT_TRUE(service.wait_for_log("reconnected with the reloaded configuration", 10s)) << service.log_text();
+  ASSERT_TRUE(service.wait_for_log("\"to\":\"watching\"", 10s));
+  auto revision = env_->client->put("/after/x", "1");
+  EXPECT_TRUE(env_->wait_mirrored(revision, 10s, "/after/"));
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
+TEST_F(OperationsTest, MetricsHealthAndReadinessOverHttp) {
+  int port = free_loopback_port();
+  auto config = env_->write_config(settings("/metrics/"));
+  {
+    std::ofstream out(config, std::ios::app);
+    out << "\n[metrics]\nlisten = \"127.0.0.1:" << port << "\"\n";
+  }
+  ServiceProcess service(env_->dir.path(), "metrics");
+  env_->start_service(service, config);
+  auto revision = env_->client->put("/metrics/a", "1");
+  env_->client->del("/metrics/a");
+  ASSERT_TRUE(env_->wait_mirrored(revision + 1, 10s, "/metrics/"));
+
+  EXPECT_EQ(http_get(port, "/healthz"), "200\nok\n");
+  EXPECT_TRUE(wait_until([&] { return http_get(port, "/readyz") == "200\nready\n"; }, 5s)) << http_get(port, "/readyz");
+  EXPECT_EQ(http_get(port, "/nope").substr(0, 3), "404");
+
+  std::string metrics;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        metrics = http_get(port, "/metrics");
+        return metrics.find("etcd_sync_events_applied_total{op=\"delete\"} 1\n") != std::string::npos;
+      },
+      5s))
+      << metrics;
+  ASSERT_EQ(metrics.substr(0, 4), "200\n");
+  // Prometheus text format 0.0.4: comments, or `name{labels} value`.
+  std::regex comment(R"(# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* .+)");
+  std::regex sample_line(R"([a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"]*",?)*\})? -?[0-9.e+-]+|[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? (\+Inf|NaN))");
+  std::istringstream lines(metrics.substr(4));
+  std::string line;
+  int samples = 0;
+  while (std::getline(lines, line)) {
+    if (line.empty()) continue;
+    bool ok = std::regex_match(line, comment) || std::regex_match(line, sample_line);
+    EXPECT_TRUE(ok) << "not Prometheus text: " << line;
+    if (line[0] != '#') ++samples;
+  }
+  EXPECT_GT(samples, 20);
+  for (const char* name : {"etcd_sync_build_info{version=", "etcd_sync_wal_outcomes_total{status=\"conflict\"}",
+                           "etcd_sync_conflicts_resolved_total ", "etcd_sync_resyncs_total ", "etcd_sync_lag_revisions ",
+                           "etcd_sync_mirror_apply_seconds_bucket{le=\"+Inf\"}", "etcd_sync_connection_up{peer=\"etcd\"} 1",
+                           "etcd_sync_connection_up{peer=\"postgresql\"} 1"})
+    EXPECT_NE(metrics.find(name), std::string::npos) << name;
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
+TEST_F(OperationsTest, PasswordsNeverReachTheLogs) {
+  const std::string secret = "Sup3rSecretPw";
+  // A DSN on the command line with a password (trust auth ignores it) and debug logging.
+  auto config = env_->write_config(settings("/pw/"));
+  ServiceProcess service(env_->dir.path(), "password");
+  service.start({"start", "-c", config.string(), "-l", "trace", "-p", env_->conninfo() + " password=" + secret});
+  ASSERT_TRUE(service.wait_for_log("etcd-sync started", 20s)) << service.log_text();
+  env_->client->put("/pw/k", "v");
+  EXPECT_EQ(service.terminate(5s), 0);
+  // Everything the service printed (the harness's own marker line echoes the command, before the mark).
+  auto printed = service.log_since_mark();
+  EXPECT_NE(printed.find("etcd-sync stopped"), std::string::npos);
+  EXPECT_EQ(printed.find(secret), std::string::npos);
+
+  // Failures print the host and port, never the password.
+  auto refused = run_binary({"migrate", "-p", "host=127.0.0.1 port=1 dbname=x user=u password=" + secret});
+  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_NE(refused.stderr_text.find("127.0.0.1"), std::string::npos) << refused.stderr_text;
+  EXPECT_EQ((refused.stdout_text + refused.stderr_text).find(secret), std::string::npos);
+
+  auto etcd_auth = run_binary({"start", "-c", config.string(), "-e", "etcd://root:" + secret + "@" + env_->etcd.endpoint() + "/pw/"});
+  EXPECT_EQ(etcd_auth.exit_code, 3) << etcd_auth.stdout_text << etcd_auth.stderr_text;  // auth is not enabled
+  EXPECT_EQ((etcd_auth.stdout_text + etcd_auth.stderr_text).find(secret), std::string::npos);
+
+  std::ofstream bad(env_->dir.path() / "bad-password.toml");
+  bad << "[postgresql]\nhost = \"h\"\npassword = \"" << secret << "\"\nport = \"not a number\"\n";
+  bad.close();
+  auto invalid = run_binary({"config", "validate", "-c", (env_->dir.path() / "bad-password.toml").string()});
+  EXPECT_EQ(invalid.exit_code, 1);
+  EXPECT_NE(invalid.stderr_text.find("postgresql.port"), std::string::npos) << invalid.stderr_text;
+  EXPECT_EQ((invalid.stdout_text + invalid.stderr_text).find(secret), std::string::npos);
+}
+
+TEST_F(OperationsTest, ExitCodesForConfigurationAndConnectionErrors) {
+  std::ofstream bad(env_->dir.path() / "unknown-key.toml");
+  bad << "[sync]\ndirektion = \"bidirectional\"\n";
+  bad.close();
+  auto config_error = run_binary({"start", "-c", (env_->dir.path() / "unknown-key.toml").string()});
+  EXPECT_EQ(config_error.exit_code, 1);
+  EXPECT_NE(config_error.stderr_text.find("unknown-key.toml:2"), std::string::npos) << config_error.stderr_text;
+  EXPECT_NE(config_error.stderr_text.find("sync.direktion"), std::string::npos) << config_error.stderr_text;
+
+  auto s = settings("/exit/");
+  auto config = env_->write_config(s);
+  auto no_etcd = run_binary({"start", "-c", config.string(), "-e", "etcd://127.0.0.1:1/?dial_timeout=300ms"});
+  EXPECT_EQ(no_etcd.exit_code, 2) << no_etcd.stdout_text;
+  EXPECT_NE(no_etcd.stdout_text.find("127.0.0.1:1"), std::string::npos) << no_etcd.stdout_text;
+}
+
+}  // namespace
+}  // namespace etcd_sync::testing
