@@ -81,6 +81,7 @@ void PgConnection::close() {
     PQfinish(conn_);
     conn_ = nullptr;
   }
+  busy_ = false;  // nothing is in flight on a closed connection (a COPY abandoned mid-way set it)
 }
 
 void PgConnection::cancel_wait() {

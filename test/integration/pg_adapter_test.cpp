@@ -455,8 +455,8 @@ TEST_F(PgAdapterTest, TerminatedBackendEndsNotificationWaitAsTransient) {
       [&]() -> asio::awaitable<void> {
         co_await pg.connect(kConnectTimeout);
         co_await pg.query("LISTEN test_terminated");
-        const auto pid = (co_await pg.query("SELECT pg_backend_pid()")).text(0, 0);
-        admin.exec_params("SELECT pg_terminate_backend($1::int)", {std::string(pid)});
+        const std::string pid((co_await pg.query("SELECT pg_backend_pid()")).text(0, 0));
+        admin.exec_params("SELECT pg_terminate_backend($1::int)", {pid});
         error = co_await capture_error(pg.wait_notifications());
         EXPECT_FALSE(pg.connected());
         co_await pg.connect(kConnectTimeout);
@@ -481,10 +481,10 @@ TEST_F(PgAdapterTest, TerminatedBackendDuringCopyIsTransient) {
   run(
       [&]() -> asio::awaitable<void> {
         co_await pg.connect(kConnectTimeout);
-        const auto pid = (co_await pg.query("SELECT pg_backend_pid()")).text(0, 0);
+        const std::string pid((co_await pg.query("SELECT pg_backend_pid()")).text(0, 0));
         co_await pg.copy_start("COPY copied (id, body) FROM STDIN");
         co_await pg.copy_data("1000000\tfirst\n");
-        client.exec_params("SELECT pg_terminate_backend($1::int)", {std::string(pid)});
+        client.exec_params("SELECT pg_terminate_backend($1::int)", {pid});
         error = co_await capture_error([&]() -> asio::awaitable<void> {
           co_await pg.copy_data(rows);
           co_await pg.copy_end();
