@@ -347,6 +347,7 @@ TEST_F(EtcdAdapterTest, ConnectToClosedPortFailsWithinDialTimeout) {
   EXPECT_LT(connect_took, 2s);
   ASSERT_TRUE(connect_error.has_value()) << "connect to a closed port succeeded";
   EXPECT_EQ(connect_error->kind(), ErrorKind::transient) << connect_error->what();
+  EXPECT_EQ(connect_error->peer(), Peer::etcd);
   EXPECT_NE(std::string(connect_error->what()).find(endpoint), std::string::npos) << connect_error->what();
   EXPECT_NE(std::string(connect_error->what()).find("500 ms"), std::string::npos) << connect_error->what();
   ASSERT_TRUE(put_error.has_value()) << "a Put to a closed port succeeded";

@@ -135,6 +135,7 @@ TEST_F(PgAdapterTest, ConnectToClosedPortIsTransientAndNamesHostAndPort) {
   const std::string message = error->what();
   EXPECT_NE(message.find("127.0.0.1"), std::string::npos) << message;
   EXPECT_NE(message.find(std::to_string(port)), std::string::npos) << message;
+  EXPECT_EQ(error->peer(), Peer::postgresql);
   EXPECT_FALSE(pg.connected());
 }
 

@@ -71,6 +71,7 @@ TEST(FromGrpcStatus, MessageNamesTheCallTheServerTextAndTheCode) {
       from_grpc_status(grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection refused"), "etcd Range at 10.0.0.1:2379");
   EXPECT_STREQ(error.what(), "etcd Range at 10.0.0.1:2379: connection refused (grpc code 14)");
   EXPECT_TRUE(error.transient());
+  EXPECT_EQ(error.peer(), Peer::etcd);
 }
 
 TEST(FromGrpcStatus, KindNames) {
