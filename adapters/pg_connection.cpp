@@ -17,8 +17,9 @@ std::string trimmed(const char* text) {
 }
 
 bool looks_like_auth_failure(const std::string& message) {
-  for (const char* needle : {"authentication failed", "no pg_hba.conf entry", "permission denied",
-                             "password is required", "does not exist"})
+  // A missing database is "cannot connect" (exit 2), a missing role is a permission problem.
+  if (message.find("role \"") != std::string::npos && message.find("does not exist") != std::string::npos) return true;
+  for (const char* needle : {"authentication failed", "no pg_hba.conf entry", "permission denied", "password is required"})
     if (message.find(needle) != std::string::npos) return true;
   return false;
 }
@@ -112,14 +113,16 @@ asio::awaitable<void> PgConnection::wait(Wait what) {
   // when PQflush returns 1 wait for either, to avoid a deadlock with a server that is sending too).
   struct State {
     bool done = false;
+    bool aborted = false;  // the first completion was a cancel from outside (close, cancel_wait)
   };
   auto state = std::make_shared<State>();
   co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
       [this, state](auto handler) {
         auto shared_handler = std::make_shared<decltype(handler)>(std::move(handler));
-        auto on_ready = [this, state, shared_handler](boost::system::error_code) {
+        auto on_ready = [this, state, shared_handler](boost::system::error_code ec) {
           if (state->done) return;
           state->done = true;
+          state->aborted = ec == asio::error::operation_aborted;
           if (descriptor_) descriptor_->cancel();  // the other wait ends with operation_aborted
           (*shared_handler)();
         };
@@ -127,6 +130,10 @@ asio::awaitable<void> PgConnection::wait(Wait what) {
         descriptor_->async_wait(base::wait_write, on_ready);
       },
       asio::use_awaitable);
+  if (state->aborted) {
+    if (timed_out_) throw SyncError(ErrorKind::transient, "PostgreSQL (" + name_ + ") at " + endpoint() + ": timed out", Peer::postgresql);
+    throw SyncError(ErrorKind::cancelled, "PostgreSQL (" + name_ + "): wait cancelled", Peer::postgresql);
+  }
 }
 
 asio::awaitable<void> PgConnection::connect(std::chrono::milliseconds timeout) {
@@ -141,7 +148,7 @@ asio::awaitable<void> PgConnection::connect(std::chrono::milliseconds timeout) {
   }
   asio::steady_timer deadline(io_, timeout);
   deadline.async_wait([this](boost::system::error_code ec) {
-    if (ec) return;
+    if (ec || connected()) return;  // a connect that won the race keeps its socket
     timed_out_ = true;
     if (descriptor_) descriptor_->cancel();
   });

@@ -35,6 +35,9 @@ struct PgParam {
 
 /// Builds a parameter list without an initializer_list: g++ 12 rejects a braced list inside a
 /// co_await expression ("array used as initializer"), so write query(sql, pg_params(a, b)).
+/// Its sibling bug is silent: a `?:` whose arms are class temporaries (std::string, json,
+/// PgParam) inside a coroutine body can read uninitialized memory. Keep such expressions in
+/// plain functions.
 template <class... Params>
 std::vector<PgParam> pg_params(Params&&... params) {
   std::vector<PgParam> out;

@@ -88,6 +88,12 @@ int command_sync_force(const Config& config) {
 
 namespace {
 
+/// A bigint cell as JSON, null when NULL. Not inline in the coroutine below: g++ 12 mishandles a
+/// ?: of class temporaries inside coroutine bodies.
+nlohmann::json nullable_int(const PgResult& r, int column) {
+  return r.is_null(0, column) ? nlohmann::json() : nlohmann::json(r.int64(0, column));
+}
+
 asio::awaitable<nlohmann::ordered_json> collect_status(asio::io_context& io, GrpcBridge& bridge, const Config& config) {
   PgConnection pg(io, config.postgresql.conninfo, "status");
   co_await open(pg, config);
@@ -106,7 +112,7 @@ asio::awaitable<nlohmann::ordered_json> collect_status(asio::io_context& io, Grp
       pg_params(PgParam::text(effective_prefix(config.etcd.prefix))));
   nlohmann::ordered_json out;
   auto text_or_null = [&](int c) { return r.is_null(0, c) ? nlohmann::json() : nlohmann::json(std::string(r.text(0, c))); };
-  std::string state = r.is_null(0, 0) ? "never started" : std::string(r.text(0, 0));
+  std::string state = r.optional_text(0, 0).value_or("never started");
   double heartbeat_age = r.is_null(0, 7) ? 1e9 : std::stod(std::string(r.text(0, 7)));
   bool running = (state == "running" || state == "starting") && heartbeat_age < 10.0;
   if (!running && (state == "running" || state == "starting")) state = "stopped (no heartbeat)";
@@ -114,7 +120,7 @@ asio::awaitable<nlohmann::ordered_json> collect_status(asio::io_context& io, Grp
   service["running"] = running;
   service["state"] = state;
   service["host"] = text_or_null(1);
-  service["pid"] = r.is_null(0, 2) ? nlohmann::json() : nlohmann::json(r.int64(0, 2));
+  service["pid"] = nullable_int(r, 2);
   service["version"] = text_or_null(3);
   service["started_at"] = text_or_null(4);
   service["heartbeat_at"] = text_or_null(5);
@@ -132,7 +138,7 @@ asio::awaitable<nlohmann::ordered_json> collect_status(asio::io_context& io, Grp
     etcd_error = e.what();
   }
   nlohmann::ordered_json sync;
-  sync["mirrored_revision"] = r.is_null(0, 15) ? nlohmann::json() : nlohmann::json(mirrored);
+  sync["mirrored_revision"] = nullable_int(r, 15);
   sync["etcd_revision"] = etcd_revision;
   if (etcd_revision.is_number() && !r.is_null(0, 15)) {
     std::int64_t lag = std::max<std::int64_t>(0, etcd_revision.get<std::int64_t>() - mirrored);
@@ -231,7 +237,8 @@ class EtcdPages {
       else request_.set_key(response.kvs(response.kvs_size() - 1).key() + '\0');
       if (page_.empty()) co_return std::nullopt;
     }
-    co_return page_[index_++];
+    std::optional<Entry> entry = std::move(page_[index_++]);
+    co_return entry;
   }
 
  private:
@@ -257,20 +264,28 @@ class MirrorPages {
           "     AND ($3::text IS NULL OR key COLLATE \"C\" > $3::text COLLATE \"C\")"
           "   ORDER BY key COLLATE \"C\", revision DESC) latest "
           "WHERE NOT tombstone ORDER BY k LIMIT 1000",
-          pg_params(PgParam::text(prefix_), PgParam::int64(revision_), last_ ? PgParam::text(*last_) : PgParam::null()));
+          query_params());
       page_.clear();
       index_ = 0;
-      for (int i = 0; i < r.rows(); ++i)
-        page_.push_back({std::string(r.text(i, 0)), r.is_null(i, 1) ? r.bytea(i, 2) : std::string(r.text(i, 1)),
-                         r.int64(i, 3)});
+      for (int i = 0; i < r.rows(); ++i) page_.push_back(entry(r, i));
       if (r.rows() < 1000) done_ = true;
       if (!page_.empty()) last_ = page_.back().key;
       if (page_.empty()) co_return std::nullopt;
     }
-    co_return page_[index_++];
+    std::optional<Entry> entry = std::move(page_[index_++]);
+    co_return entry;
   }
 
  private:
+  // Plain functions, not coroutine code: g++ 12 miscompiles a ?: that yields class temporaries
+  // inside a coroutine body (we read uninitialized strings).
+  std::vector<PgParam> query_params() const {
+    return pg_params(PgParam::text(prefix_), PgParam::int64(revision_), last_ ? PgParam::text(*last_) : PgParam::null());
+  }
+  static Entry entry(const PgResult& r, int i) {
+    return {std::string(r.text(i, 0)), r.is_null(i, 1) ? r.bytea(i, 2) : std::string(r.text(i, 1)), r.int64(i, 3)};
+  }
+
   PgConnection& pg_;
   std::string prefix_;
   std::int64_t revision_;
@@ -280,38 +295,59 @@ class MirrorPages {
   bool done_ = false;
 };
 
-asio::awaitable<std::int64_t> compare(PgConnection& pg, EtcdClient& etcd, const Config& config, std::int64_t& at) {
-  auto prefix = effective_prefix(config.etcd.prefix);
-  auto checkpoint = co_await pg.query("SELECT revision FROM etcd_sync_checkpoint WHERE prefix = $1", pg_params(PgParam::text(prefix)));
-  if (checkpoint.rows() == 0) throw SyncError(ErrorKind::permanent, "the mirror has no checkpoint yet: run etcd-sync start first");
-  at = checkpoint.int64(0, 0);
-  EtcdPages left(etcd, config.etcd.prefix, at);
-  MirrorPages right(pg, prefix, at);
-  std::int64_t differences = 0;
-  auto a = co_await left.next();
-  auto b = co_await right.next();
-  auto report = [&](const char* what, const std::string& key, const std::string& detail) {
-    ++differences;
+/// One walk of both sides in key order. Owned on the heap and driven by member coroutines: the
+/// cursors must not live in a coroutine frame (g++ 12 mishandles such locals created after a
+/// co_await: we saw them read as uninitialized memory).
+class Comparison {
+ public:
+  Comparison(PgConnection& pg, EtcdClient& etcd, const Config& config, std::int64_t revision)
+      : left_(etcd, config.etcd.prefix, revision), right_(pg, effective_prefix(config.etcd.prefix), revision) {}
+
+  /// Prints each difference; returns how many there were.
+  asio::awaitable<std::int64_t> run() {
+    a_ = co_await left_.next();
+    b_ = co_await right_.next();
+    while (a_ || b_) {
+      if (a_ && (!b_ || a_->key < b_->key)) {
+        report("missing", a_->key, "in etcd at mod_revision " + std::to_string(a_->revision) + ", not in the mirror");
+        a_ = co_await left_.next();
+      } else if (b_ && (!a_ || b_->key < a_->key)) {
+        report("extra", b_->key, "in the mirror at revision " + std::to_string(b_->revision) + ", not in etcd");
+        b_ = co_await right_.next();
+      } else {
+        if (a_->value != b_->value || a_->revision != b_->revision)
+          report("different", a_->key,
+                 "etcd mod_revision " + std::to_string(a_->revision) + ", mirror revision " +
+                     std::to_string(b_->revision) + (a_->value != b_->value ? ", values differ" : ", values equal"));
+        a_ = co_await left_.next();
+        b_ = co_await right_.next();
+      }
+    }
+    co_return differences_;
+  }
+
+ private:
+  void report(const char* what, const std::string& key, const std::string& detail) {
+    ++differences_;
     std::cout << what << "\t" << nlohmann::json(key).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
               << "\t" << detail << "\n";
-  };
-  while (a || b) {
-    if (a && (!b || a->key < b->key)) {
-      report("missing", a->key, "in etcd at mod_revision " + std::to_string(a->revision) + ", not in the mirror");
-      a = co_await left.next();
-    } else if (b && (!a || b->key < a->key)) {
-      report("extra", b->key, "in the mirror at revision " + std::to_string(b->revision) + ", not in etcd");
-      b = co_await right.next();
-    } else {
-      if (a->value != b->value || a->revision != b->revision)
-        report("different", a->key, "etcd mod_revision " + std::to_string(a->revision) + ", mirror revision " +
-                                        std::to_string(b->revision) +
-                                        (a->value != b->value ? ", values differ" : ", values equal"));
-      a = co_await left.next();
-      b = co_await right.next();
-    }
   }
-  co_return differences;
+
+  EtcdPages left_;
+  MirrorPages right_;
+  std::optional<Entry> a_, b_;
+  std::int64_t differences_ = 0;
+};
+
+/// Compares at the mirror's checkpoint revision (stored in `at`); returns the number of differences.
+asio::awaitable<std::int64_t> compare(PgConnection& pg, EtcdClient& etcd, const Config& config, std::int64_t& at) {
+  auto checkpoint = co_await pg.query("SELECT revision FROM etcd_sync_checkpoint WHERE prefix = $1",
+                                      pg_params(PgParam::text(effective_prefix(config.etcd.prefix))));
+  if (checkpoint.rows() == 0)
+    throw SyncError(ErrorKind::permanent, "the mirror has no checkpoint yet: run etcd-sync start first");
+  at = checkpoint.int64(0, 0);
+  auto comparison = std::make_unique<Comparison>(pg, etcd, config, at);
+  co_return co_await comparison->run();
 }
 
 }  // namespace

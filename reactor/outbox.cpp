@@ -21,6 +21,13 @@ const char* to_string(OutboxState state) {
   return "unknown";
 }
 
+namespace {
+// Outside the coroutines: g++ 12 mishandles a ?: of class temporaries inside a coroutine body.
+nlohmann::json base_revision_json(const WalRow& row) {
+  return row.revision ? nlohmann::json(*row.revision) : nlohmann::json();
+}
+}  // namespace
+
 Outbox::Outbox(asio::io_context& io, const Config& config, EtcdClient& etcd, SyncStats& stats, bool dry_run)
     : io_(io),
       config_(config),
@@ -80,7 +87,7 @@ asio::awaitable<void> Outbox::run() {
             log_info("dry run: would apply etcd_wal row",
                      {{"component", "outbox"}, {"wal_id", a.row.id}, {"key", a.row.key},
                       {"op", a.row.value ? "put" : "delete"},
-                      {"base_revision", a.row.revision ? nlohmann::json(*a.row.revision) : nlohmann::json()}});
+                      {"base_revision", base_revision_json(a.row)}});
             dry_run_seen = std::max(dry_run_seen, a.row.id);
           }
           continue;

@@ -199,14 +199,15 @@ TEST_F(PgAdapterTest, WrongPasswordIsPermissionDeniedAndNeverEchoesThePassword) 
   EXPECT_EQ(message.find("wrong-Secret-42"), std::string::npos) << message;
 }
 
-TEST_F(PgAdapterTest, NonexistentDatabaseIsPermissionDeniedWithoutPassword) {
+TEST_F(PgAdapterTest, NonexistentDatabaseIsCannotConnectWithoutPassword) {
   PgConnection pg(io_, postgres_->conninfo("no_such_db") + " password=Sekr1t-pw", "test");
   std::optional<SyncError> error;
   run([&]() -> asio::awaitable<void> { error = co_await capture_error(pg.connect(kConnectTimeout)); }, &pg);
   ASSERT_TRUE(error.has_value());
   const std::string message = error->what();
-  // libpq's text is matched ("does not exist"), so a missing database counts as an access problem.
-  EXPECT_EQ(error->kind(), ErrorKind::permission_denied) << message;
+  // A missing database is "cannot connect" (transient: exit code 2, and engines retry until it
+  // exists); only a missing role or failed authentication is permission_denied.
+  EXPECT_EQ(error->kind(), ErrorKind::transient) << message;
   EXPECT_NE(message.find("\"no_such_db\" does not exist"), std::string::npos) << message;
   EXPECT_EQ(message.find("Sekr1t-pw"), std::string::npos) << message;
 }
