@@ -24,6 +24,15 @@ void notify_supervisor(const char* state) {
 #endif
 }
 
+/// Half of systemd's WatchdogSec (sd_watchdog_enabled), or zero when no watchdog is asked for.
+std::chrono::milliseconds watchdog_interval() {
+#ifdef ETCD_SYNC_HAVE_SYSTEMD
+  std::uint64_t usec = 0;
+  if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) return std::chrono::milliseconds(usec / 2000);
+#endif
+  return std::chrono::milliseconds(0);
+}
+
 bool same_connections(const Config& a, const Config& b) {
   const auto &e1 = a.etcd, &e2 = b.etcd;
   return a.postgresql.conninfo == b.postgresql.conninfo && a.postgresql.schema == b.postgresql.schema &&
@@ -66,6 +75,7 @@ Service::Service(Config config, ConfigOverrides overrides, bool dry_run)
       bridge_(io_),
       signals_(io_, SIGINT, SIGTERM, SIGHUP),
       force_stop_(io_),
+      watchdog_(io_),
       engines_done_(io_) {}
 
 Service::~Service() {
@@ -222,15 +232,26 @@ void Service::reload() {
   }
 }
 
+void Service::pet_watchdog() {
+  // Sent from the reactor, so a stalled loop stops the pings and systemd restarts the service.
+  notify_supervisor("WATCHDOG=1");
+  watchdog_.expires_after(watchdog_interval());
+  watchdog_.async_wait([this](boost::system::error_code ec) {
+    if (!ec && !stopping_) pet_watchdog();
+  });
+}
+
 int Service::run() {
   signals_.async_wait([this](boost::system::error_code ec, int n) {
     if (!ec) on_signal(n);
   });
+  if (watchdog_interval().count() > 0) pet_watchdog();
   int startup = exit_ok;
   asio::co_spawn(io_, start_up(), [&](std::exception_ptr failure, int code) {
     startup = failure ? exit_runtime : code;
     if (startup != exit_ok || stopping_) {
       signals_.cancel();
+      watchdog_.cancel();
       io_.stop();
       return;
     }
@@ -241,6 +262,7 @@ int Service::run() {
     asio::co_spawn(io_, run_engines(), [this](std::exception_ptr) {
       signals_.cancel();
       force_stop_.cancel();
+      watchdog_.cancel();
       io_.stop();
     });
   });

@@ -51,6 +51,7 @@ class Service {
   void reload();
   void begin_stop();
   bool ready() const;
+  void pet_watchdog();
 
   asio::io_context io_;
   Config config_;
@@ -59,6 +60,7 @@ class Service {
   GrpcBridge bridge_;
   asio::signal_set signals_;
   asio::steady_timer force_stop_;
+  asio::steady_timer watchdog_;
   SyncStats stats_;
   std::unique_ptr<EtcdClient> etcd_;
   std::unique_ptr<Mirror> mirror_;

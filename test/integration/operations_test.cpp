@@ -7,7 +7,9 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -302,6 +304,58 @@ TEST_F(OperationsTest, ExitCodesForConfigurationAndConnectionErrors) {
   auto no_etcd = run_binary({"start", "-c", config.string(), "-e", "etcd://127.0.0.1:1/?dial_timeout=300ms"});
   EXPECT_EQ(no_etcd.exit_code, 2) << no_etcd.stdout_text;
   EXPECT_NE(no_etcd.stdout_text.find("127.0.0.1:1"), std::string::npos) << no_etcd.stdout_text;
+}
+
+/// Receives systemd notifications the way systemd does: a datagram socket named by NOTIFY_SOCKET.
+class NotifySocket {
+ public:
+  explicit NotifySocket(const std::filesystem::path& path) : path_(path) {
+    fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::snprintf(address.sun_path, sizeof address.sun_path, "%s", path.c_str());
+    if (bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) throw std::runtime_error("bind");
+  }
+  ~NotifySocket() { close(fd_); }
+  /// Reads datagrams until one contains `needle`, or the deadline passes.
+  bool wait_for(const std::string& needle, std::chrono::milliseconds deadline) {
+    auto end = std::chrono::steady_clock::now() + deadline;
+    while (std::chrono::steady_clock::now() < end) {
+      if (received_.find(needle) != std::string::npos) return true;
+      pollfd p{fd_, POLLIN, 0};
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+      if (poll(&p, 1, static_cast<int>(std::max<long long>(1, left.count()))) <= 0) continue;
+      char buffer[512];
+      auto n = recv(fd_, buffer, sizeof buffer, 0);
+      if (n > 0) received_ += std::string(buffer, static_cast<std::size_t>(n)) + "\n";
+    }
+    return received_.find(needle) != std::string::npos;
+  }
+  void forget() { received_.clear(); }
+
+ private:
+  std::filesystem::path path_;
+  int fd_ = -1;
+  std::string received_;
+};
+
+TEST_F(OperationsTest, TellsSystemdReadyReloadingWatchdogAndStopping) {
+  NotifySocket notify(env_->dir.path() / "notify.sock");
+  auto config = env_->write_config(settings("/sd/"));
+  ServiceProcess service(env_->dir.path(), "systemd");
+  service.start({"start", "-c", config.string()},
+                {{"NOTIFY_SOCKET", (env_->dir.path() / "notify.sock").string()}, {"WATCHDOG_USEC", "400000"}});
+  EXPECT_TRUE(notify.wait_for("READY=1", 20s));
+  notify.forget();
+  EXPECT_TRUE(notify.wait_for("WATCHDOG=1", 2s));
+  notify.forget();
+  EXPECT_TRUE(notify.wait_for("WATCHDOG=1", 2s)) << "the watchdog is petted repeatedly";
+  service.signal(SIGHUP);
+  EXPECT_TRUE(notify.wait_for("RELOADING=1", 5s));
+  EXPECT_TRUE(notify.wait_for("READY=1", 5s));
+  service.signal(SIGTERM);
+  EXPECT_TRUE(notify.wait_for("STOPPING=1", 5s));
+  EXPECT_EQ(service.wait_exit(5s), 0);
 }
 
 }  // namespace
