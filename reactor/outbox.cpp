@@ -6,7 +6,6 @@
 
 #include <boost/asio/co_spawn.hpp>
 
-#include <map>
 
 namespace etcd_sync {
 
@@ -126,15 +125,15 @@ asio::awaitable<std::chrono::milliseconds> Outbox::idle_wait() {
 }
 
 asio::awaitable<std::vector<Outbox::Attempt>> Outbox::fetch_due() {
-  // Due pending rows in id order. A row waits while an earlier pending row of its key backs off,
-  // so rows for one key never overtake each other.
+  // The head of each key's queue: the oldest pending row of every key, if it is due, in id order.
+  // One row per key is in flight at a time, so rows of one key never overtake each other, and
+  // each row's attempt_revision is exact (it is recorded after the previous row of its key ended).
   auto result = co_await pg_.query(
       "SELECT w.id, w.key, w.value, w.value_bytes, w.revision, w.retry_count, w.attempt_revision, "
       "  EXISTS (SELECT 1 FROM etcd e WHERE e.key = w.key AND e.revision = w.revision AND e.tombstone) "
       "FROM etcd_wal w "
       "WHERE w.status = 'pending' AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= clock_timestamp()) "
-      "  AND NOT EXISTS (SELECT 1 FROM etcd_wal p WHERE p.status = 'pending' AND p.key = w.key AND p.id < w.id "
-      "                    AND p.next_attempt_at > clock_timestamp()) "
+      "  AND w.id = (SELECT min(p.id) FROM etcd_wal p WHERE p.status = 'pending' AND p.key = w.key) "
       "ORDER BY w.id LIMIT $1",
       pg_params(PgParam::int64(config_.sync.batch_size)));
   std::vector<Attempt> batch;
@@ -157,19 +156,13 @@ asio::awaitable<std::vector<Outbox::Attempt>> Outbox::fetch_due() {
 }
 
 asio::awaitable<void> Outbox::process(std::vector<Attempt>& batch) {
-  // Rows etcd must not see fail at once; the rest are grouped by key, in id order.
-  std::vector<std::vector<Attempt*>> chains;
-  std::map<std::string, std::size_t> chain_of_key;
+  // Rows etcd must not see fail at once; the rest (one per key) go to etcd concurrently.
   std::vector<std::int64_t> to_send;
   for (auto& attempt : batch) {
-    if (auto reason = reject_reason(attempt.row, config_.etcd.prefix)) {
+    if (auto reason = reject_reason(attempt.row, config_.etcd.prefix))
       attempt.outcome = WalOutcome{WalStatus::failed, 0, *reason, false, false};
-      continue;
-    }
-    auto [it, added] = chain_of_key.try_emplace(attempt.row.key, chains.size());
-    if (added) chains.emplace_back();
-    chains[it->second].push_back(&attempt);
-    if (!attempt.row.attempt_revision) to_send.push_back(attempt.row.id);
+    else if (!attempt.row.attempt_revision)
+      to_send.push_back(attempt.row.id);
   }
   // Record that these rows may reach etcd, with etcd's revision before the attempt: after a crash
   // the next run checks etcd instead of applying them blindly a second time.
@@ -183,14 +176,15 @@ asio::awaitable<void> Outbox::process(std::vector<Attempt>& batch) {
   }
   int running = 0;
   Wakeup done(io_);
-  for (auto& chain : chains) {
+  for (auto& attempt : batch) {
+    if (attempt.outcome) continue;
     ++running;
-    asio::co_spawn(io_, apply_chain(chain, running, done), [&running, &done](std::exception_ptr failure) {
+    asio::co_spawn(io_, apply_attempt(attempt), [&running, &done](std::exception_ptr failure) {
       if (failure) {
         try {
           std::rethrow_exception(failure);
         } catch (const std::exception& e) {
-          log_error("outbox chain failed", {{"component", "outbox"}, {"error", e.what()}});
+          log_error("outbox attempt failed unexpectedly", {{"component", "outbox"}, {"error", e.what()}});
         }
       }
       --running;
@@ -201,14 +195,7 @@ asio::awaitable<void> Outbox::process(std::vector<Attempt>& batch) {
   co_await write_outcomes(batch);
 }
 
-asio::awaitable<void> Outbox::apply_chain(std::vector<Attempt*> chain, int& running, Wakeup& done) {
-  (void)running;
-  (void)done;
-  for (auto* attempt : chain) {
-    attempt->outcome = co_await apply_row(attempt->row);
-    if (attempt->outcome->status == WalStatus::retry) break;  // later rows of the key wait for it
-  }
-}
+asio::awaitable<void> Outbox::apply_attempt(Attempt& attempt) { attempt.outcome = co_await apply_row(attempt.row); }
 
 asio::awaitable<WalOutcome> Outbox::apply_row(const WalRow& row) {
   std::optional<SyncError> failure;

@@ -1,7 +1,8 @@
 #pragma once
-// PostgreSQL -> etcd. Woken by NOTIFY etcd_changes (and a sweep every sync_interval), it reads due
-// pending etcd_wal rows in id order, sends one etcd Txn per row (rows of one key in order, different
-// keys concurrently, at most batch_size in flight) and writes the outcomes back in one round trip.
+// PostgreSQL -> etcd. Woken by NOTIFY etcd_changes (and a sweep every sync_interval), it reads the
+// oldest due pending etcd_wal row of each key, in id order, sends one etcd Txn per row (different
+// keys concurrently, at most batch_size in flight; one row per key at a time) and writes the
+// outcomes back in one round trip.
 
 #include "adapters/etcd_client.hpp"
 #include "adapters/pg_connection.hpp"
@@ -50,7 +51,7 @@ class Outbox {
   std::chrono::milliseconds on_failure(const SyncError& error);
   asio::awaitable<std::vector<Attempt>> fetch_due();
   asio::awaitable<void> process(std::vector<Attempt>& batch);
-  asio::awaitable<void> apply_chain(std::vector<Attempt*> chain, int& running, Wakeup& done);
+  asio::awaitable<void> apply_attempt(Attempt& attempt);
   asio::awaitable<WalOutcome> apply_row(const WalRow& row);
   asio::awaitable<void> write_outcomes(const std::vector<Attempt>& batch);
   asio::awaitable<std::chrono::milliseconds> idle_wait();
