@@ -306,6 +306,58 @@ TEST_F(OperationsTest, ExitCodesForConfigurationAndConnectionErrors) {
   EXPECT_NE(no_etcd.stdout_text.find("127.0.0.1:1"), std::string::npos) << no_etcd.stdout_text;
 }
 
+TEST_F(OperationsTest, EtcdUsernameAndPasswordAuthenticateAndTheTokenIsRenewed) {
+  // Its own etcd: auth stays on there, and tokens expire after one idle second.
+  EtcdServer secured(env_->dir.path(), "etcd-auth");
+  secured.add_arguments({"--auth-token-ttl=1"});
+  secured.start();
+  secured.etcdctl({"user", "add", "root:rootpw"});
+  secured.etcdctl({"auth", "enable"});
+  auto s = settings("/auth/");
+  auto config = env_->write_config(s);
+  const std::string dsn = "etcd://root:rootpw@" + secured.endpoint() + "/auth/";
+
+  auto denied = run_binary({"start", "-c", config.string(), "-e", "etcd://root:wrong@" + secured.endpoint() + "/auth/"});
+  EXPECT_EQ(denied.exit_code, 3) << denied.stdout_text;
+  EXPECT_NE(denied.stdout_text.find("authentication"), std::string::npos) << denied.stdout_text;
+
+  ServiceProcess service(env_->dir.path(), "auth");
+  service.start({"start", "-c", config.string(), "-e", dsn});
+  ASSERT_TRUE(service.wait_for_log("\"to\":\"watching\"", 20s)) << service.log_text();
+  secured.etcdctl({"--user", "root:rootpw", "put", "/auth/a", "1"});
+  EXPECT_TRUE(wait_until([&] { return env_->db().scalar("SELECT value FROM etcd_get('/auth/a')") == "1"; }, 10s));
+
+  // Idle past the token's TTL, then write through etcd_wal: the first Txn meets an expired token,
+  // authenticates again and goes through.
+  auto idle_until = std::chrono::steady_clock::now() + 2500ms;
+  wait_until([&] { return std::chrono::steady_clock::now() >= idle_until; }, 3s, 100ms);
+  env_->db().exec("INSERT INTO etcd_wal (key, value) VALUES ('/auth/b', 'from postgres')");
+  EXPECT_TRUE(wait_until([&] { return env_->db().scalar("SELECT status FROM etcd_wal") == "success"; }, 10s))
+      << env_->db().scalar("SELECT error_message FROM etcd_wal").value_or("");
+  EXPECT_NE(secured.etcdctl({"--user", "root:rootpw", "get", "/auth/b", "--print-value-only"}).find("from postgres"),
+            std::string::npos);
+  EXPECT_EQ(service.terminate(5s), 0);
+  EXPECT_EQ(service.log_since_mark().find("rootpw"), std::string::npos);
+}
+
+TEST_F(OperationsTest, DryRunLogsWhatItWouldWriteAndWritesNothing) {
+  auto config = env_->write_config(settings("/dry/"));
+  ASSERT_EQ(run_binary({"migrate", "-c", config.string()}).exit_code, 0);
+  env_->db().exec("INSERT INTO etcd_wal (key, value) VALUES ('/dry/from-pg', 'v')");
+  ServiceProcess service(env_->dir.path(), "dry-run");
+  service.start({"start", "--dry-run", "-c", config.string()});
+  ASSERT_TRUE(service.wait_for_log("\"to\":\"watching\"", 20s)) << service.log_text();
+  env_->client->put("/dry/from-etcd", "x");
+  EXPECT_TRUE(service.wait_for_log("dry run: would write a row to etcd", 10s));
+  EXPECT_TRUE(service.wait_for_log("dry run: would apply etcd_wal row", 10s));
+  EXPECT_EQ(service.terminate(5s), 0);
+  EXPECT_EQ(env_->db().scalar("SELECT count(*) FROM etcd"), "0");
+  EXPECT_EQ(env_->db().scalar("SELECT status FROM etcd_wal"), "pending");
+  EXPECT_EQ(env_->db().scalar("SELECT count(*) FROM etcd_sync_checkpoint"), "0");
+  EXPECT_EQ(env_->db().scalar("SELECT count(*) FROM etcd_sync_service"), "0");
+  EXPECT_FALSE(env_->client->get("/dry/from-pg").has_value());
+}
+
 /// Receives systemd notifications the way systemd does: a datagram socket named by NOTIFY_SOCKET.
 class NotifySocket {
  public:

@@ -566,6 +566,7 @@ void EtcdServer::launch() {
                // election after a restart from ~1.5 s to a few hundred ms.
                "--heartbeat-interval=25",
                "--election-timeout=250"};
+  spec.args.insert(spec.args.end(), extra_arguments_.begin(), extra_arguments_.end());
   spec.output_path = log_path_;
   spec.working_dir = dir_;
   spec.death_signal = SIGKILL;

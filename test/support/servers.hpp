@@ -148,6 +148,10 @@ class EtcdServer {
   /// Launches etcd and waits (up to 20 s) until `etcdctl endpoint health` succeeds; throws with
   /// the log tail if it does not come up.
   void start();
+  /// Extra etcd flags for the next start(), e.g. {"--auth-token-ttl=1"}.
+  void add_arguments(const std::vector<std::string>& arguments) {
+    extra_arguments_.insert(extra_arguments_.end(), arguments.begin(), arguments.end());
+  }
   /// SIGTERM and wait; SIGKILL after 10 s. No-op if not running.
   void stop();
   /// SIGKILL and reap: an abrupt crash. Data written so far survives (it is in the page cache).
@@ -174,6 +178,7 @@ class EtcdServer {
   bool wait_ready(std::chrono::milliseconds deadline);
 
   std::string name_;
+  std::vector<std::string> extra_arguments_;
   std::filesystem::path dir_;
   std::filesystem::path data_dir_;
   std::filesystem::path log_path_;
