@@ -13,26 +13,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class MirrorTest : public ::testing::Test {
+class MirrorTest : public SyncSuite {
  protected:
-  static void SetUpTestSuite() { env_ = new SyncEnvironment(); }
-  static void TearDownTestSuite() {
-    delete env_;
-    env_ = nullptr;
-  }
-  void SetUp() override {
-    env_->fresh_database();
-    if (!env_->etcd.is_running()) env_->etcd.start();
-    if (!env_->postgres.is_running()) env_->postgres.start();
-  }
-
-  /// Settings with the test's own prefix, so keys from other tests do not interfere.
-  SyncSettings settings(const std::string& prefix) {
-    SyncSettings s;
-    s.prefix = prefix;
-    s.direction = "etcd_to_postgres";
-    return s;
-  }
+  SyncSettings settings(const std::string& prefix) { return settings_for(prefix, "etcd_to_postgres"); }
 
   /// Every row under `prefix` equals etcd's history from `from` to etcd's current revision.
   void expect_history(const std::string& prefix, std::int64_t from) {
@@ -48,10 +31,7 @@ class MirrorTest : public ::testing::Test {
     }
   }
 
-  static SyncEnvironment* env_;
 };
-
-SyncEnvironment* MirrorTest::env_ = nullptr;
 
 TEST_F(MirrorTest, QuickstartScenarioOneThreePutsAppearWithTheirRevisions) {
   ServiceProcess service(env_->dir.path(), "scenario1");

@@ -49,20 +49,9 @@ std::string http_get(int port, const std::string& path) {
   return response.substr(space + 1, 3) + "\n" + response.substr(body + 4);
 }
 
-class OperationsTest : public ::testing::Test {
+class OperationsTest : public SyncSuite {
  protected:
-  static void SetUpTestSuite() { env_ = new SyncEnvironment(); }
-  static void TearDownTestSuite() {
-    delete env_;
-    env_ = nullptr;
-  }
-  void SetUp() override { env_->fresh_database(); }
-
-  SyncSettings settings(const std::string& prefix) {
-    SyncSettings s;
-    s.prefix = prefix;
-    return s;
-  }
+  SyncSettings settings(const std::string& prefix) { return settings_for(prefix); }
 
   nlohmann::json status_json(const std::filesystem::path& config) {
     auto result = run_binary({"status", "--format", "json", "-c", config.string()});
@@ -70,10 +59,7 @@ class OperationsTest : public ::testing::Test {
     return nlohmann::json::parse(result.stdout_text);
   }
 
-  static SyncEnvironment* env_;
 };
-
-SyncEnvironment* OperationsTest::env_ = nullptr;
 
 TEST_F(OperationsTest, StatusAfterScenarioThreeCountsTheConflictAndReachesZeroLag) {
   auto config = env_->write_config(settings("/config/"));

@@ -37,29 +37,12 @@ std::string contains_message(const std::optional<std::string>& text, const std::
   return "error_message \"" + text.value_or("<NULL>") + "\" should mention \"" + needle + "\"";
 }
 
-class OutboxTest : public ::testing::Test {
+class OutboxTest : public SyncSuite {
  protected:
-  static void SetUpTestSuite() { env_ = std::make_unique<SyncEnvironment>(); }
-  static void TearDownTestSuite() { env_.reset(); }
-
-  void SetUp() override {
-    ASSERT_TRUE(env_) << "the test environment did not start";
-    if (!env_->etcd.is_running()) env_->etcd.start();  // a failed test may have left it stopped
-    env_->fresh_database();
-  }
-
   void TearDown() override {
     if (service_ && HasFailure()) std::cerr << "---- etcd-sync log ----\n" << service_->log_text() << "\n";
     if (service_ && service_->running()) service_->terminate();
     service_.reset();
-  }
-
-  /// Settings for a test whose keys live under `prefix`.
-  static SyncSettings settings_for(const std::string& prefix) {
-    SyncSettings s;
-    s.prefix = prefix;
-    s.sync_interval = "1s";
-    return s;
   }
 
   /// Writes the config and starts (or restarts) this test's etcd-sync with it.
@@ -111,7 +94,6 @@ class OutboxTest : public ::testing::Test {
     return kv->value();
   }
 
-  static inline std::unique_ptr<SyncEnvironment> env_;
   std::unique_ptr<ServiceProcess> service_;
 };
 

@@ -7,6 +7,7 @@
 #include "test/support/service_process.hpp"
 
 #include <boost/asio/io_context.hpp>
+#include <gtest/gtest.h>
 
 #include <filesystem>
 #include <memory>
@@ -96,6 +97,29 @@ class SyncEnvironment {
  private:
   std::unique_ptr<PgClient> db_;
   int database_number_ = 0;
+};
+
+/// Base of the end-to-end suites: one SyncEnvironment per suite (servers start once), and per
+/// test a fresh database and servers running again if an earlier test stopped one.
+class SyncSuite : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { env_ = std::make_unique<SyncEnvironment>(); }
+  static void TearDownTestSuite() { env_.reset(); }
+  void SetUp() override {
+    ASSERT_TRUE(env_) << "the test environment did not start";
+    if (!env_->etcd.is_running()) env_->etcd.start();
+    if (!env_->postgres.is_running()) env_->postgres.start();
+    env_->fresh_database();
+  }
+  /// Settings for a test whose keys live under `prefix`.
+  static SyncSettings settings_for(const std::string& prefix, const std::string& direction = "bidirectional") {
+    SyncSettings s;
+    s.prefix = prefix;
+    s.direction = direction;
+    return s;
+  }
+
+  static inline std::unique_ptr<SyncEnvironment> env_;
 };
 
 }  // namespace etcd_sync::testing
