@@ -128,14 +128,31 @@ asio::awaitable<std::vector<Outbox::Attempt>> Outbox::fetch_due() {
   // The head of each key's queue: the oldest pending row of every key, if it is due, in id order.
   // One row per key is in flight at a time, so rows of one key never overtake each other, and
   // each row's attempt_revision is exact (it is recorded after the previous row of its key ended).
-  auto result = co_await pg_.query(
-      "SELECT w.id, w.key, w.value, w.value_bytes, w.revision, w.retry_count, w.attempt_revision, "
-      "  EXISTS (SELECT 1 FROM etcd e WHERE e.key = w.key AND e.revision = w.revision AND e.tombstone) "
+  static const std::string head_of_queue =
       "FROM etcd_wal w "
       "WHERE w.status = 'pending' AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= clock_timestamp()) "
       "  AND w.id = (SELECT min(p.id) FROM etcd_wal p WHERE p.status = 'pending' AND p.key = w.key) "
-      "ORDER BY w.id LIMIT $1",
-      pg_params(PgParam::int64(config_.sync.batch_size)));
+      "ORDER BY w.id LIMIT $1";
+  static const std::string base_is_tombstone =
+      "EXISTS (SELECT 1 FROM etcd e WHERE e.key = m.key AND e.revision = m.revision AND e.tombstone)";
+  PgResult result;
+  if (dry_run_) {
+    result = co_await pg_.query("SELECT m.id, m.key, m.value, m.value_bytes, m.revision, m.retry_count, "
+                                "m.attempt_revision, " + base_is_tombstone + " FROM (SELECT w.* " + head_of_queue + ") m",
+                                pg_params(PgParam::int64(config_.sync.batch_size)));
+  } else {
+    // Taking the rows also records that they may reach etcd, with etcd's revision before the
+    // attempt (rows already in doubt keep theirs): after a crash the next run checks etcd instead
+    // of applying them blindly a second time. The row as fetched says whether it was in doubt.
+    if (stats_.etcd_revision == 0) stats_.etcd_revision = (co_await etcd_.status()).header().revision();
+    result = co_await pg_.query(
+        "WITH due AS (SELECT w.id, w.attempt_revision AS in_doubt_since " + head_of_queue + "), "
+        "marked AS (UPDATE etcd_wal t SET attempt_revision = coalesce(t.attempt_revision, $2::bigint) FROM due "
+        "  WHERE t.id = due.id "
+        "  RETURNING t.id, t.key, t.value, t.value_bytes, t.revision, t.retry_count, due.in_doubt_since) "
+        "SELECT m.*, " + base_is_tombstone + " FROM marked m ORDER BY m.id",
+        pg_params(PgParam::int64(config_.sync.batch_size), PgParam::int64(stats_.etcd_revision)));
+  }
   std::vector<Attempt> batch;
   batch.reserve(result.rows());
   for (int r = 0; r < result.rows(); ++r) {
@@ -157,23 +174,9 @@ asio::awaitable<std::vector<Outbox::Attempt>> Outbox::fetch_due() {
 
 asio::awaitable<void> Outbox::process(std::vector<Attempt>& batch) {
   // Rows etcd must not see fail at once; the rest (one per key) go to etcd concurrently.
-  std::vector<std::int64_t> to_send;
-  for (auto& attempt : batch) {
+  for (auto& attempt : batch)
     if (auto reason = reject_reason(attempt.row, config_.etcd.prefix))
       attempt.outcome = WalOutcome{WalStatus::failed, 0, *reason, false, false};
-    else if (!attempt.row.attempt_revision)
-      to_send.push_back(attempt.row.id);
-  }
-  // Record that these rows may reach etcd, with etcd's revision before the attempt: after a crash
-  // the next run checks etcd instead of applying them blindly a second time.
-  if (!to_send.empty()) {
-    if (stats_.etcd_revision == 0) stats_.etcd_revision = (co_await etcd_.status()).header().revision();
-    std::string ids = "{";
-    for (auto id : to_send) ids += (ids.size() > 1 ? "," : "") + std::to_string(id);
-    ids += "}";
-    co_await pg_.query("UPDATE etcd_wal SET attempt_revision = $1 WHERE id = ANY($2::bigint[])",
-                       pg_params(PgParam::int64(stats_.etcd_revision), PgParam::text(ids)));
-  }
   int running = 0;
   Wakeup done(io_);
   for (auto& attempt : batch) {
