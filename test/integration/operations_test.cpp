@@ -326,6 +326,58 @@ TEST_F(OperationsTest, EtcdUsernameAndPasswordAuthenticateAndTheTokenIsRenewed) 
   EXPECT_EQ(service.log_since_mark().find("rootpw"), std::string::npos);
 }
 
+/// Makes a CA and a certificate it signs for 127.0.0.1 with openssl; returns {cert, key}.
+std::pair<std::filesystem::path, std::filesystem::path> make_certificate(const std::filesystem::path& dir,
+                                                                          const std::string& name) {
+  auto run = [](const std::vector<std::string>& args) {
+    auto result = run_command("/usr/bin/openssl", args, {}, 30s);
+    if (result.exit_code != 0) throw std::runtime_error("openssl failed: " + result.stderr_text);
+  };
+  auto ca_key = dir / "ca.key", ca = dir / "ca.crt";
+  if (!std::filesystem::exists(ca))
+    run({"req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=etcd-sync test CA",
+         "-keyout", ca_key.string(), "-out", ca.string()});
+  auto key = dir / (name + ".key"), csr = dir / (name + ".csr"), cert = dir / (name + ".crt"),
+       extensions = dir / (name + ".ext");
+  std::ofstream(extensions) << "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n";
+  run({"req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=" + name, "-keyout", key.string(), "-out", csr.string()});
+  run({"x509", "-req", "-in", csr.string(), "-CA", ca.string(), "-CAkey", ca_key.string(), "-CAcreateserial", "-days",
+       "2", "-extfile", extensions.string(), "-out", cert.string()});
+  return {cert, key};
+}
+
+TEST_F(OperationsTest, EtcdOverTlsWithClientCertificates) {
+  auto certs = env_->dir.path() / "tls";
+  std::filesystem::create_directories(certs);
+  auto [server_cert, server_key] = make_certificate(certs, "server");
+  auto [client_cert, client_key] = make_certificate(certs, "client");
+  EtcdServer secured(env_->dir.path(), "etcd-tls");
+  secured.use_tls(certs / "ca.crt", server_cert, server_key, client_cert, client_key);
+  secured.start();
+
+  auto config = env_->write_config(settings("/tls/"));
+  {
+    std::ofstream out(config, std::ios::app);
+    out << "\n[etcd.tls]\nca_file = \"" << (certs / "ca.crt").string() << "\"\ncert_file = \"" << client_cert.string()
+        << "\"\nkey_file = \"" << client_key.string() << "\"\n";
+  }
+  ServiceProcess service(env_->dir.path(), "tls");
+  service.start({"start", "-c", config.string(), "-e", "etcd://" + secured.endpoint() + "/tls/"});
+  ASSERT_TRUE(service.wait_for_log("\"to\":\"watching\"", 20s)) << service.log_text();
+  secured.etcdctl({"put", "/tls/a", "over tls"});
+  EXPECT_TRUE(wait_until([&] { return env_->db().scalar("SELECT value FROM etcd_get('/tls/a')") == "over tls"; }, 10s));
+  env_->db().exec("INSERT INTO etcd_wal (key, value) VALUES ('/tls/b', 'back')");
+  EXPECT_TRUE(wait_until([&] { return env_->db().scalar("SELECT status FROM etcd_wal") == "success"; }, 10s));
+  EXPECT_NE(secured.etcdctl({"get", "/tls/b", "--print-value-only"}).find("back"), std::string::npos);
+  EXPECT_EQ(service.terminate(5s), 0);
+
+  // Without the CA the server's certificate is not trusted: no connection, exit code 2.
+  std::ofstream(env_->dir.path() / "no-ca.toml") << "[etcd.tls]\nserver_name = \"localhost\"\n";
+  auto untrusted = run_binary({"start", "-c", (env_->dir.path() / "no-ca.toml").string(), "-p", env_->conninfo(),
+                               "-e", "etcd://" + secured.endpoint() + "/tls/?dial_timeout=1s"});
+  EXPECT_EQ(untrusted.exit_code, 2) << untrusted.stdout_text;
+}
+
 TEST_F(OperationsTest, DryRunLogsWhatItWouldWriteAndWritesNothing) {
   auto config = env_->write_config(settings("/dry/"));
   ASSERT_EQ(run_binary({"migrate", "-c", config.string()}).exit_code, 0);

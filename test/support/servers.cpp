@@ -567,6 +567,11 @@ void EtcdServer::launch() {
                "--heartbeat-interval=25",
                "--election-timeout=250"};
   spec.args.insert(spec.args.end(), extra_arguments_.begin(), extra_arguments_.end());
+  if (!tls_.empty()) {
+    for (const auto& flag : {"--trusted-ca-file=" + tls_[0], "--cert-file=" + tls_[1], "--key-file=" + tls_[2],
+                             std::string("--client-cert-auth")})
+      spec.args.push_back(flag);
+  }
   spec.output_path = log_path_;
   spec.working_dir = dir_;
   spec.death_signal = SIGKILL;
@@ -578,8 +583,13 @@ bool EtcdServer::wait_ready(milliseconds deadline) {
     if (!loopback_accepts(client_port_)) return false;
     const auto health = run_command(
         etcdctl_program,
-        {"--endpoints=" + client_url(), "--dial-timeout=1s", "--command-timeout=2s", "endpoint",
-         "health"},
+        [&] {
+          std::vector<std::string> args{"--endpoints=" + client_url(), "--dial-timeout=1s",
+                                        "--command-timeout=2s", "endpoint", "health"};
+          auto tls = etcdctl_tls_arguments();
+          args.insert(args.begin(), tls.begin(), tls.end());
+          return args;
+        }(),
         {{"ETCDCTL_API", "3"}}, seconds(5));
     return health.exit_code == 0;
   };
@@ -635,11 +645,17 @@ bool EtcdServer::is_running() { return process_.running(); }
 
 std::string EtcdServer::endpoint() const { return "127.0.0.1:" + std::to_string(client_port_); }
 
-std::string EtcdServer::client_url() const { return "http://" + endpoint(); }
+std::string EtcdServer::client_url() const { return (tls_.empty() ? "http://" : "https://") + endpoint(); }
+
+std::vector<std::string> EtcdServer::etcdctl_tls_arguments() const {
+  if (tls_.empty()) return {};
+  return {"--cacert=" + tls_[0], "--cert=" + tls_[3], "--key=" + tls_[4]};
+}
 
 std::string EtcdServer::etcdctl(const std::vector<std::string>& args) const {
-  std::vector<std::string> full = {"--endpoints=" + client_url(), "--dial-timeout=2s",
-                                   "--command-timeout=10s"};
+  std::vector<std::string> full = etcdctl_tls_arguments();
+  for (const auto& flag : {"--endpoints=" + client_url(), std::string("--dial-timeout=2s"), std::string("--command-timeout=10s")})
+    full.push_back(flag);
   full.insert(full.end(), args.begin(), args.end());
   const auto result = run_command(etcdctl_program, full, {{"ETCDCTL_API", "3"}}, seconds(30));
   if (result.exit_code != 0 || result.timed_out) {

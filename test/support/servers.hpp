@@ -148,6 +148,13 @@ class EtcdServer {
   /// Launches etcd and waits (up to 20 s) until `etcdctl endpoint health` succeeds; throws with
   /// the log tail if it does not come up.
   void start();
+  /// Serves clients over TLS from the next start(): server certificate and key, and the CA that
+  /// signs client certificates (client certificates are then required). etcdctl() uses
+  /// `client_cert`/`client_key` to connect.
+  void use_tls(const std::filesystem::path& ca, const std::filesystem::path& cert, const std::filesystem::path& key,
+               const std::filesystem::path& client_cert, const std::filesystem::path& client_key) {
+    tls_ = {ca.string(), cert.string(), key.string(), client_cert.string(), client_key.string()};
+  }
   /// Extra etcd flags for the next start(), e.g. {"--auth-token-ttl=1"}.
   void add_arguments(const std::vector<std::string>& arguments) {
     extra_arguments_.insert(extra_arguments_.end(), arguments.begin(), arguments.end());
@@ -179,6 +186,8 @@ class EtcdServer {
 
   std::string name_;
   std::vector<std::string> extra_arguments_;
+  std::vector<std::string> tls_;  // ca, cert, key, client cert, client key; empty = plain HTTP
+  std::vector<std::string> etcdctl_tls_arguments() const;
   std::filesystem::path dir_;
   std::filesystem::path data_dir_;
   std::filesystem::path log_path_;
