@@ -1,8 +1,11 @@
 #include "adapters/grpc_bridge.hpp"
 
+#include <cassert>
+
 namespace etcd_sync {
 
-GrpcBridge::GrpcBridge(asio::io_context& io) : io_(io), thread_([this] { drain(); }) {}
+GrpcBridge::GrpcBridge(asio::io_context& io)
+    : io_(io), reactor_thread_(std::this_thread::get_id()), thread_([this] { drain(); }) {}
 
 GrpcBridge::~GrpcBridge() {
   queue_.Shutdown();
@@ -14,7 +17,11 @@ void GrpcBridge::drain() {
   bool ok = false;
   while (queue_.Next(&tag, &ok)) {
     auto* completion = static_cast<CompletionTag*>(tag);
-    asio::post(io_, [completion, ok] { completion->complete(ok); });
+    asio::post(io_, [this, completion, ok] {
+      assert(std::this_thread::get_id() == reactor_thread_ && "completions run on the reactor thread");
+      (void)this;
+      completion->complete(ok);
+    });
   }
 }
 

@@ -39,6 +39,7 @@ class GrpcBridge {
   void drain();
 
   asio::io_context& io_;
+  std::thread::id reactor_thread_;  // where the bridge was built: the thread that runs io_
   grpc::CompletionQueue queue_;
   std::thread thread_;
 };
