@@ -39,6 +39,24 @@ class BusyScope {
 
 }  // namespace
 
+std::string pg_array(const std::vector<std::optional<std::string>>& elements) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < elements.size(); ++i) {
+    if (i > 0) out += ',';
+    if (!elements[i]) {
+      out += "NULL";
+      continue;
+    }
+    out += '"';
+    for (char c : *elements[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
 ErrorKind classify_sqlstate(const std::string& state) {
   if (state.rfind("08", 0) == 0 || state.rfind("57P0", 0) == 0 || state == "40001" || state == "40P01" ||
       state.rfind("53", 0) == 0 || state.empty())

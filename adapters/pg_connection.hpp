@@ -46,6 +46,11 @@ std::vector<PgParam> pg_params(Params&&... params) {
   return out;
 }
 
+/// A PostgreSQL array literal in text format ("{"a","b\"c",NULL}") for a text[] or bigint[]
+/// parameter: every element double-quoted with `"` and `\` escaped, nullopt as NULL (PostgreSQL
+/// docs, 8.15.6 "Array Input and Output Syntax").
+std::string pg_array(const std::vector<std::optional<std::string>>& elements);
+
 /// One statement of a pipeline.
 struct PgStatement {
   std::string sql;

@@ -225,8 +225,9 @@ asio::awaitable<WalOutcome> Outbox::apply_row(const WalRow& row) {
   co_return decide_error(row, *failure, config_.sync.retry.max_attempts);
 }
 
-asio::awaitable<void> Outbox::write_outcomes(const std::vector<Attempt>& batch) {
-  std::vector<PgStatement> statements;
+std::vector<PgStatement> Outbox::outcome_statements(const std::vector<Attempt>& batch) {
+  // One UPDATE for the whole batch (the statement-level trigger fires once), from parallel arrays.
+  std::vector<std::optional<std::string>> ids, statuses, revisions, errors, retry_increments, delays;
   std::int64_t conflicts = 0;
   row_backoff_.set_limits(config_.sync.retry.initial_backoff, config_.sync.retry.max_backoff);
   for (const auto& attempt : batch) {
@@ -234,44 +235,55 @@ asio::awaitable<void> Outbox::write_outcomes(const std::vector<Attempt>& batch) 
     const auto& row = attempt.row;
     const auto& outcome = *attempt.outcome;
     LogFields fields{{"component", "outbox"}, {"wal_id", row.id}, {"key", row.key}, {"attempt", row.retry_count + 1}};
+    std::int64_t delay_ms = 0;
     switch (outcome.status) {
       case WalStatus::success:
-        statements.push_back({"UPDATE etcd_wal SET status = 'success', revision = $2::bigint, error_message = NULL, "
-                              "applied_at = now(), attempt_revision = NULL, next_attempt_at = NULL WHERE id = $1",
-                              {PgParam::int64(row.id), PgParam::int64(outcome.revision)}});
         ++stats_.wal_success;
         fields.push_back({"revision", outcome.revision});
         log_debug("etcd_wal row applied", fields);
         break;
       case WalStatus::conflict:
-      case WalStatus::failed: {
-        statements.push_back({"UPDATE etcd_wal SET status = $2, error_message = $3, applied_at = now(), "
-                              "retry_count = retry_count + $4::int, attempt_revision = NULL, next_attempt_at = NULL "
-                              "WHERE id = $1",
-                              {PgParam::int64(row.id), PgParam::text(to_string(outcome.status)),
-                               PgParam::text(outcome.error_message), PgParam::int64(outcome.transient ? 1 : 0)}});
-        (outcome.status == WalStatus::conflict ? stats_.wal_conflict : stats_.wal_failed) += 1;
+        ++stats_.wal_conflict;
         fields.push_back({"error", outcome.error_message});
-        log(outcome.status == WalStatus::conflict ? LogLevel::info : LogLevel::warn,
-            outcome.status == WalStatus::conflict ? "etcd_wal conflict: etcd kept its value" : "etcd_wal row failed",
-            fields);
+        log_info("etcd_wal conflict: etcd kept its value", fields);
         break;
-      }
-      case WalStatus::retry: {
-        auto delay = row_backoff_.delay(row.retry_count + 1);
-        statements.push_back({"UPDATE etcd_wal SET retry_count = retry_count + 1, error_message = $2, "
-                              "next_attempt_at = clock_timestamp() + $3::bigint * interval '1 millisecond' WHERE id = $1",
-                              {PgParam::int64(row.id), PgParam::text(outcome.error_message),
-                               PgParam::int64(delay.count())}});
+      case WalStatus::failed:
+        ++stats_.wal_failed;
+        fields.push_back({"error", outcome.error_message});
+        log_warn("etcd_wal row failed", fields);
+        break;
+      case WalStatus::retry:
+        delay_ms = row_backoff_.delay(row.retry_count + 1).count();
         ++stats_.wal_retries;
         fields.push_back({"error", outcome.error_message});
-        fields.push_back({"delay_ms", delay.count()});
+        fields.push_back({"delay_ms", delay_ms});
         log_info("etcd_wal row will be retried", fields);
         break;
-      }
     }
+    bool success = outcome.status == WalStatus::success;
+    ids.push_back(std::to_string(row.id));
+    statuses.push_back(to_string(outcome.status));  // "pending" for a retry
+    revisions.push_back(success ? std::optional(std::to_string(outcome.revision)) : std::nullopt);
+    errors.push_back(success ? std::nullopt : std::optional(outcome.error_message));
+    retry_increments.push_back(outcome.transient ? "1" : "0");
+    delays.push_back(std::to_string(delay_ms));
     if (outcome.conflict_resolved) ++conflicts;
   }
+  std::vector<PgStatement> statements;
+  if (ids.empty()) return statements;
+  statements.push_back(
+      {"UPDATE etcd_wal w SET status = o.status, "
+       "  revision = CASE WHEN o.status = 'success' THEN o.revision ELSE w.revision END, "
+       "  error_message = o.error, retry_count = w.retry_count + o.retry_increment, "
+       "  applied_at = CASE WHEN o.status = 'pending' THEN w.applied_at ELSE now() END, "
+       "  attempt_revision = CASE WHEN o.status = 'pending' THEN w.attempt_revision END, "
+       "  next_attempt_at = CASE WHEN o.status = 'pending' "
+       "    THEN clock_timestamp() + o.delay_ms * interval '1 millisecond' END "
+       "FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::bigint[]) "
+       "  AS o(id, status, revision, error, retry_increment, delay_ms) "
+       "WHERE w.id = o.id",
+       {PgParam::text(pg_array(ids)), PgParam::text(pg_array(statuses)), PgParam::text(pg_array(revisions)),
+        PgParam::text(pg_array(errors)), PgParam::text(pg_array(retry_increments)), PgParam::text(pg_array(delays))}});
   if (conflicts > 0) {
     stats_.conflicts_resolved += conflicts;
     // An upsert: on a fresh database the outbox may finish its first batch before the listener's
@@ -280,6 +292,11 @@ asio::awaitable<void> Outbox::write_outcomes(const std::vector<Attempt>& batch) 
                           "ON CONFLICT (id) DO UPDATE SET conflicts_resolved = s.conflicts_resolved + EXCLUDED.conflicts_resolved",
                           {PgParam::int64(conflicts)}});
   }
+  return statements;
+}
+
+asio::awaitable<void> Outbox::write_outcomes(const std::vector<Attempt>& batch) {
+  auto statements = outcome_statements(batch);
   if (!statements.empty()) co_await pg_.pipeline(std::move(statements));
 }
 

@@ -54,6 +54,9 @@ class Outbox {
   asio::awaitable<void> apply_attempt(Attempt& attempt);
   asio::awaitable<WalOutcome> apply_row(const WalRow& row);
   asio::awaitable<void> write_outcomes(const std::vector<Attempt>& batch);
+  /// The statements that record a batch's outcomes (one UPDATE, plus the conflict counter), and
+  /// the log line and counter of each row. A plain function: see pg_params() on g++ 12.
+  std::vector<PgStatement> outcome_statements(const std::vector<Attempt>& batch);
   asio::awaitable<std::chrono::milliseconds> idle_wait();
 
   asio::io_context& io_;
