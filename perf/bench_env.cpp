@@ -1,0 +1,317 @@
+#include "perf/bench_env.hpp"
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <numeric>
+#include <sstream>
+
+namespace etcd_sync::bench {
+
+std::int64_t wall_micros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+Distribution distribution(std::vector<double> samples) {
+  Distribution d;
+  if (samples.empty()) return d;
+  std::sort(samples.begin(), samples.end());
+  auto rank = [&](double q) {
+    // Nearest rank: the smallest sample with at least q of the sample at or below it.
+    auto index = static_cast<std::size_t>(std::ceil(q * samples.size()));
+    return samples[std::clamp<std::size_t>(index, 1, samples.size()) - 1];
+  };
+  d.count = samples.size();
+  d.min = samples.front();
+  d.max = samples.back();
+  d.p50 = rank(0.50);
+  d.p90 = rank(0.90);
+  d.p99 = rank(0.99);
+  d.mean = std::accumulate(samples.begin(), samples.end(), 0.0) / samples.size();
+  return d;
+}
+
+std::string describe_ms(const Distribution& d) {
+  return format("p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms, min %.2f ms, mean %.2f ms (n=%zu)", d.p50,
+                d.p90, d.p99, d.max, d.min, d.mean, d.count);
+}
+
+namespace {
+
+/// The fields of /proc/PID/stat after the command name, so that index 0 is field 3 ("state").
+std::vector<std::string> stat_fields(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto close = text.rfind(')');
+  std::vector<std::string> fields;
+  if (close == std::string::npos) return fields;
+  std::istringstream rest(text.substr(close + 1));
+  std::string field;
+  while (rest >> field) fields.push_back(field);
+  return fields;
+}
+
+double ticks_to_seconds(const std::vector<std::string>& fields) {
+  if (fields.size() < 13) return 0;
+  static const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  return (std::stod(fields[11]) + std::stod(fields[12])) / ticks;  // utime (14), stime (15)
+}
+
+}  // namespace
+
+double cpu_seconds(pid_t pid) { return pid > 0 ? ticks_to_seconds(stat_fields(pid)) : 0; }
+
+double tree_cpu_seconds(pid_t root) {
+  if (root <= 0) return 0;
+  std::map<pid_t, std::pair<pid_t, double>> processes;  // pid -> (parent, cpu seconds)
+  if (DIR* proc = opendir("/proc")) {
+    while (dirent* entry = readdir(proc)) {
+      char* end = nullptr;
+      long pid = std::strtol(entry->d_name, &end, 10);
+      if (*end != '\0' || pid <= 0) continue;
+      auto fields = stat_fields(static_cast<pid_t>(pid));
+      if (fields.size() < 13) continue;
+      processes[static_cast<pid_t>(pid)] = {static_cast<pid_t>(std::stol(fields[1])), ticks_to_seconds(fields)};
+    }
+    closedir(proc);
+  }
+  double total = 0;
+  for (const auto& [pid, info] : processes) {
+    for (pid_t p = pid; p > 1;) {
+      if (p == root) {
+        total += info.second;
+        break;
+      }
+      auto it = processes.find(p);
+      if (it == processes.end()) break;
+      p = it->second.first;
+    }
+  }
+  return total;
+}
+
+std::int64_t status_number(pid_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1));
+  return -1;
+}
+
+std::int64_t status_kib(pid_t pid, const std::string& field) { return status_number(pid, field); }
+
+std::int64_t threads_status_sum(pid_t pid, const std::string& field) {
+  std::int64_t total = 0;
+  std::error_code ec;
+  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream in(task.path() / "status");
+    std::string line;
+    while (std::getline(in, line))
+      if (line.rfind(field + ":", 0) == 0) total += std::stoll(line.substr(field.size() + 1));
+  }
+  return total;
+}
+
+std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return a + " " + b + " " + c;
+}
+
+CpuShare::CpuShare(pid_t etcd_sync, pid_t etcd, pid_t postmaster) : pids_{etcd_sync, etcd, postmaster} {}
+
+std::vector<double> CpuShare::sample() const {
+  return {cpu_seconds(pids_[0]), cpu_seconds(pids_[1]), tree_cpu_seconds(pids_[2]), cpu_seconds(getpid())};
+}
+
+void CpuShare::start() {
+  at_start_ = sample();
+  began_ = Clock::now();
+}
+
+std::string CpuShare::stop() {
+  auto now = sample();
+  double elapsed = seconds_since(began_);
+  double sum = 0;
+  for (int i = 0; i < 4; ++i) {
+    percent_[i] = elapsed > 0 ? 100.0 * (now[i] - at_start_[i]) / elapsed : 0;
+    sum += percent_[i];
+  }
+  return format("CPU over the window (%% of one core): etcd %.0f%%, postgres %.0f%%, etcd-sync %.0f%%, "
+                "generator %.0f%% (sum %.0f%% of %ld%%)",
+                percent_[1], percent_[2], percent_[0], percent_[3], sum, 100 * sysconf(_SC_NPROCESSORS_ONLN));
+}
+
+Loop::Loop(const std::string& etcd_endpoint) {
+  bridge_ = std::make_unique<GrpcBridge>(io_);
+  EtcdClientOptions options;
+  options.endpoints = {etcd_endpoint};
+  options.request_timeout = std::chrono::seconds(30);
+  etcd_ = std::make_unique<EtcdClient>(*bridge_, options);
+}
+
+Loop::~Loop() {
+  etcd_.reset();
+  bridge_.reset();
+}
+
+void Loop::run(asio::awaitable<void> work) {
+  std::exception_ptr failure;
+  asio::co_spawn(io_, std::move(work), [&](std::exception_ptr e) { failure = e; });
+  io_.restart();
+  io_.run();
+  if (failure) std::rethrow_exception(failure);
+}
+
+asio::awaitable<void> sleep_until(Clock::time_point until) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  timer.expires_at(until);
+  co_await timer.async_wait(asio::use_awaitable);
+}
+
+asio::awaitable<void> sleep_for(std::chrono::microseconds duration) {
+  co_await sleep_until(Clock::now() + duration);
+}
+
+asio::awaitable<std::int64_t> etcd_revision(EtcdClient& etcd) {
+  co_return (co_await etcd.status()).header().revision();
+}
+
+asio::awaitable<std::int64_t> mirror_checkpoint(PgConnection& pg) {
+  auto result = co_await pg.query("SELECT revision FROM etcd_sync_checkpoint WHERE prefix = $1",
+                                  pg_params(PgParam::text(bench_prefix)));
+  co_return result.rows() == 0 ? -1 : result.int64(0, 0);
+}
+
+ServiceUnderTest::ServiceUnderTest(fs::path binary, fs::path log_path)
+    : binary_(std::move(binary)), log_path_(std::move(log_path)) {
+  fs::create_directories(log_path_.parent_path());
+  fs::remove(log_path_);
+}
+
+void ServiceUnderTest::start(const std::vector<std::string>& args) {
+  std::error_code ec;
+  auto size = fs::file_size(log_path_, ec);
+  mark_ = ec ? 0 : size;
+  testing::SpawnSpec spec;
+  spec.program = binary_;
+  spec.args = args;
+  spec.output_path = log_path_;
+  spec.death_signal = SIGKILL;
+  process_.start(spec);
+}
+
+bool ServiceUnderTest::wait_for_log(const std::string& needle, std::chrono::milliseconds deadline) {
+  bool found = false;
+  testing::wait_until(
+      [&] {
+        bool alive = process_.running();  // first: a process that has exited wrote its last line
+        found = testing::read_text_file(log_path_, mark_).find(needle) != std::string::npos;
+        return found || !alive;
+      },
+      deadline);
+  return found;
+}
+
+BenchEnv::BenchEnv(const fs::path& out_dir, SyncSettings settings, const BenchOptions& options)
+    : service(options.service_binary.empty() ? testing::service_binary() : fs::absolute(options.service_binary),
+              out_dir / "etcd-sync.log"),
+      out_dir_(out_dir),
+      settings_(std::move(settings)) {
+  if (!options.pg_settings.empty()) {
+    testing::PgClient admin(env.postgres.conninfo("postgres"));
+    for (const auto& setting : options.pg_settings) {
+      auto eq = setting.find('=');
+      if (eq == std::string::npos) throw std::runtime_error("--pg-setting wants name=value, not " + setting);
+      // A module's setting (auto_explain.log_min_duration) is only known once the module is loaded.
+      auto dot = setting.find('.');
+      if (dot < eq) admin.exec("LOAD '" + setting.substr(0, dot) + "'");
+      admin.exec("ALTER SYSTEM SET " + setting.substr(0, eq) + " = '" + setting.substr(eq + 1) + "'");
+    }
+    admin.exec("SELECT pg_reload_conf()");
+  }
+  env.fresh_database();
+  config_ = env.write_config(settings_);
+  fs::copy_file(config_, out_dir_ / "etcd-sync.toml", fs::copy_options::overwrite_existing);
+}
+
+BenchEnv::~BenchEnv() {
+  if (service.running()) service.terminate();
+  std::error_code ec;
+  fs::copy_file(env.etcd.log_path(), out_dir_ / "etcd.log", fs::copy_options::overwrite_existing, ec);
+  fs::copy_file(env.postgres.log_path(), out_dir_ / "postgres.log", fs::copy_options::overwrite_existing, ec);
+}
+
+SyncSettings BenchEnv::default_settings(const BenchOptions& options) {
+  SyncSettings s;
+  s.prefix = bench_prefix;
+  s.direction = "bidirectional";
+  s.batch_size = options.batch_size;
+  s.sync_interval = "5s";  // the contract's default
+  s.initial_backoff = "1s";
+  s.max_backoff = "30s";
+  s.log_level = options.log_level;
+  s.request_timeout = "10s";
+  s.dial_timeout = "5s";
+  return s;
+}
+
+void BenchEnv::migrate() {
+  auto result = testing::run_command(service.binary(), {"migrate", "-c", config_.string()});
+  if (result.exit_code != 0)
+    throw std::runtime_error("etcd-sync migrate failed: " + result.stdout_text + result.stderr_text);
+}
+
+void BenchEnv::spawn_service() { service.start({"start", "-c", config_.string()}); }
+
+void BenchEnv::start_service() {
+  spawn_service();
+  if (!service.wait_for_log("etcd-sync started", std::chrono::seconds(20)))
+    throw std::runtime_error("etcd-sync did not start:\n" + service.log_text());
+  // With the mirror on, wait until it watches: puts made before would be folded into its snapshot.
+  if (settings_.direction != "postgres_to_etcd" && !service.wait_for_log("\"to\":\"watching\"", std::chrono::seconds(20)))
+    throw std::runtime_error("the mirror did not start watching:\n" + service.log_text());
+}
+
+std::string BenchEnv::versions() {
+  auto etcd = testing::run_command("/usr/bin/etcd", {"--version"});
+  std::string etcd_version = etcd.stdout_text.substr(0, etcd.stdout_text.find('\n'));
+  if (etcd_version.rfind("etcd Version: ", 0) == 0) etcd_version = "etcd " + etcd_version.substr(14);
+  auto pg = env.db().scalar("SHOW server_version").value_or("?");
+  return etcd_version + ", PostgreSQL " + pg + "; service " + service.binary().string();
+}
+
+std::string format(const char* fmt, ...) {
+  va_list args;
+  va_start(args, fmt);
+  va_list copy;
+  va_copy(copy, args);
+  int size = std::vsnprintf(nullptr, 0, fmt, copy);
+  va_end(copy);
+  std::string out(static_cast<std::size_t>(std::max(size, 0)), '\0');
+  std::vsnprintf(out.data(), out.size() + 1, fmt, args);
+  va_end(args);
+  return out;
+}
+
+void detail(const std::string& text) {
+  std::printf("  %s\n", text.c_str());
+  std::fflush(stdout);
+}
+
+}  // namespace etcd_sync::bench

@@ -1,0 +1,231 @@
+// What every benchmark scenario shares: throwaway etcd and PostgreSQL servers with the etcd-sync
+// binary under test (from test_support), an asynchronous load generator on the project's own
+// adapters, and the measurements (percentiles, CPU and memory of processes from /proc).
+//
+// The generator runs on one io_context thread (plus the gRPC bridge thread), like etcd-sync itself,
+// so that on a 2-core machine it takes as little CPU from the servers as it can.
+#pragma once
+
+#include "adapters/etcd_client.hpp"
+#include "adapters/grpc_bridge.hpp"
+#include "adapters/pg_connection.hpp"
+#include "test/support/sync_fixture.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <exception>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace etcd_sync::bench {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using testing::SyncSettings;
+
+/// Wall-clock microseconds since the epoch: the same clock as PostgreSQL's clock_timestamp() on
+/// this machine, so a client timestamp and a server timestamp can be subtracted.
+std::int64_t wall_micros();
+
+/// Seconds since `start` on the steady clock.
+double seconds_since(Clock::time_point start);
+
+/// Order statistics of a sample, in the sample's unit. Nearest-rank percentiles.
+struct Distribution {
+  std::size_t count = 0;
+  double min = 0, p50 = 0, p90 = 0, p99 = 0, max = 0, mean = 0;
+};
+Distribution distribution(std::vector<double> samples);
+/// "p50 1.23 ms, p99 4.56 ms, max 7.89 ms (n=10000)".
+std::string describe_ms(const Distribution& d);
+
+/// user+system CPU seconds a process has used, from /proc/PID/stat; 0 when it is gone.
+double cpu_seconds(pid_t pid);
+/// CPU seconds of a process plus all its live descendants (the postmaster and its backends).
+double tree_cpu_seconds(pid_t root);
+/// A field of /proc/PID/status in kB (VmHWM, VmRSS), or -1 when it cannot be read.
+std::int64_t status_kib(pid_t pid, const std::string& field);
+/// A number from /proc/PID/status (voluntary_ctxt_switches, Threads), or -1.
+std::int64_t status_number(pid_t pid, const std::string& field);
+/// A number from /proc/PID/task/*/status summed over the process's threads.
+std::int64_t threads_status_sum(pid_t pid, const std::string& field);
+/// "/proc/loadavg" without the trailing fields: "1.23 0.98 0.75".
+std::string load_average();
+
+/// How the CPU was shared between the processes over a window: percent of one core each.
+class CpuShare {
+ public:
+  CpuShare(pid_t etcd_sync, pid_t etcd, pid_t postmaster);
+  void start();
+  /// "etcd 95%, postgres 60%, etcd-sync 20%, generator 35% of one core (sum 210% of 200%)".
+  std::string stop();
+  double etcd_sync_percent() const { return percent_[0]; }
+
+ private:
+  std::vector<double> sample() const;
+  pid_t pids_[3];
+  Clock::time_point began_;
+  std::vector<double> at_start_;
+  double percent_[4] = {0, 0, 0, 0};
+};
+
+/// The generator's reactor: an io_context, the gRPC bridge and an EtcdClient on it. Not
+/// thread-safe; everything runs on the thread that calls run().
+class Loop {
+ public:
+  explicit Loop(const std::string& etcd_endpoint);
+  ~Loop();
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  asio::io_context& io() { return io_; }
+  EtcdClient& etcd() { return *etcd_; }
+
+  /// Runs `work` (and whatever it spawned) to completion on this thread; rethrows its exception.
+  template <class T>
+  T run(asio::awaitable<T> work) {
+    std::optional<T> result;
+    std::exception_ptr failure;
+    asio::co_spawn(io_, std::move(work), [&](std::exception_ptr e, T value) {
+      failure = e;
+      if (!e) result = std::move(value);
+    });
+    io_.restart();
+    io_.run();
+    if (failure) std::rethrow_exception(failure);
+    return std::move(*result);
+  }
+  void run(asio::awaitable<void> work);
+
+ private:
+  asio::io_context io_;
+  std::unique_ptr<GrpcBridge> bridge_;
+  std::unique_ptr<EtcdClient> etcd_;
+};
+
+/// Sleeps on the loop until `until` (a steady_clock deadline).
+asio::awaitable<void> sleep_until(Clock::time_point until);
+/// Sleeps on the loop for `duration`.
+asio::awaitable<void> sleep_for(std::chrono::microseconds duration);
+
+/// The service's [etcd] prefix in every scenario; every key the generator writes is under it.
+inline const std::string bench_prefix = "/bench/";
+
+/// etcd's current revision (Maintenance.Status).
+asio::awaitable<std::int64_t> etcd_revision(EtcdClient& etcd);
+/// The mirror's checkpoint for bench_prefix, or -1 when none yet.
+asio::awaitable<std::int64_t> mirror_checkpoint(PgConnection& pg);
+
+/// The etcd-sync process under test: any binary (--service-binary compares builds), stdout and
+/// stderr appended to a log file, killed if the generator dies.
+class ServiceUnderTest {
+ public:
+  ServiceUnderTest(fs::path binary, fs::path log_path);
+  void start(const std::vector<std::string>& args);
+  /// Waits until `needle` appears in the log written since start(); false at the deadline or when
+  /// the process exited without writing it.
+  bool wait_for_log(const std::string& needle, std::chrono::milliseconds deadline);
+  std::string log_text() const { return testing::read_text_file(log_path_); }
+  bool running() { return process_.running(); }
+  pid_t pid() const { return process_.pid(); }
+  int terminate() { return process_.stop(SIGTERM, std::chrono::seconds(10)); }
+  const fs::path& binary() const { return binary_; }
+
+ private:
+  fs::path binary_;
+  fs::path log_path_;
+  std::uintmax_t mark_ = 0;
+  testing::ChildProcess process_;
+};
+
+/// Servers, a database and etcd-sync for one scenario. The service's log (JSON, level info by
+/// default) is written to `<out_dir>/etcd-sync.log`; the servers' logs are copied there at the end.
+class BenchEnv {
+ public:
+  /// `options.pg_settings` ("name=value") are applied with ALTER SYSTEM + pg_reload_conf() before
+  /// anything else, e.g. log_min_duration_statement=0 while profiling.
+  BenchEnv(const fs::path& out_dir, SyncSettings settings, const struct BenchOptions& options);
+  ~BenchEnv();
+
+  /// The settings every scenario starts from: the contract's defaults, JSON logs, and the
+  /// options' batch_size and log level.
+  static SyncSettings default_settings(const struct BenchOptions& options);
+
+  /// Runs `etcd-sync migrate` so that the tables exist before the service starts.
+  void migrate();
+  /// Starts etcd-sync and waits until it is up (and, with the mirror on, watching).
+  void start_service();
+  /// Starts etcd-sync without waiting for anything.
+  void spawn_service();
+  /// SIGTERM and wait; returns the exit code.
+  int stop_service() { return service.terminate(); }
+
+  std::string conninfo() const { return env.conninfo(); }
+  std::string etcd_endpoint() const { return env.etcd.endpoint(); }
+  pid_t service_pid() const { return service.pid(); }
+  const fs::path& config_path() const { return config_; }
+  const SyncSettings& settings() const { return settings_; }
+  /// "etcd 3.4.23, PostgreSQL 15.x; etcd-sync <binary>": what the scenario ran against.
+  std::string versions();
+
+  testing::SyncEnvironment env;
+  ServiceUnderTest service;
+
+ private:
+  fs::path out_dir_;
+  SyncSettings settings_;
+  fs::path config_;
+};
+
+/// One scenario's headline: the single line printed as "RESULT <name>: <line>".
+struct Outcome {
+  std::string name;
+  std::string line;
+  bool met = false;  ///< every target of the scenario was met
+};
+
+/// Command-line knobs of the scenarios (defaults keep each one within a couple of minutes).
+struct BenchOptions {
+  fs::path out_dir = "bench-out";
+  int batch_size = 100;
+  std::string log_level = "info";         ///< the service's [logging] level
+  std::vector<std::string> pg_settings;   ///< "name=value", applied to PostgreSQL before the service starts
+  fs::path service_binary;                ///< empty: the etcd-sync built with this benchmark
+  // (a) saturation
+  int streams = 256;
+  double saturation_seconds = 10;
+  double warmup_seconds = 2;
+  // (b) and (c) latency at a fixed rate
+  double rate = 1000;
+  double latency_seconds = 10;
+  int inserters = 8;
+  // (c) throughput
+  int wal_rows = 20000;
+  // (d) snapshot
+  int snapshot_keys = 1000000;
+  int value_bytes = 100;
+  double load_budget_seconds = 120;
+  int load_concurrency = 16;
+  // (e) idle
+  double idle_seconds = 60;
+};
+
+Outcome run_saturation(const BenchOptions& options);      // (a)
+Outcome run_mirror_latency(const BenchOptions& options);  // (b)
+Outcome run_outbox(const BenchOptions& options);          // (c)
+Outcome run_snapshot(const BenchOptions& options);        // (d)
+Outcome run_idle(const BenchOptions& options);            // (e)
+
+/// printf-style formatting into a std::string.
+std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+/// Prints a detail line ("  ...") and flushes.
+void detail(const std::string& text);
+
+}  // namespace etcd_sync::bench

@@ -1,0 +1,274 @@
+// (a) etcd -> PostgreSQL saturation and (b) etcd -> PostgreSQL latency at a fixed put rate.
+//
+// (a) N coroutines each keep one Put in flight, as fast as etcd answers, for a fixed window after a
+// warm-up. etcd's accepted puts/s and the mirror's rows/s (its checkpoint moves one revision per
+// row, since only the generator writes) are taken over the same window; their ratio says whether
+// the mirror keeps up with everything etcd accepts.
+//
+// (b) Puts are started open-loop at fixed times (a late Put never delays the next), so the rate is
+// the one asked for. Each Put's commit time is the wall clock when etcd's answer arrives. A
+// deferred constraint trigger on `etcd`, installed in the bench database before the service starts,
+// records clock_timestamp() per revision at the mirror's COMMIT, i.e. when the row becomes visible.
+// Both clocks are this machine's CLOCK_REALTIME.
+
+#include "perf/bench_env.hpp"
+#include "reactor/wakeup.hpp"
+
+#include <map>
+
+namespace etcd_sync::bench {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// --- (a) ---------------------------------------------------------------------------------------
+
+struct Saturation {
+  bool stop = false;
+  std::int64_t puts = 0;
+  std::int64_t max_revision = 0;
+  std::string value;
+  std::exception_ptr failure;
+  int running = 0;
+};
+
+struct SaturationFigures {
+  double window_seconds = 0;
+  std::int64_t puts = 0;
+  std::int64_t revisions = 0;
+  std::int64_t mirrored = 0;
+  std::int64_t lag_at_end = 0;
+  std::int64_t final_revision = 0;
+  std::int64_t start_revision = 0;
+  double drain_seconds = -1;
+  std::string cpu;
+};
+
+asio::awaitable<void> put_stream(EtcdClient& etcd, Saturation& state, int stream) {
+  etcdserverpb::PutRequest request;
+  request.set_value(state.value);
+  const std::string base = "/bench/sat/" + std::to_string(stream) + "/";
+  for (std::int64_t i = 0; !state.stop; ++i) {
+    request.set_key(base + std::to_string(i % 100));
+    auto response = co_await etcd.put(request);
+    ++state.puts;
+    state.max_revision = std::max(state.max_revision, response.header().revision());
+  }
+}
+
+asio::awaitable<void> saturate(Loop& loop, PgConnection& pg, Saturation& state, const BenchOptions& options,
+                               CpuShare& cpu, SaturationFigures& figures) {
+  co_await pg.connect(5s);
+  figures.start_revision = co_await etcd_revision(loop.etcd());
+  Wakeup done(loop.io());
+  for (int s = 0; s < options.streams; ++s) {
+    ++state.running;
+    asio::co_spawn(loop.io(), put_stream(loop.etcd(), state, s), [&state, &done](std::exception_ptr e) {
+      if (e && !state.failure) state.failure = e;
+      --state.running;
+      done.notify();
+    });
+  }
+  co_await sleep_for(std::chrono::milliseconds(static_cast<int>(options.warmup_seconds * 1000)));
+
+  auto checkpoint_before = co_await mirror_checkpoint(pg);
+  auto began = Clock::now();
+  auto puts_before = state.puts;
+  auto revision_before = state.max_revision;
+  cpu.start();
+  co_await sleep_until(began + std::chrono::milliseconds(static_cast<int>(options.saturation_seconds * 1000)));
+  auto checkpoint_after = co_await mirror_checkpoint(pg);
+  figures.window_seconds = seconds_since(began);
+  figures.puts = state.puts - puts_before;
+  figures.revisions = state.max_revision - revision_before;
+  figures.mirrored = checkpoint_after - checkpoint_before;
+  figures.lag_at_end = state.max_revision - checkpoint_after;
+  figures.cpu = cpu.stop();
+
+  state.stop = true;
+  while (state.running > 0) co_await done.wait(1s);
+  if (state.failure) std::rethrow_exception(state.failure);
+  figures.final_revision = state.max_revision;
+  auto drain_began = Clock::now();
+  while (seconds_since(drain_began) < 120) {
+    if (co_await mirror_checkpoint(pg) >= figures.final_revision) {
+      figures.drain_seconds = seconds_since(drain_began);
+      break;
+    }
+    co_await sleep_for(10ms);
+  }
+  pg.close();
+}
+
+// --- (b) ---------------------------------------------------------------------------------------
+
+struct TimedPut {
+  std::int64_t revision = 0;
+  std::int64_t sent_us = 0;
+  std::int64_t committed_us = 0;
+  double late_ms = 0;  // how far behind its schedule the generator started it
+};
+
+struct Paced {
+  std::vector<TimedPut> puts;
+  std::string value;
+  int running = 0;
+  std::exception_ptr failure;
+};
+
+asio::awaitable<void> timed_put(EtcdClient& etcd, std::string key, const std::string& value, TimedPut& out) {
+  etcdserverpb::PutRequest request;
+  request.set_key(std::move(key));
+  request.set_value(value);
+  out.sent_us = wall_micros();
+  auto response = co_await etcd.put(request);
+  out.committed_us = wall_micros();
+  out.revision = response.header().revision();
+}
+
+asio::awaitable<void> pace_puts(Loop& loop, Paced& state, double rate) {
+  Wakeup done(loop.io());
+  const auto period = std::chrono::nanoseconds(static_cast<std::int64_t>(1e9 / rate));
+  const auto start = Clock::now() + 20ms;
+  for (std::size_t i = 0; i < state.puts.size(); ++i) {
+    auto due = start + period * static_cast<std::int64_t>(i);
+    co_await sleep_until(due);
+    state.puts[i].late_ms = std::chrono::duration<double, std::milli>(Clock::now() - due).count();
+    ++state.running;
+    asio::co_spawn(loop.io(), timed_put(loop.etcd(), "/bench/lat/" + std::to_string(i % 1000), state.value, state.puts[i]),
+                   [&state, &done](std::exception_ptr e) {
+                     if (e && !state.failure) state.failure = e;
+                     --state.running;
+                     done.notify();
+                   });
+  }
+  while (state.running > 0) co_await done.wait(1s);
+  if (state.failure) std::rethrow_exception(state.failure);
+}
+
+asio::awaitable<void> wait_checkpoint(PgConnection& pg, std::int64_t revision, std::chrono::seconds deadline) {
+  auto began = Clock::now();
+  while (co_await mirror_checkpoint(pg) < revision) {
+    if (Clock::now() - began > deadline)
+      throw std::runtime_error("the mirror did not reach revision " + std::to_string(revision) + " in time");
+    co_await sleep_for(20ms);
+  }
+}
+
+asio::awaitable<void> paced_run(Loop& loop, PgConnection& pg, Paced& state, double rate, CpuShare& cpu) {
+  co_await pg.connect(5s);
+  cpu.start();
+  co_await pace_puts(loop, state, rate);
+  std::int64_t last = 0;
+  for (const auto& p : state.puts) last = std::max(last, p.revision);
+  co_await wait_checkpoint(pg, last, 60s);
+  pg.close();
+}
+
+}  // namespace
+
+Outcome run_saturation(const BenchOptions& options) {
+  std::printf("== (a) etcd -> PostgreSQL saturation: %d Put streams as fast as etcd accepts, %.0f s window ==\n",
+              options.streams, options.saturation_seconds);
+  detail("load average before: " + load_average());
+  auto settings = BenchEnv::default_settings(options);
+  BenchEnv env(options.out_dir / "saturation", settings, options);
+  env.start_service();
+  detail("servers: " + env.versions());
+
+  Loop loop(env.etcd_endpoint());
+  PgConnection pg(loop.io(), env.conninfo(), "bench");
+  Saturation state;
+  state.value.assign(options.value_bytes, 'v');
+  CpuShare cpu(env.service_pid(), env.env.etcd.pid(), env.env.postgres.pid());
+  SaturationFigures f;
+  loop.run(saturate(loop, pg, state, options, cpu, f));
+
+  double accepted = f.puts / f.window_seconds;
+  double mirrored = f.mirrored / f.window_seconds;
+  double ratio = accepted > 0 ? mirrored / accepted : 0;
+  auto rows = std::stoll(env.env.db().scalar("SELECT count(*) FROM etcd").value_or("0"));
+  detail(format("window %.2f s after %.0f s warm-up: %lld puts accepted (%lld revisions), mirror checkpoint moved %lld",
+                f.window_seconds, options.warmup_seconds, static_cast<long long>(f.puts),
+                static_cast<long long>(f.revisions), static_cast<long long>(f.mirrored)));
+  detail(format("lag at the end of the window: %lld revisions; after the generator stopped the mirror caught up in %.2f s",
+                static_cast<long long>(f.lag_at_end), f.drain_seconds));
+  detail(format("rows in etcd table: %lld for %lld revisions since start (%s)", rows,
+                static_cast<long long>(f.final_revision - f.start_revision),
+                rows == f.final_revision - f.start_revision ? "every revision mirrored once" : "MISMATCH"));
+  detail(f.cpu);
+  detail("load average after: " + load_average());
+  env.stop_service();
+  bool met = ratio >= 0.9;
+  return {"a saturation",
+          format("etcd accepted %.0f puts/s, mirror applied %.0f rows/s, ratio %.3f (target >= 0.9: %s)", accepted,
+                 mirrored, ratio, met ? "met" : "MISSED"),
+          met};
+}
+
+Outcome run_mirror_latency(const BenchOptions& options) {
+  std::printf("== (b) etcd -> PostgreSQL latency at %.0f puts/s for %.0f s ==\n", options.rate,
+              options.latency_seconds);
+  detail("load average before: " + load_average());
+  auto settings = BenchEnv::default_settings(options);
+  BenchEnv env(options.out_dir / "mirror-latency", settings, options);
+  env.migrate();
+  // Fires at the mirror's COMMIT (deferred), so clock_timestamp() is when the row becomes visible.
+  env.env.db().exec(
+      "CREATE TABLE bench_seen (revision bigint PRIMARY KEY, seen timestamptz NOT NULL);"
+      "CREATE FUNCTION bench_seen_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+      "  INSERT INTO bench_seen VALUES (NEW.revision, clock_timestamp()) ON CONFLICT DO NOTHING; RETURN NULL; "
+      "END $$;"
+      "CREATE CONSTRAINT TRIGGER bench_seen AFTER INSERT ON etcd DEFERRABLE INITIALLY DEFERRED "
+      "  FOR EACH ROW EXECUTE FUNCTION bench_seen_row();");
+  env.start_service();
+  detail("servers: " + env.versions());
+
+  Loop loop(env.etcd_endpoint());
+  PgConnection pg(loop.io(), env.conninfo(), "bench");
+  Paced state;
+  state.value.assign(options.value_bytes, 'v');
+  state.puts.resize(static_cast<std::size_t>(options.rate * options.latency_seconds));
+  CpuShare cpu(env.service_pid(), env.env.etcd.pid(), env.env.postgres.pid());
+  auto began = Clock::now();
+  loop.run(paced_run(loop, pg, state, options.rate, cpu));
+  auto cpu_line = cpu.stop();
+  double elapsed = seconds_since(began);
+
+  std::map<std::int64_t, std::int64_t> seen;  // revision -> wall micros at the mirror's commit
+  for (const auto& row : env.env.db().exec("SELECT revision, (extract(epoch FROM seen) * 1000000)::bigint FROM bench_seen"))
+    seen[std::stoll(*row[0])] = std::stoll(*row[1]);
+  std::vector<double> latency, from_send, put_ms, late;
+  std::size_t missing = 0;
+  for (const auto& p : state.puts) {
+    put_ms.push_back((p.committed_us - p.sent_us) / 1000.0);
+    late.push_back(p.late_ms);
+    auto it = seen.find(p.revision);
+    if (it == seen.end()) {
+      ++missing;
+      continue;
+    }
+    latency.push_back((it->second - p.committed_us) / 1000.0);
+    from_send.push_back((it->second - p.sent_us) / 1000.0);
+  }
+  auto first_sent = state.puts.front().sent_us, last_sent = state.puts.back().sent_us;
+  double achieved = (state.puts.size() - 1) / ((last_sent - first_sent) / 1e6);
+  auto d = distribution(latency);
+  detail(format("%zu puts in %.2f s of sending: %.0f puts/s achieved; run incl. drain %.2f s; %zu revisions not seen in PostgreSQL",
+                state.puts.size(), (last_sent - first_sent) / 1e6, achieved, elapsed, missing));
+  detail("put commit -> row visible in PostgreSQL: " + describe_ms(d));
+  detail("put sent -> row visible in PostgreSQL:   " + describe_ms(distribution(from_send)));
+  detail("etcd Put round trip (sent -> answered):  " + describe_ms(distribution(put_ms)));
+  detail("generator lateness vs schedule:          " + describe_ms(distribution(late)));
+  detail(cpu_line);
+  detail("load average after: " + load_average());
+  env.stop_service();
+  bool met = missing == 0 && d.p99 < 10.0;
+  return {"b mirror-latency",
+          format("at %.0f puts/s, commit -> row visible p50 %.2f ms, p99 %.2f ms, max %.2f ms (target p99 < 10 ms: %s)",
+                 achieved, d.p50, d.p99, d.max, met ? "met" : "MISSED"),
+          met};
+}
+
+}  // namespace etcd_sync::bench

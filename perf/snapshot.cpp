@@ -1,0 +1,134 @@
+// (d) The first snapshot of a large keyspace: etcd is loaded first (Txns of 128 puts, etcd 3.4's
+// default --max-txn-ops, several in flight), then etcd-sync starts on an empty database and we time
+// until its checkpoint reaches etcd's revision. Peak RSS is the service's VmHWM at that moment.
+
+#include "perf/bench_env.hpp"
+#include "reactor/wakeup.hpp"
+
+#include <thread>
+
+namespace etcd_sync::bench {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr int puts_per_txn = 128;  // etcd's default --max-txn-ops
+
+struct Load {
+  int total = 0;
+  int next = 0;
+  std::int64_t loaded = 0;
+  Clock::time_point deadline;
+  std::string value;
+  int running = 0;
+  std::exception_ptr failure;
+};
+
+std::string snapshot_key(int i) { return format("/bench/snap/%07d", i); }
+
+asio::awaitable<void> load_worker(EtcdClient& etcd, Load& state) {
+  etcdserverpb::TxnRequest txn;
+  while (state.next < state.total && Clock::now() < state.deadline) {
+    int first = state.next;
+    int count = std::min(puts_per_txn, state.total - first);
+    state.next += count;
+    txn.clear_success();
+    for (int k = 0; k < count; ++k) {
+      auto* put = txn.add_success()->mutable_request_put();
+      put->set_key(snapshot_key(first + k));
+      put->set_value(state.value);
+    }
+    co_await etcd.txn(txn);
+    state.loaded += count;
+  }
+}
+
+asio::awaitable<void> load_etcd(Loop& loop, Load& state, int concurrency) {
+  Wakeup done(loop.io());
+  for (int i = 0; i < concurrency; ++i) {
+    ++state.running;
+    asio::co_spawn(loop.io(), load_worker(loop.etcd(), state), [&state, &done](std::exception_ptr e) {
+      if (e && !state.failure) state.failure = e;
+      --state.running;
+      done.notify();
+    });
+  }
+  while (state.running > 0) co_await done.wait(1s);
+  if (state.failure) std::rethrow_exception(state.failure);
+}
+
+asio::awaitable<etcdserverpb::StatusResponse> etcd_status(EtcdClient& etcd) { co_return co_await etcd.status(); }
+
+}  // namespace
+
+Outcome run_snapshot(const BenchOptions& options) {
+  std::printf("== (d) snapshot of %d keys with %d-byte values ==\n", options.snapshot_keys, options.value_bytes);
+  detail("load average before: " + load_average());
+  auto settings = BenchEnv::default_settings(options);
+  settings.direction = "etcd_to_postgres";
+  BenchEnv env(options.out_dir / "snapshot", settings, options);
+  detail("servers: " + env.versions());
+
+  Load load;
+  load.total = options.snapshot_keys;
+  load.value.assign(options.value_bytes, 'v');
+  load.deadline = Clock::now() + std::chrono::milliseconds(static_cast<int>(options.load_budget_seconds * 1000));
+  etcdserverpb::StatusResponse status;
+  {
+    Loop loop(env.etcd_endpoint());
+    auto began = Clock::now();
+    loop.run(load_etcd(loop, load, options.load_concurrency));
+    double seconds = seconds_since(began);
+    status = loop.run(etcd_status(loop.etcd()));
+    detail(format("loaded %lld keys into etcd in %.1f s (%.0f keys/s, Txn of %d puts, %d in flight); etcd db %.0f MiB, "
+                  "revision %lld",
+                  static_cast<long long>(load.loaded), seconds, load.loaded / seconds, puts_per_txn,
+                  options.load_concurrency, status.dbsize() / 1048576.0,
+                  static_cast<long long>(status.header().revision())));
+    if (load.loaded < load.total)
+      detail(format("NOTE: the load budget of %.0f s ran out; the snapshot below is of %lld keys, not %d",
+                    options.load_budget_seconds, static_cast<long long>(load.loaded), load.total));
+  }
+  const auto revision = status.header().revision();
+
+  auto began = Clock::now();
+  env.spawn_service();
+  CpuShare service_cpu(env.service_pid(), env.env.etcd.pid(), env.env.postgres.pid());
+  service_cpu.start();
+  std::int64_t rss_max = 0;
+  bool done = false;
+  while (seconds_since(began) < 600) {
+    if (!env.service.running()) throw std::runtime_error("etcd-sync exited during the snapshot:\n" + env.service.log_text());
+    rss_max = std::max(rss_max, status_kib(env.service_pid(), "VmRSS"));
+    if (env.env.checkpoint(bench_prefix) >= revision) {
+      done = true;
+      break;
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  double seconds = seconds_since(began);
+  auto peak_kib = status_kib(env.service_pid(), "VmHWM");
+  auto cpu_line = service_cpu.stop();
+  auto rows = env.env.db().scalar("SELECT count(*) FROM etcd").value_or("?");
+  auto log = env.service.log_text();
+  auto snapshot_line = log.substr(log.find("snapshot applied") == std::string::npos ? log.size() : log.rfind('\n', log.find("snapshot applied")) + 1);
+  snapshot_line = snapshot_line.substr(0, snapshot_line.find('\n'));
+  detail(format("etcd-sync start -> checkpoint at revision %lld: %.1f s (%.0f keys/s); rows in etcd table: %s",
+                static_cast<long long>(revision), seconds, load.loaded / seconds, rows.c_str()));
+  detail(format("etcd-sync peak RSS (VmHWM) %.1f MiB = %.1f MB; largest VmRSS sampled %.1f MiB",
+                peak_kib / 1024.0, peak_kib * 1024 / 1e6, rss_max / 1024.0));
+  detail(cpu_line);
+  if (!snapshot_line.empty()) detail("log: " + snapshot_line);
+  detail("load average after: " + load_average());
+  env.stop_service();
+  bool full = load.loaded == load.total;
+  bool met = done && full && seconds < 60 && peak_kib * 1024 < 150'000'000;
+  return {"d snapshot",
+          format("%lld keys in %.1f s, peak RSS %.1f MiB (targets < 60 s, < 150 MB%s): %s",
+                 static_cast<long long>(load.loaded), seconds, peak_kib / 1024.0,
+                 full ? "" : "; NOT the full key count", met ? "met" : "MISSED"),
+          met};
+}
+
+}  // namespace etcd_sync::bench
