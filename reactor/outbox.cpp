@@ -62,6 +62,11 @@ asio::awaitable<void> Outbox::run() {
       if (!pg_.connected()) {
         co_await pg_.connect(config_.etcd.dial_timeout);
         co_await use_schema(pg_, config_.postgresql.schema, false);
+        // fetch_due must walk etcd_wal_pending_idx in id order and stop after batch_size rows. The
+        // planner cannot see that (it estimates the head-of-queue test passes 0.5% of rows, and
+        // right after a bulk INSERT it believes few rows are pending), so it picks a bitmap scan
+        // of every pending row, the per-row subquery on each, and a sort: O(pending) per batch.
+        co_await pg_.query("SELECT set_config('enable_bitmapscan', 'off', false), set_config('enable_sort', 'off', false)");
         if (state_ != OutboxState::starting) log_info("outbox reconnected to PostgreSQL", {{"component", "outbox"}});
       }
       backoff_.reset();
