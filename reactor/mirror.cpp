@@ -182,14 +182,7 @@ asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
         rejected.push_back(std::move(bad));
         continue;
       }
-      append_copy_text(chunk, row->key);
-      chunk += '\t';
-      if (row->value) append_copy_text(chunk, *row->value); else chunk += "\\N";
-      chunk += '\t';
-      if (row->value_bytes) append_copy_bytea(chunk, *row->value_bytes); else chunk += "\\N";
-      chunk += '\t';
-      chunk += std::to_string(row->revision);
-      chunk += '\n';
+      append_snapshot_line(chunk, *row);
       ++keys;
     }
     if (!chunk.empty()) co_await pg_.copy_data(chunk);

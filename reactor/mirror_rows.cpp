@@ -37,6 +37,23 @@ void MirrorBatch::add_event(const mvccpb::Event& event) {
 
 void MirrorBatch::advance_to(std::int64_t revision) { revision_ = std::max(revision_, revision); }
 
+void append_snapshot_line(std::string& chunk, const MirrorRow& row) {
+  append_copy_text(chunk, row.key);
+  chunk += '\t';
+  if (row.value)
+    append_copy_text(chunk, *row.value);
+  else
+    chunk += "\\N";
+  chunk += '\t';
+  if (row.value_bytes)
+    append_copy_bytea(chunk, *row.value_bytes);
+  else
+    chunk += "\\N";
+  chunk += '\t';
+  chunk += std::to_string(row.revision);
+  chunk += '\n';
+}
+
 void append_row_inserts(const std::vector<MirrorRow>& rows, std::vector<PgStatement>& out) {
   constexpr std::size_t rows_per_statement = 1000;  // 5 parameters each, well under 65535
   for (std::size_t start = 0; start < rows.size(); start += rows_per_statement) {

@@ -63,6 +63,9 @@ class MirrorBatch {
 std::optional<MirrorRow> make_row(const std::string& key, const std::string& value, std::int64_t revision,
                                   bool tombstone, RejectedKey& rejected);
 
+/// Appends `row` as one line of COPY text format for (key, value, value_bytes, mod_revision).
+void append_snapshot_line(std::string& chunk, const MirrorRow& row);
+
 /// INSERT statements for `rows` (chunked to stay under PostgreSQL's 65535 parameters), skipping
 /// (key, revision) pairs already present.
 void append_row_inserts(const std::vector<MirrorRow>& rows, std::vector<PgStatement>& out);

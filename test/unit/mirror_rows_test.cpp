@@ -1,0 +1,133 @@
+// Watch events and snapshot pages -> rows of `etcd`: text vs. bytes, rejected keys, statements.
+
+#include "reactor/keys.hpp"
+#include "reactor/mirror_rows.hpp"
+
+#include <gtest/gtest.h>
+
+namespace etcd_sync {
+namespace {
+
+mvccpb::Event event(mvccpb::Event::EventType type, const std::string& key, const std::string& value, std::int64_t rev) {
+  mvccpb::Event e;
+  e.set_type(type);
+  e.mutable_kv()->set_key(key);
+  e.mutable_kv()->set_value(value);
+  e.mutable_kv()->set_mod_revision(rev);
+  return e;
+}
+
+TEST(MirrorRows, TextValuesGoToValueAndOthersToValueBytes) {
+  RejectedKey rejected;
+  auto text = make_row("/k", "hello", 5, false, rejected);
+  ASSERT_TRUE(text);
+  EXPECT_EQ(text->value, "hello");
+  EXPECT_FALSE(text->value_bytes);
+  auto binary = make_row("/k", std::string("a\0b", 3), 6, false, rejected);
+  ASSERT_TRUE(binary);
+  EXPECT_FALSE(binary->value);
+  EXPECT_EQ(binary->value_bytes, std::string("a\0b", 3));
+  auto tombstone = make_row("/k", "ignored", 7, true, rejected);
+  ASSERT_TRUE(tombstone);
+  EXPECT_TRUE(tombstone->tombstone);
+  EXPECT_FALSE(tombstone->value);
+  EXPECT_FALSE(tombstone->value_bytes);
+}
+
+TEST(MirrorRows, KeysThatAreNotTextAreRejectedWithTheirBytes) {
+  RejectedKey rejected;
+  EXPECT_FALSE(make_row(std::string("/\xff", 2), "v", 9, false, rejected));
+  EXPECT_EQ(rejected.key_bytes, std::string("/\xff", 2));
+  EXPECT_EQ(rejected.value_bytes, "v");
+  EXPECT_EQ(rejected.revision, 9);
+  EXPECT_EQ(rejected.reason, "key is not valid UTF-8");
+  EXPECT_FALSE(make_row(std::string("/\0", 2), "v", 10, true, rejected));
+  EXPECT_EQ(rejected.reason, "key contains a NUL byte");
+  EXPECT_FALSE(rejected.value_bytes);
+}
+
+TEST(MirrorBatch, CountsEventsAndCoversTheHighestRevision) {
+  MirrorBatch batch;
+  EXPECT_TRUE(batch.empty());
+  batch.add_event(event(mvccpb::Event::PUT, "/a", "1", 11));
+  batch.add_event(event(mvccpb::Event::DELETE, "/b", "", 12));
+  batch.add_event(event(mvccpb::Event::PUT, std::string("/\xc3", 2), "x", 12));
+  EXPECT_EQ(batch.puts(), 2);
+  EXPECT_EQ(batch.deletes(), 1);
+  EXPECT_EQ(batch.events(), 3u);
+  EXPECT_EQ(batch.rows().size(), 2u);
+  EXPECT_EQ(batch.rejected().size(), 1u);
+  EXPECT_EQ(batch.revision(), 12);
+  batch.advance_to(10);
+  EXPECT_EQ(batch.revision(), 12);
+  batch.advance_to(20);
+  EXPECT_EQ(batch.revision(), 20);
+
+  auto statements = batch.statements("/");
+  ASSERT_EQ(statements.size(), 3u);  // rows, the rejected key, the checkpoint
+  EXPECT_EQ(statements[0].params.size(), 10u);
+  EXPECT_NE(statements[0].sql.find("ON CONFLICT (key, revision) DO NOTHING"), std::string::npos);
+  EXPECT_NE(statements[1].sql.find("etcd_sync_rejected"), std::string::npos);
+  EXPECT_EQ(statements[2].params[1].value, "20");
+}
+
+TEST(MirrorBatch, ProgressAloneOnlyMovesTheCheckpoint) {
+  MirrorBatch batch;
+  batch.advance_to(42);
+  EXPECT_FALSE(batch.empty());
+  auto statements = batch.statements("");
+  ASSERT_EQ(statements.size(), 1u);
+  EXPECT_NE(statements[0].sql.find("greatest(etcd_sync_checkpoint.revision"), std::string::npos);
+}
+
+TEST(MirrorBatch, LargeBatchesStayUnderThePostgresParameterLimit) {
+  MirrorBatch batch;
+  for (int i = 0; i < 2500; ++i) batch.add_event(event(mvccpb::Event::PUT, "/k" + std::to_string(i), "v", 100 + i));
+  auto statements = batch.statements("/");
+  ASSERT_EQ(statements.size(), 4u);  // 1000 + 1000 + 500 rows, then the checkpoint
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_LE(statements[i].params.size(), 65535u);
+  EXPECT_EQ(statements[2].params.size(), 2500u);
+}
+
+TEST(SnapshotLine, EscapesCopyTextAndWritesBytesAsHex) {
+  std::string chunk;
+  append_snapshot_line(chunk, MirrorRow{"/a\tb", std::string("line\nnext \\ end"), std::nullopt, 7, false});
+  append_snapshot_line(chunk, MirrorRow{"/bin", std::nullopt, std::string("\x00\xff", 2), 8, false});
+  EXPECT_EQ(chunk, "/a\\tb\tline\\nnext \\\\ end\t\\N\t7\n/bin\t\\N\t\\\\x00ff\t8\n");
+}
+
+TEST(Keys, PrefixRangeFollowsEtcdsPrefixEnd) {
+  EXPECT_EQ(prefix_range("/config/").key, "/config/");
+  EXPECT_EQ(prefix_range("/config/").range_end, "/config0");
+  EXPECT_EQ(prefix_range(std::string("a\xff", 2)).range_end, "b");
+  auto all = prefix_range("/");
+  EXPECT_EQ(all.key, std::string(1, '\0'));
+  EXPECT_EQ(all.range_end, std::string(1, '\0'));
+  EXPECT_EQ(prefix_range("").range_end, std::string(1, '\0'));
+  EXPECT_EQ(prefix_range(std::string("\xff\xff", 2)).range_end, std::string(1, '\0'));
+}
+
+TEST(Keys, KeyInPrefixAndEffectivePrefix) {
+  EXPECT_TRUE(key_in_prefix("/config/a", "/config/"));
+  EXPECT_FALSE(key_in_prefix("/configx", "/config/"));
+  EXPECT_TRUE(key_in_prefix("anything", "/"));
+  EXPECT_TRUE(key_in_prefix("anything", ""));
+  EXPECT_EQ(effective_prefix("/"), "");
+  EXPECT_EQ(effective_prefix("/app/"), "/app/");
+}
+
+TEST(Keys, IsTextAcceptsValidUtf8WithoutNul) {
+  EXPECT_TRUE(is_text(""));
+  EXPECT_TRUE(is_text("plain ascii"));
+  EXPECT_TRUE(is_text("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
+  EXPECT_FALSE(is_text(std::string("a\0b", 3)));
+  EXPECT_FALSE(is_text("\xff"));
+  EXPECT_FALSE(is_text("\xc3"));                  // truncated
+  EXPECT_FALSE(is_text("\xc0\xaf"));              // overlong '/'
+  EXPECT_FALSE(is_text("\xed\xa0\x80"));          // surrogate
+  EXPECT_FALSE(is_text("\xf4\x90\x80\x80"));      // above U+10FFFF
+  EXPECT_FALSE(is_text("\xe2\x82"));              // truncated at the end
+}
+
+}  // namespace
+}  // namespace etcd_sync
