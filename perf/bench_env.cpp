@@ -133,10 +133,37 @@ std::string load_average() {
   return a + " " + b + " " + c;
 }
 
+namespace {
+
+/// Seconds all cores were busy since boot (/proc/stat "cpu": everything but idle and iowait).
+double machine_busy_seconds() {
+  std::ifstream in("/proc/stat");
+  std::string label;
+  in >> label;
+  double total = 0, value = 0;
+  for (int field = 0; field < 8 && in >> value; ++field)
+    if (field != 3 && field != 4) total += value;  // 3 idle, 4 iowait
+  return total / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+/// Seconds some task waited on `resource` since boot (/proc/pressure/<resource>, "some ... total=").
+double pressure_seconds(const std::string& resource) {
+  std::ifstream in("/proc/pressure/" + resource);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto at = line.find("total=");
+    if (line.rfind("some", 0) == 0 && at != std::string::npos) return std::stod(line.substr(at + 6)) / 1e6;
+  }
+  return 0;
+}
+
+}  // namespace
+
 CpuShare::CpuShare(pid_t etcd_sync, pid_t etcd, pid_t postmaster) : pids_{etcd_sync, etcd, postmaster} {}
 
 std::vector<double> CpuShare::sample() const {
-  return {cpu_seconds(pids_[0]), cpu_seconds(pids_[1]), tree_cpu_seconds(pids_[2]), cpu_seconds(getpid())};
+  return {cpu_seconds(pids_[0]), cpu_seconds(pids_[1]), tree_cpu_seconds(pids_[2]), cpu_seconds(getpid()),
+          machine_busy_seconds(), pressure_seconds("io")};
 }
 
 void CpuShare::start() {
@@ -152,9 +179,14 @@ std::string CpuShare::stop() {
     percent_[i] = elapsed > 0 ? 100.0 * (now[i] - at_start_[i]) / elapsed : 0;
     sum += percent_[i];
   }
+  double machine = elapsed > 0 ? 100.0 * (now[4] - at_start_[4]) / elapsed : 0;
+  double io_stall = elapsed > 0 ? 100.0 * (now[5] - at_start_[5]) / elapsed : 0;
+  // The machine is shared: what other processes took, and how long tasks waited on the disk, say
+  // how far the figures above can be trusted.
   return format("CPU over the window (%% of one core): etcd %.0f%%, postgres %.0f%%, etcd-sync %.0f%%, "
-                "generator %.0f%% (sum %.0f%% of %ld%%)",
-                percent_[1], percent_[2], percent_[0], percent_[3], sum, 100 * sysconf(_SC_NPROCESSORS_ONLN));
+                "generator %.0f%% (sum %.0f%% of %ld%%); other processes %.0f%%; io pressure %.1f%% of the window",
+                percent_[1], percent_[2], percent_[0], percent_[3], sum, 100 * sysconf(_SC_NPROCESSORS_ONLN),
+                std::max(0.0, machine - sum), io_stall);
 }
 
 Loop::Loop(const std::string& etcd_endpoint) {

@@ -64,7 +64,8 @@ class CpuShare {
  public:
   CpuShare(pid_t etcd_sync, pid_t etcd, pid_t postmaster);
   void start();
-  /// "etcd 95%, postgres 60%, etcd-sync 20%, generator 35% of one core (sum 210% of 200%)".
+  /// "etcd 95%, postgres 60%, etcd-sync 20%, generator 35% (sum 210% of 200%); other processes 5%;
+  /// io pressure 0.3% of the window".
   std::string stop();
   double etcd_sync_percent() const { return percent_[0]; }
 
@@ -202,6 +203,7 @@ struct BenchOptions {
   int streams = 256;
   double saturation_seconds = 10;
   double warmup_seconds = 2;
+  bool reference_watch = false;  ///< also watch the prefix from the generator (a diagnostic)
   // (b) and (c) latency at a fixed rate
   double rate = 1000;
   double latency_seconds = 10;

@@ -65,6 +65,8 @@ int main(int argc, char** argv) {
       ->allow_extra_args(false);
   app.add_option("--streams", o.streams, "(a) concurrent Put streams")->capture_default_str();
   app.add_option("--seconds", o.saturation_seconds, "(a) measured window")->capture_default_str();
+  app.add_flag("--reference-watch", o.reference_watch,
+               "(a) also watch the prefix from the generator, to compare etcd's watch delivery with the mirror");
   app.add_option("--warmup", o.warmup_seconds, "(a) warm-up before the window")->capture_default_str();
   app.add_option("--rate", o.rate, "(b, c) puts or rows per second")->capture_default_str();
   app.add_option("--latency-seconds", o.latency_seconds, "(b, c) how long the fixed rate runs")->capture_default_str();

@@ -12,6 +12,8 @@
 // Both clocks are this machine's CLOCK_REALTIME.
 
 #include "perf/bench_env.hpp"
+#include "adapters/etcd_watch.hpp"
+#include "reactor/keys.hpp"
 #include "reactor/wakeup.hpp"
 
 #include <map>
@@ -31,6 +33,11 @@ struct Saturation {
   std::string value;
   std::exception_ptr failure;
   int running = 0;
+  // --reference-watch: a plain Watch in the generator, to tell etcd's own watch delivery apart
+  // from the mirror.
+  std::unique_ptr<WatchStream> watch;
+  std::int64_t watched_revision = 0;
+  bool watch_done = false;
 };
 
 struct SaturationFigures {
@@ -43,6 +50,8 @@ struct SaturationFigures {
   std::int64_t start_revision = 0;
   double drain_seconds = -1;
   std::string cpu;
+  std::int64_t watched = -1;  // revisions the reference watch advanced over the window
+  std::int64_t watch_lag_at_end = 0;
 };
 
 asio::awaitable<void> put_stream(EtcdClient& etcd, Saturation& state, int stream) {
@@ -57,11 +66,30 @@ asio::awaitable<void> put_stream(EtcdClient& etcd, Saturation& state, int stream
   }
 }
 
+asio::awaitable<void> reference_watch(Saturation& state) {
+  while (auto response = co_await state.watch->read())
+    for (const auto& event : response->events())
+      state.watched_revision = std::max(state.watched_revision, event.kv().mod_revision());
+}
+
 asio::awaitable<void> saturate(Loop& loop, PgConnection& pg, Saturation& state, const BenchOptions& options,
                                CpuShare& cpu, SaturationFigures& figures) {
   co_await pg.connect(5s);
   figures.start_revision = co_await etcd_revision(loop.etcd());
   Wakeup done(loop.io());
+  if (options.reference_watch) {
+    state.watch = loop.etcd().open_watch();
+    auto range = prefix_range(bench_prefix);
+    etcdserverpb::WatchCreateRequest create;
+    create.set_key(range.key);
+    create.set_range_end(range.range_end);
+    create.set_start_revision(figures.start_revision + 1);
+    co_await state.watch->start(create);
+    asio::co_spawn(loop.io(), reference_watch(state), [&state, &done](std::exception_ptr) {
+      state.watch_done = true;
+      done.notify();
+    });
+  }
   for (int s = 0; s < options.streams; ++s) {
     ++state.running;
     asio::co_spawn(loop.io(), put_stream(loop.etcd(), state, s), [&state, &done](std::exception_ptr e) {
@@ -73,17 +101,22 @@ asio::awaitable<void> saturate(Loop& loop, PgConnection& pg, Saturation& state, 
   co_await sleep_for(std::chrono::milliseconds(static_cast<int>(options.warmup_seconds * 1000)));
 
   auto checkpoint_before = co_await mirror_checkpoint(pg);
+  auto watched_before = state.watched_revision;
   auto began = Clock::now();
   auto puts_before = state.puts;
   auto revision_before = state.max_revision;
   cpu.start();
   co_await sleep_until(began + std::chrono::milliseconds(static_cast<int>(options.saturation_seconds * 1000)));
   auto checkpoint_after = co_await mirror_checkpoint(pg);
+  if (state.watch) {
+    figures.watched = state.watched_revision - watched_before;
+    figures.watch_lag_at_end = std::max<std::int64_t>(0, state.max_revision - state.watched_revision);
+  }
   figures.window_seconds = seconds_since(began);
   figures.puts = state.puts - puts_before;
   figures.revisions = state.max_revision - revision_before;
   figures.mirrored = checkpoint_after - checkpoint_before;
-  figures.lag_at_end = state.max_revision - checkpoint_after;
+  figures.lag_at_end = std::max<std::int64_t>(0, state.max_revision - checkpoint_after);
   figures.cpu = cpu.stop();
 
   state.stop = true;
@@ -97,6 +130,13 @@ asio::awaitable<void> saturate(Loop& loop, PgConnection& pg, Saturation& state, 
       break;
     }
     co_await sleep_for(10ms);
+  }
+  if (state.watch) {
+    while (state.watched_revision < figures.final_revision && !state.watch_done && seconds_since(drain_began) < 120)
+      co_await done.wait(100ms);
+    state.watch->cancel();
+    while (!state.watch_done) co_await done.wait(1s);
+    co_await state.watch->finish();
   }
   pg.close();
 }
@@ -194,6 +234,11 @@ Outcome run_saturation(const BenchOptions& options) {
                 static_cast<long long>(f.revisions), static_cast<long long>(f.mirrored)));
   detail(format("lag at the end of the window: %lld revisions; after the generator stopped the mirror caught up in %.2f s",
                 static_cast<long long>(f.lag_at_end), f.drain_seconds));
+  if (f.watched >= 0)
+    detail(format("reference watch in the generator (same prefix, a second watcher on etcd): %.0f revisions/s, "
+                  "ratio %.3f, lag at the end of the window %lld",
+                  f.watched / f.window_seconds, f.revisions > 0 ? static_cast<double>(f.watched) / f.revisions : 0.0,
+                  static_cast<long long>(f.watch_lag_at_end)));
   detail(format("rows in etcd table: %lld for %lld revisions since start (%s)", rows,
                 static_cast<long long>(f.final_revision - f.start_revision),
                 rows == f.final_revision - f.start_revision ? "every revision mirrored once" : "MISMATCH"));
