@@ -580,6 +580,21 @@ TEST_F(PgAdapterTest, MigrationsApplyOnceAndNotifyWithoutValue) {
   EXPECT_LT(big_notes[0].payload.size(), 1000u);
   EXPECT_EQ(client.scalar("SELECT length(value) FROM " + schema + ".etcd_wal WHERE id = " + big_id),
             std::to_string(big_value.size()));
+
+  // Updates that keep a row pending or finish it send nothing; a requeue to pending notifies.
+  std::vector<PgNotification> requeue_notes;
+  run(
+      [&]() -> asio::awaitable<void> {
+        client.exec("UPDATE " + schema + ".etcd_wal SET retry_count = retry_count + 1");
+        client.exec("UPDATE " + schema + ".etcd_wal SET status = 'failed'");
+        client.exec("UPDATE " + schema + ".etcd_wal SET status = 'pending' WHERE id = " + big_id);
+        requeue_notes = co_await pg.wait_notifications();
+      },
+      &pg);
+  ASSERT_EQ(requeue_notes.size(), 1u);
+  const auto requeue = nlohmann::json::parse(requeue_notes[0].payload);
+  EXPECT_EQ(requeue.at("op"), "requeue") << requeue_notes[0].payload;
+  EXPECT_EQ(requeue.at("id").get<std::int64_t>(), std::stoll(big_id));
 }
 
 }  // namespace
