@@ -56,6 +56,8 @@ WalOutcome decide_error(const WalRow& row, const SyncError& error, int max_attem
 /// current view of the key whether that attempt took effect. `current` is the key's KeyValue
 /// (nullopt when absent), `header_revision` etcd's revision at the read. Returns the outcome when it
 /// can be decided, or nullopt when the write did not happen and the row should be applied normally.
+/// Limitation: if the attempt did land and someone else then overwrote the key before this check,
+/// etcd_wins reports a conflict (etcd's current value stays either way).
 std::optional<WalOutcome> decide_unknown_attempt(const WalRow& row, const std::optional<mvccpb::KeyValue>& current,
                                                  std::int64_t header_revision, ConflictResolution resolution);
 
