@@ -202,14 +202,6 @@ Loop::~Loop() {
   bridge_.reset();
 }
 
-void Loop::run(asio::awaitable<void> work) {
-  std::exception_ptr failure;
-  asio::co_spawn(io_, std::move(work), [&](std::exception_ptr e) { failure = e; });
-  io_.restart();
-  io_.run();
-  if (failure) std::rethrow_exception(failure);
-}
-
 asio::awaitable<void> sleep_until(Clock::time_point until) {
   asio::steady_timer timer(co_await asio::this_coro::executor);
   timer.expires_at(until);

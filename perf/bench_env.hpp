@@ -9,6 +9,7 @@
 #include "adapters/etcd_client.hpp"
 #include "adapters/grpc_bridge.hpp"
 #include "adapters/pg_connection.hpp"
+#include "test/support/run_coroutine.hpp"
 #include "test/support/sync_fixture.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -92,18 +93,8 @@ class Loop {
   /// Runs `work` (and whatever it spawned) to completion on this thread; rethrows its exception.
   template <class T>
   T run(asio::awaitable<T> work) {
-    std::optional<T> result;
-    std::exception_ptr failure;
-    asio::co_spawn(io_, std::move(work), [&](std::exception_ptr e, T value) {
-      failure = e;
-      if (!e) result = std::move(value);
-    });
-    io_.restart();
-    io_.run();
-    if (failure) std::rethrow_exception(failure);
-    return std::move(*result);
+    return testing::run_to_completion(io_, std::move(work));
   }
-  void run(asio::awaitable<void> work);
 
  private:
   asio::io_context io_;

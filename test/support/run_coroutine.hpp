@@ -59,6 +59,31 @@ void run_coroutine(boost::asio::io_context& io, Make&& make, std::chrono::millis
   if (failure) std::rethrow_exception(failure);
 }
 
+/// Runs `work` (and whatever it spawned) on `io` until the loop has nothing left, on this thread;
+/// returns its result or rethrows its exception. No deadline: for helpers whose callers bound time
+/// themselves (the blocking test client, the benchmarks).
+template <class T>
+T run_to_completion(boost::asio::io_context& io, boost::asio::awaitable<T> work) {
+  std::optional<T> result;
+  std::exception_ptr failure;
+  boost::asio::co_spawn(io, std::move(work), [&](std::exception_ptr e, T value) {
+    failure = e;
+    if (!e) result = std::move(value);
+  });
+  io.restart();
+  io.run();
+  if (failure) std::rethrow_exception(failure);
+  return std::move(*result);
+}
+
+inline void run_to_completion(boost::asio::io_context& io, boost::asio::awaitable<void> work) {
+  std::exception_ptr failure;
+  boost::asio::co_spawn(io, std::move(work), [&](std::exception_ptr e) { failure = e; });
+  io.restart();
+  io.run();
+  if (failure) std::rethrow_exception(failure);
+}
+
 /// Awaits `op` and returns the SyncError it throws, or nullopt when it succeeds. (A catch block
 /// may not contain co_await, so tests that expect a failure go through this.)
 template <class T>

@@ -1,5 +1,7 @@
 #include "test/support/sync_fixture.hpp"
 
+#include "test/support/run_coroutine.hpp"
+
 #include "adapters/etcd_watch.hpp"
 #include "reactor/keys.hpp"
 
@@ -30,16 +32,7 @@ EtcdTestClient::~EtcdTestClient() {
 
 template <class T>
 T EtcdTestClient::run(asio::awaitable<T> work) {
-  std::optional<T> result;
-  std::exception_ptr failure;
-  asio::co_spawn(io_, std::move(work), [&](std::exception_ptr e, T value) {
-    failure = e;
-    if (!e) result = std::move(value);
-  });
-  io_.restart();
-  io_.run();
-  if (failure) std::rethrow_exception(failure);
-  return std::move(*result);
+  return run_to_completion(io_, std::move(work));
 }
 
 std::int64_t EtcdTestClient::put(const std::string& key, const std::string& value) {
