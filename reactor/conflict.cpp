@@ -22,6 +22,9 @@ std::optional<std::string> reject_reason(const WalRow& row, const std::string& p
 
 namespace {
 
+/// etcd's --max-txn-ops default (embed.DefaultMaxTxnOps).
+constexpr int kMaxTxnOps = 128;
+
 void add_write(const WalRow& row, google::protobuf::RepeatedPtrField<etcdserverpb::RequestOp>& ops) {
   auto* op = ops.Add();
   if (row.value) {
@@ -33,60 +36,115 @@ void add_write(const WalRow& row, google::protobuf::RepeatedPtrField<etcdserverp
   }
 }
 
+void add_read(const WalRow& row, google::protobuf::RepeatedPtrField<etcdserverpb::RequestOp>& ops) {
+  auto* range = ops.Add()->mutable_request_range();
+  range->set_key(row.key);
+  range->set_keys_only(true);
+}
+
 bool expects_absent(const WalRow& row) { return !row.revision || row.base_is_tombstone; }
 
 std::string describe_base(const WalRow& row) {
   return expects_absent(row) ? std::string("the key being absent") : "revision " + std::to_string(*row.revision);
 }
 
+/// Whether the row's compare holds against the key as a Range read it (nullptr: absent). etcd
+/// compares a missing key as a zero KeyValue (etcdserver/apply.go applyCompare): version 0,
+/// mod_revision 0.
+bool compare_holds(const WalRow& row, const mvccpb::KeyValue* current) {
+  if (expects_absent(row)) return current == nullptr;
+  return (current ? current->mod_revision() : 0) == *row.revision;
+}
+
+/// The key as the Range at `index` of the answer read it, or nullptr when absent or unanswered.
+const mvccpb::KeyValue* read_at(const etcdserverpb::TxnResponse& response, std::size_t index) {
+  if (index >= static_cast<std::size_t>(response.responses_size())) return nullptr;
+  const auto& op = response.responses(static_cast<int>(index));
+  if (!op.has_response_range() || op.response_range().kvs_size() == 0) return nullptr;
+  return &op.response_range().kvs(0);
+}
+
+std::size_t payload_bytes(const WalRow& row) {
+  // The key travels in the compare, the write and the read; the value once.
+  return 3 * row.key.size() + (row.value ? row.value->size() : 0);
+}
+
+WalOutcome conflict_outcome(const WalRow& row, const mvccpb::KeyValue* current, std::int64_t header_revision) {
+  std::string now = current ? "etcd has mod_revision " + std::to_string(current->mod_revision())
+                            : std::string("etcd has no such key");
+  return WalOutcome{WalStatus::conflict, header_revision,
+                    "conflict: row was based on " + describe_base(row) + " but " + now + " (etcd revision " +
+                        std::to_string(header_revision) + "); etcd_wins kept etcd's value",
+                    true, false};
+}
+
 }  // namespace
 
-etcdserverpb::TxnRequest build_txn(const WalRow& row, ConflictResolution resolution) {
+int max_rows_per_txn(ConflictResolution resolution) {
+  return resolution == ConflictResolution::postgres_wins ? kMaxTxnOps / 2 : kMaxTxnOps;
+}
+
+std::vector<std::vector<std::size_t>> group_rows_for_txns(const std::vector<const WalRow*>& rows,
+                                                          ConflictResolution resolution) {
+  std::vector<std::vector<std::size_t>> groups;
+  std::size_t bytes = 0;
+  const auto max_rows = static_cast<std::size_t>(max_rows_per_txn(resolution));
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    std::size_t size = payload_bytes(*rows[i]);
+    if (groups.empty() || groups.back().size() >= max_rows || bytes + size > kMaxTxnPayloadBytes) {
+      groups.emplace_back();
+      bytes = 0;
+    }
+    groups.back().push_back(i);
+    bytes += size;
+  }
+  return groups;
+}
+
+etcdserverpb::TxnRequest build_txn(const std::vector<const WalRow*>& rows, ConflictResolution resolution) {
   etcdserverpb::TxnRequest txn;
-  auto* compare = txn.add_compare();
-  compare->set_key(row.key);
-  compare->set_result(etcdserverpb::Compare::EQUAL);
-  if (expects_absent(row)) {
-    compare->set_target(etcdserverpb::Compare::VERSION);
-    compare->set_version(0);
-  } else {
-    compare->set_target(etcdserverpb::Compare::MOD);
-    compare->set_mod_revision(*row.revision);
-  }
-  add_write(row, *txn.mutable_success());
   if (resolution == ConflictResolution::postgres_wins) {
-    add_write(row, *txn.mutable_failure());
+    for (const auto* row : rows) add_read(*row, *txn.mutable_success());
+    for (const auto* row : rows) add_write(*row, *txn.mutable_success());
+    return txn;
   }
-  // Both branches also read the key, so a conflict can name etcd's revision.
-  for (auto* ops : {txn.mutable_success(), txn.mutable_failure()}) {
-    auto* range = ops->Add()->mutable_request_range();
-    range->set_key(row.key);
-    range->set_keys_only(true);
+  for (const auto* row : rows) {
+    auto* compare = txn.add_compare();
+    compare->set_key(row->key);
+    compare->set_result(etcdserverpb::Compare::EQUAL);
+    if (expects_absent(*row)) {
+      compare->set_target(etcdserverpb::Compare::VERSION);
+      compare->set_version(0);
+    } else {
+      compare->set_target(etcdserverpb::Compare::MOD);
+      compare->set_mod_revision(*row->revision);
+    }
+    add_write(*row, *txn.mutable_success());
+    add_read(*row, *txn.mutable_failure());
   }
   return txn;
 }
 
-WalOutcome decide_txn(const WalRow& row, const etcdserverpb::TxnResponse& response, ConflictResolution resolution) {
-  WalOutcome outcome;
-  outcome.revision = response.header().revision();
-  if (response.succeeded()) return outcome;
-  std::string current = "etcd has no such key";
-  for (const auto& op : response.responses()) {
-    if (op.has_response_range() && op.response_range().kvs_size() > 0) {
-      current = "etcd has mod_revision " + std::to_string(op.response_range().kvs(0).mod_revision());
-      break;
-    }
-  }
-  outcome.conflict_resolved = true;
+std::vector<std::optional<WalOutcome>> decide_txn(const std::vector<const WalRow*>& rows,
+                                                  const etcdserverpb::TxnResponse& response,
+                                                  ConflictResolution resolution) {
+  const std::int64_t revision = response.header().revision();
+  std::vector<std::optional<WalOutcome>> outcomes(rows.size());
   if (resolution == ConflictResolution::postgres_wins) {
-    // The write went through unconditionally; the stale base is recorded, not an error.
-    return outcome;
+    // Written unconditionally; a stale base is recorded as a resolved conflict, not an error.
+    for (std::size_t i = 0; i < rows.size(); ++i)
+      outcomes[i] = WalOutcome{WalStatus::success, revision, {}, !compare_holds(*rows[i], read_at(response, i)), false};
+    return outcomes;
   }
-  outcome.status = WalStatus::conflict;
-  outcome.error_message = "conflict: row was based on " + describe_base(row) + " but " + current +
-                          " (etcd revision " + std::to_string(outcome.revision) +
-                          "); etcd_wins kept etcd's value";
-  return outcome;
+  if (response.succeeded()) {
+    for (auto& outcome : outcomes) outcome = WalOutcome{WalStatus::success, revision, {}, false, false};
+    return outcomes;
+  }
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const auto* current = read_at(response, i);
+    if (rows.size() == 1 || !compare_holds(*rows[i], current)) outcomes[i] = conflict_outcome(*rows[i], current, revision);
+  }
+  return outcomes;
 }
 
 WalOutcome decide_error(const WalRow& row, const SyncError& error, int max_attempts) {

@@ -1,6 +1,6 @@
 #pragma once
-// The rules for applying one etcd_wal row to etcd: which Txn to send, and what its answer or error
-// means for the row. Pure: unit-tested without servers.
+// The rules for applying etcd_wal rows to etcd: which rows share a Txn, which Txn to send, and what
+// its answer or error means for each row. Pure: unit-tested without servers.
 
 #include "adapters/errors.hpp"
 #include "etcd/rpc.pb.h"
@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace etcd_sync {
 
@@ -39,14 +40,39 @@ struct WalOutcome {
 /// Returns the reason, or nullopt when the row may be sent.
 std::optional<std::string> reject_reason(const WalRow& row, const std::string& prefix);
 
-/// The Txn for a row. The compare is mod_revision(key) == revision, or version(key) == 0 when the
-/// row has no base revision or its base is a tombstone. With etcd_wins the write happens only when
-/// the compare holds (else a Range reads etcd's current revision); with postgres_wins it happens
-/// either way, and a failed compare only counts as a resolved conflict.
-etcdserverpb::TxnRequest build_txn(const WalRow& row, ConflictResolution resolution);
+/// The most rows one Txn carries. etcd refuses a Txn with more than --max-txn-ops (default 128)
+/// operations in its compare list or in either branch; with postgres_wins every row takes two
+/// operations (a read and a write).
+int max_rows_per_txn(ConflictResolution resolution);
 
-/// What a Txn answer means for the row.
-WalOutcome decide_txn(const WalRow& row, const etcdserverpb::TxnResponse& response, ConflictResolution resolution);
+/// About how many bytes of keys and values one Txn may carry: below etcd's --max-request-bytes
+/// (default 1.5 MiB), so a group of rows never makes a request etcd refuses that its rows alone
+/// would not. A single row larger than this still goes alone.
+inline constexpr std::size_t kMaxTxnPayloadBytes = 1024 * 1024;
+
+/// Splits rows with distinct keys, in order, into the groups of consecutive rows that each fit one
+/// Txn (max_rows_per_txn, kMaxTxnPayloadBytes), as indices into `rows`. Every row lands in
+/// exactly one group.
+std::vector<std::vector<std::size_t>> group_rows_for_txns(const std::vector<const WalRow*>& rows,
+                                                          ConflictResolution resolution);
+
+/// The one Txn that applies `rows` (one or more; their keys must be distinct, as etcd refuses a Txn
+/// that writes a key twice) at a single etcd revision.
+/// etcd_wins: compare every row's base (mod_revision(key) == revision, or version(key) == 0 when the
+/// row has no base revision or its base is a tombstone); the success branch writes every row, the
+/// failure branch reads every key (keys only), so the answer tells which compares failed.
+/// postgres_wins: no compare; one branch reads every key, then writes every row: the writes happen
+/// regardless, and the reads (taken before the writes) say whose base was stale.
+etcdserverpb::TxnRequest build_txn(const std::vector<const WalRow*>& rows, ConflictResolution resolution);
+
+/// What the answer to build_txn(rows) means for each row, in the same order. A row whose outcome
+/// is nullopt was not written but its own compare held: another row's failed compare stopped the
+/// Txn, and the row is to be sent again without the conflicting ones. If no row's compare is seen
+/// failing in a failed Txn of several rows (which etcd's atomic reads rule out), every outcome is
+/// nullopt and the caller sends the rows one by one; a failed Txn of one row is always a conflict.
+std::vector<std::optional<WalOutcome>> decide_txn(const std::vector<const WalRow*>& rows,
+                                                  const etcdserverpb::TxnResponse& response,
+                                                  ConflictResolution resolution);
 
 /// What a failed call means: transient errors retry until `max_attempts` attempts were made (the
 /// row's retry_count counts earlier failed attempts), then the row fails; other errors fail at once.

@@ -178,16 +178,16 @@ asio::awaitable<std::vector<Outbox::Attempt>> Outbox::fetch_due() {
 }
 
 asio::awaitable<void> Outbox::process(std::vector<Attempt>& batch) {
-  // Rows etcd must not see fail at once; the rest (one per key) go to etcd concurrently.
-  for (auto& attempt : batch)
-    if (auto reason = reject_reason(attempt.row, config_.etcd.prefix))
-      attempt.outcome = WalOutcome{WalStatus::failed, 0, *reason, false, false};
+  // Rows etcd must not see fail at once. Rows whose last attempt is in doubt are checked and sent
+  // alone; the rest (distinct keys: one row per key is claimed) share Txns, sent concurrently.
+  const auto resolution = config_.sync.conflict_resolution;
+  std::vector<Attempt*> fresh;
+  std::vector<const WalRow*> fresh_rows;
   int running = 0;
   Wakeup done(io_);
-  for (auto& attempt : batch) {
-    if (attempt.outcome) continue;
+  auto spawn = [this, &running, &done](asio::awaitable<void> work) {
     ++running;
-    asio::co_spawn(io_, apply_attempt(attempt), [&running, &done](std::exception_ptr failure) {
+    asio::co_spawn(io_, std::move(work), [&running, &done](std::exception_ptr failure) {
       if (failure) {
         try {
           std::rethrow_exception(failure);
@@ -198,36 +198,92 @@ asio::awaitable<void> Outbox::process(std::vector<Attempt>& batch) {
       --running;
       done.notify();
     });
+  };
+  for (auto& attempt : batch) {
+    if (auto reason = reject_reason(attempt.row, config_.etcd.prefix)) {
+      attempt.outcome = WalOutcome{WalStatus::failed, 0, *reason, false, false};
+    } else if (attempt.row.attempt_revision) {
+      spawn(apply_in_doubt(attempt));
+    } else {
+      fresh.push_back(&attempt);
+      fresh_rows.push_back(&attempt.row);
+    }
+  }
+  for (const auto& indices : group_rows_for_txns(fresh_rows, resolution)) {
+    std::vector<Attempt*> group;
+    for (auto i : indices) group.push_back(fresh[i]);
+    spawn(apply_group(std::move(group)));
   }
   while (running > 0) co_await done.wait(std::chrono::seconds(1));
   co_await write_outcomes(batch);
 }
 
-asio::awaitable<void> Outbox::apply_attempt(Attempt& attempt) { attempt.outcome = co_await apply_row(attempt.row); }
-
-asio::awaitable<WalOutcome> Outbox::apply_row(const WalRow& row) {
+asio::awaitable<void> Outbox::apply_in_doubt(Attempt& attempt) {
+  // An earlier attempt may have reached etcd (timeout, crash): look before writing again.
   std::optional<SyncError> failure;
   try {
-    if (row.attempt_revision) {
-      // An earlier attempt may have reached etcd (timeout, crash): look before writing again.
-      etcdserverpb::RangeRequest read;
-      read.set_key(row.key);
-      auto current = co_await etcd_.range(read);
-      std::optional<mvccpb::KeyValue> kv;
-      if (current.kvs_size() > 0) kv = current.kvs(0);
-      if (auto decided = decide_unknown_attempt(row, kv, current.header().revision(), config_.sync.conflict_resolution))
-        co_return *decided;
-    }
-    auto started = std::chrono::steady_clock::now();
-    auto response = co_await etcd_.txn(build_txn(row, config_.sync.conflict_resolution));
-    stats_.wal_apply_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-    stats_.etcd_up = true;
-    if (response.header().revision() > stats_.etcd_revision) stats_.etcd_revision = response.header().revision();
-    co_return decide_txn(row, response, config_.sync.conflict_resolution);
+    etcdserverpb::RangeRequest read;
+    read.set_key(attempt.row.key);
+    auto current = co_await etcd_.range(read);
+    std::optional<mvccpb::KeyValue> kv;
+    if (current.kvs_size() > 0) kv = current.kvs(0);
+    attempt.outcome = decide_unknown_attempt(attempt.row, kv, current.header().revision(), config_.sync.conflict_resolution);
   } catch (const SyncError& error) {
     failure = error;
   }
-  co_return decide_error(row, *failure, config_.sync.retry.max_attempts);
+  if (failure) {
+    attempt.outcome = decide_error(attempt.row, *failure, config_.sync.retry.max_attempts);
+  } else if (!attempt.outcome) {
+    co_await apply_group(std::vector<Attempt*>(1, &attempt));
+  }
+}
+
+asio::awaitable<void> Outbox::apply_group(std::vector<Attempt*> group) {
+  const auto resolution = config_.sync.conflict_resolution;
+  while (!group.empty()) {
+    std::vector<const WalRow*> rows;
+    for (auto* attempt : group) rows.push_back(&attempt->row);
+    std::optional<SyncError> failure;
+    etcdserverpb::TxnResponse response;
+    try {
+      auto started = std::chrono::steady_clock::now();
+      response = co_await etcd_.txn(build_txn(rows, resolution));
+      stats_.wal_apply_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+      stats_.etcd_up = true;
+      if (response.header().revision() > stats_.etcd_revision) stats_.etcd_revision = response.header().revision();
+    } catch (const SyncError& error) {
+      failure = error;
+    }
+    if (failure) {
+      bool passing = failure->kind() == ErrorKind::transient || failure->kind() == ErrorKind::cancelled;
+      if (group.size() == 1 || passing) {
+        // A passing failure hits every row alike: each is now in doubt and is checked next time.
+        for (auto* attempt : group) attempt->outcome = decide_error(attempt->row, *failure, config_.sync.retry.max_attempts);
+        co_return;
+      }
+      // etcd refused the group (a row it cannot take, no permission for one key, limits below its
+      // defaults): each row alone gets its own answer.
+      co_await apply_one_by_one(group);
+      co_return;
+    }
+    std::vector<Attempt*> again;
+    auto outcomes = decide_txn(rows, response, resolution);
+    for (std::size_t i = 0; i < group.size(); ++i) {
+      if (outcomes[i])
+        group[i]->outcome = std::move(*outcomes[i]);
+      else
+        again.push_back(group[i]);
+    }
+    if (again.size() == group.size()) {
+      co_await apply_one_by_one(group);  // no row's conflict could be told apart
+      co_return;
+    }
+    group = std::move(again);
+  }
+}
+
+asio::awaitable<void> Outbox::apply_one_by_one(std::vector<Attempt*> group) {
+  for (auto* attempt : group) co_await apply_group(std::vector<Attempt*>(1, attempt));
 }
 
 std::vector<PgStatement> Outbox::outcome_statements(const std::vector<Attempt>& batch) {

@@ -1,8 +1,8 @@
 #pragma once
 // PostgreSQL -> etcd. Woken by NOTIFY etcd_changes (and a sweep every sync_interval), it reads the
-// oldest due pending etcd_wal row of each key, in id order, sends one etcd Txn per row (different
-// keys concurrently, at most batch_size in flight; one row per key at a time) and writes the
-// outcomes back in one round trip.
+// oldest due pending etcd_wal row of each key, in id order (at most batch_size; one row per key at a
+// time), applies them in as few etcd Txns as etcd's limits allow (conflict_rules: one compare per
+// row) and writes the outcomes back in one round trip.
 
 #include "adapters/etcd_client.hpp"
 #include "adapters/pg_connection.hpp"
@@ -51,8 +51,12 @@ class Outbox {
   std::chrono::milliseconds on_failure(const SyncError& error);
   asio::awaitable<std::vector<Attempt>> fetch_due();
   asio::awaitable<void> process(std::vector<Attempt>& batch);
-  asio::awaitable<void> apply_attempt(Attempt& attempt);
-  asio::awaitable<WalOutcome> apply_row(const WalRow& row);
+  /// Checks etcd for the effect of a row's earlier attempt, then applies the row if it had none.
+  asio::awaitable<void> apply_in_doubt(Attempt& attempt);
+  /// Applies rows with distinct keys in one Txn, sending again those held back by another row's
+  /// conflict; sets every row's outcome.
+  asio::awaitable<void> apply_group(std::vector<Attempt*> group);
+  asio::awaitable<void> apply_one_by_one(std::vector<Attempt*> group);
   asio::awaitable<void> write_outcomes(const std::vector<Attempt>& batch);
   /// The statements that record a batch's outcomes (one UPDATE, plus the conflict counter), and
   /// the log line and counter of each row. A plain function: see pg_params() on g++ 12.

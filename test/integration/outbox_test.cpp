@@ -361,6 +361,70 @@ TEST_F(OutboxTest, SqlHelpers) {
   EXPECT_EQ(etcd_value(key), "back");
 }
 
+// Rows of different keys claimed together share one Txn (one etcd revision). With etcd_wins a stale
+// row among them is a conflict on its own and the others are sent again without it; with
+// postgres_wins all are written and each stale base counts as a resolved conflict.
+TEST_F(OutboxTest, RowsOfOneBatchShareATxnAndConflictsAreDecidedPerRow) {
+  for (std::string resolution : {"etcd_wins", "postgres_wins"}) {
+    SCOPED_TRACE(resolution);
+    auto settings = settings_for("/tg/");
+    settings.conflict_resolution = resolution;
+    start(settings);
+    db().exec("TRUNCATE etcd_wal; UPDATE etcd_sync_service SET conflicts_resolved = 0");
+    const std::string stale_key = "/tg/" + resolution + "/stale";
+    auto stale_base = etcd().put(stale_key, "etcd-1");
+    etcd().put(stale_key, "etcd-2");
+    const std::string based_key = "/tg/" + resolution + "/based";
+    auto base = etcd().put(based_key, "old");
+    // 40 rows in one INSERT: one commit, so the outbox claims them in one batch.
+    db().exec_params(
+        "INSERT INTO etcd_wal (key, value, revision) "
+        "SELECT $1 || i, 'v' || i, NULL FROM generate_series(1, 38) i "
+        "UNION ALL SELECT $2, 'from-postgres', $3::bigint "
+        "UNION ALL SELECT $4, 'new', $5::bigint",
+        {"/tg/" + resolution + "/k", stale_key, std::to_string(stale_base), based_key, std::to_string(base)});
+    ASSERT_TRUE(wait_until([&] { return count("SELECT count(*) FROM etcd_wal WHERE status = 'pending'") == 0; }, 15s));
+
+    auto stale = db().exec_params("SELECT status, revision FROM etcd_wal WHERE key = $1", {stale_key}).at(0);
+    auto others = db().exec("SELECT count(*), count(DISTINCT revision), min(status), max(status) FROM etcd_wal "
+                            "WHERE key <> '" + stale_key + "'").at(0);
+    if (resolution == "etcd_wins") {
+      EXPECT_EQ(stale[0], "conflict");
+      EXPECT_EQ(etcd_value(stale_key), "etcd-2");
+      EXPECT_EQ(others, (PgClient::Row{"39", "1", "success", "success"})) << "the 39 others: one Txn after the conflict";
+      EXPECT_TRUE(wait_until([&] { return db().scalar("SELECT conflicts_resolved FROM etcd_sync_service") == "1"; }, 5s));
+    } else {
+      EXPECT_EQ(stale[0], "success");
+      EXPECT_EQ(etcd_value(stale_key), "from-postgres");
+      EXPECT_EQ(others, (PgClient::Row{"39", "1", "success", "success"}));
+      EXPECT_EQ(stale[1], db().scalar("SELECT max(revision)::text FROM etcd_wal")) << "the same Txn as the others";
+      EXPECT_TRUE(wait_until([&] { return db().scalar("SELECT conflicts_resolved FROM etcd_sync_service") == "1"; }, 5s))
+          << "only the stale row counts: " << db().scalar("SELECT conflicts_resolved FROM etcd_sync_service").value_or("NULL");
+    }
+    EXPECT_EQ(etcd_value(based_key), "new");
+    EXPECT_EQ(etcd_value("/tg/" + resolution + "/k38"), "v38");
+  }
+}
+
+// An etcd that refuses a Txn of many rows (here --max-txn-ops=4, below the default the groups are
+// sized for) still gets every row, one Txn each.
+TEST_F(OutboxTest, RowsEtcdRefusesAsAGroupAreAppliedOneByOne) {
+  EtcdServer strict(env_->dir.path(), "etcd-max-txn-ops");
+  strict.add_arguments({"--max-txn-ops=4"});
+  strict.start();
+  auto config = env_->write_config(settings_for("/ops/"));
+  ServiceProcess service(env_->dir.path(), "max-txn-ops");
+  service.start({"start", "-c", config.string(), "-e", "etcd://" + strict.endpoint() + "/ops/"});
+  ASSERT_TRUE(service.wait_for_log("\"to\":\"watching\"", 20s)) << service.log_text();
+
+  db().exec("INSERT INTO etcd_wal (key, value) SELECT '/ops/k' || i, 'v' || i FROM generate_series(1, 10) i");
+  EXPECT_TRUE(wait_until([&] { return count("SELECT count(*) FROM etcd_wal WHERE status = 'success'") == 10; }, 15s))
+      << db().scalar("SELECT string_agg(status || ': ' || coalesce(error_message, ''), '; ') FROM etcd_wal").value_or("");
+  EXPECT_EQ(count("SELECT count(DISTINCT revision) FROM etcd_wal"), 10) << "one Txn per row";
+  EXPECT_EQ(strict.etcdctl({"get", "/ops/k7", "--print-value-only"}), "v7\n");
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
 // A write through etcd_wal comes back through the watch into `etcd` once, never into etcd_wal.
 TEST_F(OutboxTest, NoLoopBackIntoWal) {
   start(settings_for("/t9/"));

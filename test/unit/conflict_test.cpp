@@ -37,16 +37,26 @@ mvccpb::KeyValue kv(const std::string& key, const std::string& value, std::int64
   return out;
 }
 
-/// A Txn answer: header revision, whether the compare held, and the key's mod_revision as the
-/// trailing Range saw it (0: absent).
-etcdserverpb::TxnResponse txn_response(std::int64_t header_revision, bool succeeded, std::int64_t range_mod_revision) {
+/// A Txn answer: header revision, whether the compares held, and for each key the mod_revision
+/// its Range saw (0: absent), in row order.
+etcdserverpb::TxnResponse txn_response(std::int64_t header_revision, bool succeeded,
+                                       const std::vector<std::int64_t>& read_mod_revisions) {
   etcdserverpb::TxnResponse response;
   response.mutable_header()->set_revision(header_revision);
   response.set_succeeded(succeeded);
-  response.add_responses()->mutable_response_put();
-  auto* range = response.add_responses()->mutable_response_range();
-  if (range_mod_revision > 0) range->add_kvs()->set_mod_revision(range_mod_revision);
+  for (auto mod_revision : read_mod_revisions) {
+    auto* range = response.add_responses()->mutable_response_range();
+    if (mod_revision > 0) range->add_kvs()->set_mod_revision(mod_revision);
+  }
   return response;
+}
+
+/// The first row's outcome when `row` is sent alone.
+WalOutcome decide_one(const WalRow& row, const etcdserverpb::TxnResponse& response, ConflictResolution resolution) {
+  auto outcomes = decide_txn({&row}, response, resolution);
+  EXPECT_EQ(outcomes.size(), 1u);
+  EXPECT_TRUE(outcomes.at(0).has_value()) << "a row sent alone always gets an outcome";
+  return outcomes.at(0).value_or(WalOutcome{});
 }
 
 bool mentions(const std::string& text, const std::string& needle) { return text.find(needle) != std::string::npos; }
@@ -78,7 +88,8 @@ TEST(RejectReason, KeysUnderThePrefixPass) {
 // ---- build_txn ----
 
 TEST(BuildTxn, RevisionComparesModRevision) {
-  auto txn = build_txn(put_row("/k", "v", 42), ConflictResolution::etcd_wins);
+  auto row = put_row("/k", "v", 42);
+  auto txn = build_txn({&row}, ConflictResolution::etcd_wins);
   ASSERT_EQ(txn.compare_size(), 1);
   const auto& compare = txn.compare(0);
   EXPECT_EQ(compare.key(), "/k");
@@ -86,23 +97,22 @@ TEST(BuildTxn, RevisionComparesModRevision) {
   EXPECT_EQ(compare.target(), etcdserverpb::Compare::MOD);
   EXPECT_EQ(compare.mod_revision(), 42);
 
-  ASSERT_EQ(txn.success_size(), 2);
+  ASSERT_EQ(txn.success_size(), 1);
   ASSERT_TRUE(txn.success(0).has_request_put());
   EXPECT_EQ(txn.success(0).request_put().key(), "/k");
   EXPECT_EQ(txn.success(0).request_put().value(), "v");
-  ASSERT_TRUE(txn.success(1).has_request_range());
-  EXPECT_EQ(txn.success(1).request_range().key(), "/k");
-  EXPECT_EQ(txn.success(1).request_range().range_end(), "") << "one key, not a range";
 
   // etcd_wins: a failed compare writes nothing and reads etcd's current revision.
   ASSERT_EQ(txn.failure_size(), 1);
   ASSERT_TRUE(txn.failure(0).has_request_range());
   EXPECT_EQ(txn.failure(0).request_range().key(), "/k");
+  EXPECT_EQ(txn.failure(0).request_range().range_end(), "") << "one key, not a range";
   EXPECT_TRUE(txn.failure(0).request_range().keys_only()) << "the value is not needed to name the revision";
 }
 
 TEST(BuildTxn, NullRevisionRequiresAbsentKey) {
-  auto txn = build_txn(put_row("/k", "v", std::nullopt), ConflictResolution::etcd_wins);
+  auto row = put_row("/k", "v", std::nullopt);
+  auto txn = build_txn({&row}, ConflictResolution::etcd_wins);
   ASSERT_EQ(txn.compare_size(), 1);
   EXPECT_EQ(txn.compare(0).target(), etcdserverpb::Compare::VERSION);
   EXPECT_EQ(txn.compare(0).version(), 0);
@@ -112,14 +122,15 @@ TEST(BuildTxn, NullRevisionRequiresAbsentKey) {
 TEST(BuildTxn, TombstoneBaseRequiresAbsentKey) {
   auto row = put_row("/k", "v", 17);
   row.base_is_tombstone = true;
-  auto txn = build_txn(row, ConflictResolution::etcd_wins);
+  auto txn = build_txn({&row}, ConflictResolution::etcd_wins);
   ASSERT_EQ(txn.compare_size(), 1);
   EXPECT_EQ(txn.compare(0).target(), etcdserverpb::Compare::VERSION);
   EXPECT_EQ(txn.compare(0).version(), 0);
 }
 
 TEST(BuildTxn, NullValueDeletesTheKey) {
-  auto txn = build_txn(delete_row("/k", 9), ConflictResolution::etcd_wins);
+  auto row = delete_row("/k", 9);
+  auto txn = build_txn({&row}, ConflictResolution::etcd_wins);
   ASSERT_GE(txn.success_size(), 1);
   ASSERT_TRUE(txn.success(0).has_request_delete_range());
   EXPECT_EQ(txn.success(0).request_delete_range().key(), "/k");
@@ -130,27 +141,89 @@ TEST(BuildTxn, NullValueDeletesTheKey) {
 
 TEST(BuildTxn, BinaryValueIsSentAsIs) {
   const std::string bytes("\x00\xff\x41", 3);
-  auto txn = build_txn(put_row("/k", bytes, std::nullopt), ConflictResolution::etcd_wins);
+  auto row = put_row("/k", bytes, std::nullopt);
+  auto txn = build_txn({&row}, ConflictResolution::etcd_wins);
   EXPECT_EQ(txn.success(0).request_put().value(), bytes);
 }
 
-TEST(BuildTxn, PostgresWinsWritesOnBothBranches) {
-  auto txn = build_txn(put_row("/k", "v", 42), ConflictResolution::postgres_wins);
-  ASSERT_EQ(txn.failure_size(), 2);
-  ASSERT_TRUE(txn.failure(0).has_request_put());
-  EXPECT_EQ(txn.failure(0).request_put().value(), "v");
-  EXPECT_TRUE(txn.failure(1).has_request_range());
-  ASSERT_TRUE(txn.success(0).has_request_put());
+TEST(BuildTxn, PostgresWinsReadsThenWritesWithoutACompare) {
+  auto row = put_row("/k", "v", 42);
+  auto del = delete_row("/d", std::nullopt);
+  auto txn = build_txn({&row, &del}, ConflictResolution::postgres_wins);
+  EXPECT_EQ(txn.compare_size(), 0) << "the writes happen whatever etcd holds";
+  EXPECT_EQ(txn.failure_size(), 0);
+  ASSERT_EQ(txn.success_size(), 4);
+  // The reads come first, so they see etcd before this Txn's writes.
+  EXPECT_EQ(txn.success(0).request_range().key(), "/k");
+  EXPECT_EQ(txn.success(1).request_range().key(), "/d");
+  EXPECT_EQ(txn.success(2).request_put().key(), "/k");
+  EXPECT_EQ(txn.success(2).request_put().value(), "v");
+  EXPECT_EQ(txn.success(3).request_delete_range().key(), "/d");
+}
 
-  auto del = build_txn(delete_row("/k", std::nullopt), ConflictResolution::postgres_wins);
-  ASSERT_GE(del.failure_size(), 1);
-  EXPECT_TRUE(del.failure(0).has_request_delete_range());
+TEST(BuildTxn, SeveralRowsOneCompareWriteAndReadEachInRowOrder) {
+  auto a = put_row("/a", "1", 5);
+  auto b = delete_row("/b", 6);
+  auto c = put_row("/c", "3", std::nullopt);
+  auto txn = build_txn({&a, &b, &c}, ConflictResolution::etcd_wins);
+  ASSERT_EQ(txn.compare_size(), 3);
+  ASSERT_EQ(txn.success_size(), 3);
+  ASSERT_EQ(txn.failure_size(), 3);
+  EXPECT_EQ(txn.compare(0).mod_revision(), 5);
+  EXPECT_EQ(txn.compare(1).mod_revision(), 6);
+  EXPECT_EQ(txn.compare(2).target(), etcdserverpb::Compare::VERSION);
+  EXPECT_EQ(txn.success(0).request_put().key(), "/a");
+  EXPECT_EQ(txn.success(1).request_delete_range().key(), "/b");
+  EXPECT_EQ(txn.success(2).request_put().key(), "/c");
+  EXPECT_EQ(txn.failure(0).request_range().key(), "/a");
+  EXPECT_EQ(txn.failure(1).request_range().key(), "/b");
+  EXPECT_EQ(txn.failure(2).request_range().key(), "/c");
+}
+
+// ---- group_rows_for_txns ----
+
+TEST(GroupRowsForTxns, FillsGroupsUpToEtcdsOperationLimit) {
+  std::vector<WalRow> rows(300);
+  std::vector<const WalRow*> pointers;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    rows[i] = put_row("/k" + std::to_string(i), "v", std::nullopt);
+    pointers.push_back(&rows[i]);
+  }
+  auto groups = group_rows_for_txns(pointers, ConflictResolution::etcd_wins);
+  ASSERT_EQ(groups.size(), 3u);
+  EXPECT_EQ(groups[0].size(), 128u) << "etcd's --max-txn-ops default";
+  EXPECT_EQ(groups[1].size(), 128u);
+  EXPECT_EQ(groups[2].size(), 44u);
+  EXPECT_EQ(groups[0].front(), 0u);
+  EXPECT_EQ(groups[2].back(), 299u) << "in order, every row once";
+
+  // postgres_wins: a read and a write per row in one branch.
+  groups = group_rows_for_txns(pointers, ConflictResolution::postgres_wins);
+  ASSERT_EQ(groups.size(), 5u);
+  EXPECT_EQ(groups[0].size(), 64u);
+  EXPECT_EQ(groups[4].size(), 300u - 4 * 64);
+  EXPECT_TRUE(group_rows_for_txns({}, ConflictResolution::etcd_wins).empty());
+}
+
+TEST(GroupRowsForTxns, LargeValuesSplitGroupsByBytes) {
+  const std::string value_400k(400 * 1024, 'x');
+  std::vector<WalRow> rows = {put_row("/a", value_400k, std::nullopt), put_row("/b", value_400k, std::nullopt),
+                              put_row("/c", value_400k, std::nullopt), put_row("/d", "small", std::nullopt),
+                              put_row("/e", std::string(2 * 1024 * 1024, 'y'), std::nullopt)};
+  std::vector<const WalRow*> pointers;
+  for (const auto& row : rows) pointers.push_back(&row);
+  auto groups = group_rows_for_txns(pointers, ConflictResolution::etcd_wins);
+  // Two 400 KiB values fit under 1 MiB, a third does not; a value over the limit goes alone.
+  ASSERT_EQ(groups.size(), 3u);
+  EXPECT_EQ(groups[0], (std::vector<std::size_t>{0, 1}));
+  EXPECT_EQ(groups[1], (std::vector<std::size_t>{2, 3}));
+  EXPECT_EQ(groups[2], (std::vector<std::size_t>{4}));
 }
 
 // ---- decide_txn ----
 
 TEST(DecideTxn, SucceededIsSuccessAtTheHeaderRevision) {
-  auto outcome = decide_txn(put_row("/k", "v", 42), txn_response(43, true, 43), ConflictResolution::etcd_wins);
+  auto outcome = decide_one(put_row("/k", "v", 42), txn_response(43, true, {}), ConflictResolution::etcd_wins);
   EXPECT_EQ(outcome.status, WalStatus::success);
   EXPECT_EQ(outcome.revision, 43);
   EXPECT_FALSE(outcome.conflict_resolved);
@@ -159,7 +232,7 @@ TEST(DecideTxn, SucceededIsSuccessAtTheHeaderRevision) {
 }
 
 TEST(DecideTxn, FailedCompareWithEtcdWinsIsConflictNamingBothRevisions) {
-  auto outcome = decide_txn(put_row("/k", "v", 42), txn_response(57, false, 51), ConflictResolution::etcd_wins);
+  auto outcome = decide_one(put_row("/k", "v", 42), txn_response(57, false, {51}), ConflictResolution::etcd_wins);
   EXPECT_EQ(outcome.status, WalStatus::conflict);
   EXPECT_TRUE(outcome.conflict_resolved);
   EXPECT_FALSE(outcome.transient);
@@ -169,24 +242,74 @@ TEST(DecideTxn, FailedCompareWithEtcdWinsIsConflictNamingBothRevisions) {
 }
 
 TEST(DecideTxn, FailedCompareOnAbsentBaseSaysSo) {
-  auto outcome = decide_txn(put_row("/k", "v", std::nullopt), txn_response(60, false, 55), ConflictResolution::etcd_wins);
+  auto outcome = decide_one(put_row("/k", "v", std::nullopt), txn_response(60, false, {55}), ConflictResolution::etcd_wins);
   EXPECT_EQ(outcome.status, WalStatus::conflict);
   EXPECT_TRUE(mentions(outcome.error_message, "absent")) << outcome.error_message;
   EXPECT_TRUE(mentions(outcome.error_message, "mod_revision 55")) << outcome.error_message;
 
   // The base revision exists but etcd has since deleted the key.
-  outcome = decide_txn(put_row("/k", "v", 42), txn_response(60, false, 0), ConflictResolution::etcd_wins);
+  outcome = decide_one(put_row("/k", "v", 42), txn_response(60, false, {0}), ConflictResolution::etcd_wins);
   EXPECT_EQ(outcome.status, WalStatus::conflict);
   EXPECT_TRUE(mentions(outcome.error_message, "revision 42")) << outcome.error_message;
   EXPECT_TRUE(mentions(outcome.error_message, "no such key")) << outcome.error_message;
 }
 
-TEST(DecideTxn, FailedCompareWithPostgresWinsIsSuccessAndCountsAsResolved) {
-  auto outcome = decide_txn(put_row("/k", "v", 42), txn_response(58, false, 58), ConflictResolution::postgres_wins);
+TEST(DecideTxn, FailedGroupConflictsOnlyTheRowsWhoseBaseIsStale) {
+  auto fresh = put_row("/a", "1", 10);
+  auto stale = put_row("/b", "2", 11);
+  auto created = put_row("/c", "3", std::nullopt);
+  auto deleted_base = delete_row("/d", 12);
+  auto outcomes = decide_txn({&fresh, &stale, &created, &deleted_base}, txn_response(20, false, {10, 15, 0, 0}),
+                             ConflictResolution::etcd_wins);
+  ASSERT_EQ(outcomes.size(), 4u);
+  EXPECT_FALSE(outcomes[0].has_value()) << "its base held: send it again";
+  ASSERT_TRUE(outcomes[1].has_value());
+  EXPECT_EQ(outcomes[1]->status, WalStatus::conflict);
+  EXPECT_TRUE(mentions(outcomes[1]->error_message, "mod_revision 15")) << outcomes[1]->error_message;
+  EXPECT_FALSE(outcomes[2].has_value()) << "absent as expected";
+  ASSERT_TRUE(outcomes[3].has_value()) << "the key it meant to delete is gone: a different state than its base";
+  EXPECT_EQ(outcomes[3]->status, WalStatus::conflict);
+}
+
+TEST(DecideTxn, FailedGroupWithNoVisibleConflictIsSentRowByRow) {
+  auto a = put_row("/a", "1", 10);
+  auto b = put_row("/b", "2", std::nullopt);
+  auto outcomes = decide_txn({&a, &b}, txn_response(20, false, {10, 0}), ConflictResolution::etcd_wins);
+  ASSERT_EQ(outcomes.size(), 2u);
+  EXPECT_FALSE(outcomes[0].has_value());
+  EXPECT_FALSE(outcomes[1].has_value());
+}
+
+TEST(DecideTxn, SucceededGroupIsSuccessForEveryRowAtOneRevision) {
+  auto a = put_row("/a", "1", 10);
+  auto b = delete_row("/b", 11);
+  auto outcomes = decide_txn({&a, &b}, txn_response(30, true, {}), ConflictResolution::etcd_wins);
+  ASSERT_EQ(outcomes.size(), 2u);
+  for (const auto& outcome : outcomes) {
+    ASSERT_TRUE(outcome.has_value());
+    EXPECT_EQ(outcome->status, WalStatus::success);
+    EXPECT_EQ(outcome->revision, 30);
+  }
+}
+
+TEST(DecideTxn, PostgresWinsIsSuccessAndCountsStaleBasesAsResolved) {
+  auto outcome = decide_one(put_row("/k", "v", 42), txn_response(58, true, {51}), ConflictResolution::postgres_wins);
   EXPECT_EQ(outcome.status, WalStatus::success);
   EXPECT_EQ(outcome.revision, 58);
   EXPECT_TRUE(outcome.conflict_resolved);
   EXPECT_EQ(outcome.error_message, "");
+
+  auto fresh = put_row("/a", "1", 10);
+  auto absent = put_row("/b", "2", std::nullopt);
+  auto tombstone_base = put_row("/c", "3", 7);
+  tombstone_base.base_is_tombstone = true;
+  auto outcomes = decide_txn({&fresh, &absent, &tombstone_base}, txn_response(60, true, {10, 0, 9}),
+                             ConflictResolution::postgres_wins);
+  ASSERT_EQ(outcomes.size(), 3u);
+  EXPECT_FALSE(outcomes[0]->conflict_resolved);
+  EXPECT_FALSE(outcomes[1]->conflict_resolved);
+  EXPECT_TRUE(outcomes[2]->conflict_resolved) << "expected absent, etcd had it";
+  for (const auto& o : outcomes) EXPECT_EQ(o->status, WalStatus::success);
 }
 
 // ---- decide_error ----
