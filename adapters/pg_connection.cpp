@@ -101,6 +101,7 @@ void PgConnection::close() {
     conn_ = nullptr;
   }
   busy_ = false;  // nothing is in flight on a closed connection (a COPY abandoned mid-way set it)
+  prepared_.clear();
 }
 
 void PgConnection::cancel_wait() {
@@ -157,7 +158,12 @@ asio::awaitable<void> PgConnection::wait(Wait what) {
 asio::awaitable<void> PgConnection::connect(std::chrono::milliseconds timeout) {
   close();
   timed_out_ = false;
-  conn_ = PQconnectStart(conninfo_.c_str());
+  // The connection shows as "etcd-sync <name>" in pg_stat_activity unless the conninfo (or
+  // PGAPPNAME) names an application_name (libpq docs, fallback_application_name).
+  const std::string application = "etcd-sync " + name_;
+  const char* keywords[] = {"dbname", "fallback_application_name", nullptr};
+  const char* values[] = {conninfo_.c_str(), application.c_str(), nullptr};
+  conn_ = PQconnectStartParams(keywords, values, 1);
   if (!conn_) throw SyncError(ErrorKind::transient, "PostgreSQL (" + name_ + "): out of memory", Peer::postgresql);
   if (PQstatus(conn_) == CONNECTION_BAD) {
     std::string message = trimmed(PQerrorMessage(conn_));
@@ -231,23 +237,57 @@ asio::awaitable<PgResult> PgConnection::finish_results() {
   if (!kept) throw_connection_error("no result");
   if (kept.status() == PGRES_FATAL_ERROR || kept.status() == PGRES_BAD_RESPONSE) {
     if (PQstatus(conn_) == CONNECTION_BAD) throw_connection_error("statement failed");
-    throw SyncError(classify_sqlstate(kept.sqlstate()),
-                    "PostgreSQL (" + name_ + "): " + kept.error_message() + " [SQLSTATE " + kept.sqlstate() + "]", Peer::postgresql);
+    throw result_error(kept);
   }
   co_return kept;
 }
 
-void PgConnection::send_params(const std::string& sql, const std::vector<PgParam>& params) {
+namespace {
+/// A statement's parameters as libpq takes them.
+struct ParamArrays {
+  explicit ParamArrays(const std::vector<PgParam>& params) {
+    for (const auto& p : params) {
+      values.push_back(p.value ? p.value->data() : nullptr);
+      lengths.push_back(p.value ? static_cast<int>(p.value->size()) : 0);
+      formats.push_back(p.binary ? 1 : 0);
+    }
+  }
+  int count() const { return static_cast<int>(values.size()); }
   std::vector<const char*> values;
   std::vector<int> lengths, formats;
-  for (const auto& p : params) {
-    values.push_back(p.value ? p.value->data() : nullptr);
-    lengths.push_back(p.value ? static_cast<int>(p.value->size()) : 0);
-    formats.push_back(p.binary ? 1 : 0);
-  }
-  if (!PQsendQueryParams(conn_, sql.c_str(), static_cast<int>(params.size()), nullptr, values.data(),
-                         lengths.data(), formats.data(), 0))
+};
+}  // namespace
+
+void PgConnection::send_params(const std::string& sql, const std::vector<PgParam>& params) {
+  ParamArrays p(params);
+  if (!PQsendQueryParams(conn_, sql.c_str(), p.count(), nullptr, p.values.data(), p.lengths.data(), p.formats.data(), 0))
     throw_connection_error("sending a statement");
+}
+
+SyncError PgConnection::result_error(const PgResult& result) const {
+  return SyncError(classify_sqlstate(result.sqlstate()),
+                   "PostgreSQL (" + name_ + "): " + result.error_message() + " [SQLSTATE " + result.sqlstate() + "]",
+                   Peer::postgresql);
+}
+
+int PgConnection::send_statement(const PgStatement& statement) {
+  if (!statement.prepare) {
+    send_params(statement.sql, statement.params);
+    return 1;
+  }
+  int results = 1;
+  ParamArrays p(statement.params);
+  auto known = prepared_.find(statement.sql);
+  if (known == prepared_.end()) {
+    std::string name = "etcd_sync_" + std::to_string(prepared_.size() + 1);
+    if (!PQsendPrepare(conn_, name.c_str(), statement.sql.c_str(), p.count(), nullptr))
+      throw_connection_error("preparing a statement");
+    known = prepared_.emplace(statement.sql, std::move(name)).first;
+    ++results;
+  }
+  if (!PQsendQueryPrepared(conn_, known->second.c_str(), p.count(), p.values.data(), p.lengths.data(), p.formats.data(), 0))
+    throw_connection_error("sending a prepared statement");
+  return results;
 }
 
 asio::awaitable<PgResult> PgConnection::query(std::string sql, std::vector<PgParam> params) {
@@ -270,20 +310,28 @@ asio::awaitable<std::vector<PgResult>> PgConnection::pipeline(std::vector<PgStat
   if (!connected()) throw_connection_error("pipeline");
   BusyScope busy(busy_);
   if (!PQenterPipelineMode(conn_)) throw_connection_error("entering pipeline mode");
-  for (const auto& statement : statements) send_params(statement.sql, statement.params);
+  std::vector<int> expected;
+  for (const auto& statement : statements) expected.push_back(send_statement(statement));
   if (!PQpipelineSync(conn_)) throw_connection_error("pipeline sync");
   co_await flush();
   std::vector<PgResult> results;
   std::optional<SyncError> first_error;
   for (std::size_t i = 0; i < statements.size(); ++i) {
+    if (expected[i] == 2) {
+      // The PREPARE's own result comes first. If it failed, the statement is not kept.
+      PgResult prepared = co_await next_result();
+      while (co_await next_result()) {
+      }
+      if (!prepared) throw_connection_error("pipeline result");
+      if (prepared.status() != PGRES_COMMAND_OK) {
+        prepared_.erase(statements[i].sql);
+        if (!first_error) first_error = result_error(prepared);
+      }
+    }
     PgResult result = co_await next_result();
     if (!result) throw_connection_error("pipeline result");
     auto s = result.status();
-    if ((s == PGRES_FATAL_ERROR || s == PGRES_BAD_RESPONSE) && !first_error)
-      first_error.emplace(classify_sqlstate(result.sqlstate()),
-                          "PostgreSQL (" + name_ + "): " + result.error_message() + " [SQLSTATE " +
-                              result.sqlstate() + "]",
-                          Peer::postgresql);
+    if ((s == PGRES_FATAL_ERROR || s == PGRES_BAD_RESPONSE) && !first_error) first_error = result_error(result);
     results.push_back(std::move(result));
     while (co_await next_result()) {  // each statement's results end with NULL
     }

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace etcd_sync {
@@ -51,10 +52,14 @@ std::vector<PgParam> pg_params(Params&&... params) {
 /// docs, 8.15.6 "Array Input and Output Syntax").
 std::string pg_array(const std::vector<std::optional<std::string>>& elements);
 
-/// One statement of a pipeline.
+/// One statement of a pipeline. With `prepare`, the connection parses and plans it once (a
+/// prepared statement named after its text, kept until the connection closes) and then only binds
+/// and executes it: for the fixed statements run many times a second. PostgreSQL may then switch
+/// to a generic plan after five executions (docs, PREPARE, "plan_cache_mode").
 struct PgStatement {
   std::string sql;
   std::vector<PgParam> params;
+  bool prepare = false;
 };
 
 /// A LISTEN/NOTIFY notification.
@@ -122,6 +127,10 @@ class PgConnection {
   void drain_notifications(std::vector<PgNotification>& out);
   [[noreturn]] void throw_connection_error(const std::string& during);
   void send_params(const std::string& sql, const std::vector<PgParam>& params);
+  /// The SyncError for a failed result: classify_sqlstate, with the server's message.
+  SyncError result_error(const PgResult& result) const;
+  /// Sends a PgStatement; returns how many results it yields (2 when it is prepared first).
+  int send_statement(const PgStatement& statement);
 
   asio::io_context& io_;
   std::string conninfo_;
@@ -130,6 +139,7 @@ class PgConnection {
   std::optional<asio::posix::stream_descriptor> descriptor_;
   bool busy_ = false;       // a statement is in flight: one at a time per connection
   bool timed_out_ = false;  // connect() deadline passed
+  std::unordered_map<std::string, std::string> prepared_;  // statement text -> name on this connection
 };
 
 }  // namespace etcd_sync

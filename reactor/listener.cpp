@@ -3,6 +3,8 @@
 #include "reactor/logging.hpp"
 #include "reactor/migrations.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <unistd.h>
 
 namespace etcd_sync {
@@ -17,8 +19,21 @@ std::string host_name() {
 }
 }  // namespace
 
+std::optional<std::int64_t> lowest_notified_id(const std::vector<PgNotification>& notifications) {
+  std::optional<std::int64_t> lowest;
+  for (const auto& note : notifications) {
+    auto payload = nlohmann::json::parse(note.payload, nullptr, false);
+    if (payload.is_discarded() || !payload.is_object() || !payload.contains("id") || !payload["id"].is_number_integer())
+      return std::nullopt;
+    auto id = payload["id"].get<std::int64_t>();
+    if (!lowest || id < *lowest) lowest = id;
+  }
+  return lowest;
+}
+
 Listener::Listener(asio::io_context& io, const Config& config, SyncStats& stats, bool listen, bool dry_run,
-                   std::function<void()> on_notify, std::function<std::pair<std::string, std::string>()> describe)
+                   std::function<void(std::optional<std::int64_t>)> on_notify,
+                   std::function<std::pair<std::string, std::string>()> describe)
     : io_(io),
       config_(config),
       stats_(stats),
@@ -77,7 +92,7 @@ asio::awaitable<void> Listener::run() {
         was_connected_ = true;
         stats_.postgres_up = true;
         backoff_.reset();
-        if (listen_) on_notify_();  // notifications sent while disconnected are lost: sweep now
+        if (listen_) on_notify_(std::nullopt);  // notifications sent while disconnected are lost: sweep now
       }
       co_await heartbeat(started ? "running" : "starting");
       started = true;
@@ -93,7 +108,7 @@ asio::awaitable<void> Listener::run() {
           waiting_ = true;
           auto notes = co_await pg_.wait_notifications();
           log_trace("NOTIFY received", {{"component", "listener"}, {"count", static_cast<std::int64_t>(notes.size())}});
-          on_notify_();
+          on_notify_(lowest_notified_id(notes));
         } catch (const SyncError& e) {
           wait_error = e;
         }

@@ -6,6 +6,8 @@
 
 #include <boost/asio/co_spawn.hpp>
 
+#include <limits>
+
 
 namespace etcd_sync {
 
@@ -34,9 +36,12 @@ Outbox::Outbox(asio::io_context& io, const Config& config, EtcdClient& etcd, Syn
       stats_(stats),
       dry_run_(dry_run),
       pg_(io, config.postgresql.conninfo, "outbox"),
+      outcome_pg_(io, config.postgresql.conninfo, "outbox outcomes"),
       backoff_(config.sync.retry.initial_backoff, config.sync.retry.max_backoff),
+      outcome_backoff_(config.sync.retry.initial_backoff, config.sync.retry.max_backoff),
       row_backoff_(config.sync.retry.initial_backoff, config.sync.retry.max_backoff),
-      wakeup_(io) {}
+      wakeup_(io),
+      writer_wakeup_(io) {}
 
 void Outbox::set_state(OutboxState state, const LogFields& fields) {
   if (state == state_) return;
@@ -49,13 +54,41 @@ void Outbox::set_state(OutboxState state, const LogFields& fields) {
       "outbox state changed", all);
 }
 
-void Outbox::stop() {
-  stopping_ = true;
+void Outbox::wake(std::optional<std::int64_t> lowest_id) {
+  const std::int64_t from = lowest_id.value_or(0);
+  scan_floor_ = std::min(scan_floor_, from);
+  notified_during_claim_ = std::min(notified_during_claim_, from);
   wakeup_.notify();
 }
 
+void Outbox::stop() {
+  stopping_ = true;
+  wakeup_.notify();
+  writer_wakeup_.notify();
+}
+
+namespace {
+/// The completion of a coroutine the outbox spawns: an exception there is a bug, logged.
+void log_unexpected(std::exception_ptr failure, const char* what) {
+  if (!failure) return;
+  try {
+    std::rethrow_exception(failure);
+  } catch (const std::exception& e) {
+    log_error(what, {{"component", "outbox"}, {"error", e.what()}});
+  }
+}
+}  // namespace
+
 asio::awaitable<void> Outbox::run() {
   std::int64_t dry_run_seen = 0;
+  if (!dry_run_) {
+    writer_running_ = true;
+    asio::co_spawn(io_, write_loop(), [this](std::exception_ptr failure) {
+      log_unexpected(failure, "outbox outcome writer failed unexpectedly");
+      writer_running_ = false;
+      wakeup_.notify();
+    });
+  }
   while (!stopping_) {
     std::optional<SyncError> failure;
     try {
@@ -68,11 +101,19 @@ asio::awaitable<void> Outbox::run() {
         // of every pending row, the per-row subquery on each, and a sort: O(pending) per batch.
         co_await pg_.query("SELECT set_config('enable_bitmapscan', 'off', false), set_config('enable_sort', 'off', false)");
         if (state_ != OutboxState::starting) log_info("outbox reconnected to PostgreSQL", {{"component", "outbox"}});
+        scan_floor_ = 0;
       }
       backoff_.reset();
       last_error_.clear();
       // Sweep at once after (re)connecting: notifications sent meanwhile were lost.
       while (!stopping_) {
+        const auto capacity = static_cast<std::size_t>(kBatchesInFlight * config_.sync.batch_size);
+        if (unsettled_ids_.size() >= capacity || batches_applying_ >= kBatchesApplying) {
+          waiting_for_room_ = true;
+          co_await wakeup_.wait(config_.sync.sync_interval);  // until a batch ends or outcomes are written
+          waiting_for_room_ = false;
+          continue;
+        }
         auto batch = co_await fetch_due();
         if (dry_run_) {
           std::vector<Attempt> fresh;
@@ -81,8 +122,12 @@ asio::awaitable<void> Outbox::run() {
           batch = std::move(fresh);
         }
         if (batch.empty()) {
-          set_state(OutboxState::idle);
-          co_await wakeup_.wait(co_await idle_wait());
+          if (unsettled_ids_.empty()) {
+            set_state(OutboxState::idle);
+            co_await wakeup_.wait(co_await idle_wait());
+          } else {
+            co_await wakeup_.wait(config_.sync.sync_interval);  // a NOTIFY, or outcomes written
+          }
           continue;
         }
         set_state(OutboxState::applying);
@@ -96,15 +141,83 @@ asio::awaitable<void> Outbox::run() {
           }
           continue;
         }
-        co_await process(batch);
+        const bool full = batch.size() >= static_cast<std::size_t>(config_.sync.batch_size);
+        for (const auto& a : batch) unsettled_ids_.insert(a.row.id);
+        ++batches_applying_;
+        asio::co_spawn(io_, apply_batch(std::move(batch)), [this](std::exception_ptr failure) {
+          log_unexpected(failure, "outbox batch failed unexpectedly");
+          --batches_applying_;
+          writer_wakeup_.notify();
+          if (waiting_for_room_) wakeup_.notify();
+        });
+        // A short batch took every due row: claim again only when told of more (a NOTIFY during
+        // the claim already counts), not at once. A full batch may have left some behind.
+        if (!full) co_await wakeup_.wait(config_.sync.sync_interval);
       }
     } catch (const SyncError& error) {
       failure = error;
     }
     if (failure && !stopping_) co_await wakeup_.wait(on_failure(*failure));
   }
+  // Batches still in etcd finish and their outcomes are written before run() returns.
+  while (batches_applying_ > 0 || writer_running_) co_await wakeup_.wait(std::chrono::seconds(1));
   pg_.close();
+  outcome_pg_.close();
   set_state(OutboxState::stopped);
+}
+
+asio::awaitable<void> Outbox::write_loop() {
+  while (true) {
+    if (decided_.empty()) {
+      if (stopping_ && batches_applying_ == 0) co_return;
+      co_await writer_wakeup_.wait(config_.sync.sync_interval);
+      continue;
+    }
+    std::vector<Attempt> writing = std::move(decided_);
+    decided_.clear();
+    std::optional<SyncError> failure;
+    bool more_pending = true;
+    try {
+      if (!outcome_pg_.connected()) {
+        if (stopping_) throw SyncError(ErrorKind::cancelled, "stopping", Peer::postgresql);
+        co_await outcome_pg_.connect(config_.etcd.dial_timeout);
+        co_await use_schema(outcome_pg_, config_.postgresql.schema, false);
+      }
+      auto results = co_await outcome_pg_.pipeline(outcome_statements(writing));
+      more_pending = results.back().boolean(0, 0);
+    } catch (const SyncError& error) {
+      failure = error;
+    }
+    if (!failure || stopping_) {
+      if (failure) {
+        // The rows stay pending with their attempt recorded: the next run checks etcd for them.
+        log_warn("outbox stopped before writing outcomes; the next start checks these rows against etcd",
+                 {{"component", "outbox"}, {"rows", writing.size()}, {"error", failure->what()}});
+      }
+      outcome_backoff_.reset();
+      for (const auto& a : writing) unsettled_ids_.erase(a.row.id);
+      if (more_pending || waiting_for_room_ || failure) {
+        wakeup_.notify();  // the next rows of these keys (or retried rows) may be claimed now
+      } else if (unsettled_ids_.empty() && batches_applying_ == 0) {
+        set_state(OutboxState::idle);
+      }
+      continue;
+    }
+    outcome_pg_.close();
+    stats_.last_error = failure->what();
+    // Once per outage at warn: the first failure after a working write is news, retries are not.
+    log(outcome_backoff_.attempts() == 0 ? LogLevel::warn : LogLevel::debug, "outbox could not write outcomes; will retry",
+        {{"component", "outbox"}, {"rows", writing.size()}, {"error", failure->what()},
+         {"attempt", outcome_backoff_.attempts() + 1}});
+    // Keep them, oldest first, for the next write; wait out the backoff (a stop cuts it short).
+    for (auto& a : decided_) writing.push_back(std::move(a));
+    decided_ = std::move(writing);
+    outcome_backoff_.set_limits(config_.sync.retry.initial_backoff, config_.sync.retry.max_backoff);
+    auto until = std::chrono::steady_clock::now() + outcome_backoff_.next();
+    while (!stopping_ && std::chrono::steady_clock::now() < until)
+      co_await writer_wakeup_.wait(std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now()) +
+                                   std::chrono::milliseconds(1));
+  }
 }
 
 std::chrono::milliseconds Outbox::on_failure(const SyncError& error) {
@@ -129,38 +242,75 @@ asio::awaitable<std::chrono::milliseconds> Outbox::idle_wait() {
   co_return wait;
 }
 
-asio::awaitable<std::vector<Outbox::Attempt>> Outbox::fetch_due() {
-  // The head of each key's queue: the oldest pending row of every key, if it is due, in id order.
-  // One row per key is in flight at a time, so rows of one key never overtake each other, and
-  // each row's attempt_revision is exact (it is recorded after the previous row of its key ended).
-  static const std::string head_of_queue =
-      "FROM etcd_wal w "
-      "WHERE w.status = 'pending' AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= clock_timestamp()) "
-      "  AND w.id = (SELECT min(p.id) FROM etcd_wal p WHERE p.status = 'pending' AND p.key = w.key) "
-      "ORDER BY w.id LIMIT $1";
-  static const std::string base_is_tombstone =
-      "EXISTS (SELECT 1 FROM etcd e WHERE e.key = m.key AND e.revision = m.revision AND e.tombstone)";
-  PgResult result;
+namespace {
+// The head of each key's queue: the oldest pending row of every key, if it is due, in id order,
+// from id $3 on. One row per key is in flight at a time, so rows of one key never overtake each
+// other, and each row's attempt_revision is exact (it is recorded after the previous row of its key
+// ended). Rows claimed earlier whose outcome is not yet written ($2) are still pending: they, and
+// so their keys, are skipped. The head test looks at every pending row of the key, below $3 too.
+const std::string head_of_queue =
+    "FROM etcd_wal w "
+    "WHERE w.status = 'pending' AND w.id >= $3 "
+    "  AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= clock_timestamp()) "
+    "  AND w.id <> ALL($2::bigint[]) "
+    "  AND w.id = (SELECT min(p.id) FROM etcd_wal p WHERE p.status = 'pending' AND p.key = w.key) "
+    "ORDER BY w.id LIMIT $1";
+const std::string base_is_tombstone =
+    "EXISTS (SELECT 1 FROM etcd e WHERE e.key = m.key AND e.revision = m.revision AND e.tombstone)";
+}  // namespace
+
+std::vector<PgStatement> Outbox::claim_statements(std::int64_t limit, std::int64_t floor) {
+  std::vector<std::optional<std::string>> unsettled;
+  unsettled.reserve(unsettled_ids_.size());
+  for (auto id : unsettled_ids_) unsettled.push_back(std::to_string(id));
+  std::vector<PgStatement> statements;
   if (dry_run_) {
-    result = co_await pg_.query("SELECT m.id, m.key, m.value, m.value_bytes, m.revision, m.retry_count, "
-                                "m.attempt_revision, " + base_is_tombstone + " FROM (SELECT w.* " + head_of_queue + ") m",
-                                pg_params(PgParam::int64(config_.sync.batch_size)));
-  } else {
-    // Taking the rows also records that they may reach etcd, with etcd's revision before the
-    // attempt (rows already in doubt keep theirs): after a crash the next run checks etcd instead
-    // of applying them blindly a second time. The row as fetched says whether it was in doubt.
-    if (stats_.etcd_revision == 0) stats_.etcd_revision = (co_await etcd_.status()).header().revision();
-    result = co_await pg_.query(
-        "WITH due AS (SELECT w.id, w.attempt_revision AS in_doubt_since " + head_of_queue + "), "
-        "marked AS (UPDATE etcd_wal t SET attempt_revision = coalesce(t.attempt_revision, $2::bigint) FROM due "
-        "  WHERE t.id = due.id "
-        "  RETURNING t.id, t.key, t.value, t.value_bytes, t.revision, t.retry_count, due.in_doubt_since) "
-        "SELECT m.*, " + base_is_tombstone + " FROM marked m ORDER BY m.id",
-        pg_params(PgParam::int64(config_.sync.batch_size), PgParam::int64(stats_.etcd_revision)));
+    statements.push_back({"SELECT m.id, m.key, m.value, m.value_bytes, m.revision, m.retry_count, m.attempt_revision, " +
+                              base_is_tombstone + " FROM (SELECT w.* " + head_of_queue + ") m",
+                          {PgParam::int64(limit), PgParam::text(pg_array(unsettled)), PgParam::int64(0)}});
+    return statements;
+  }
+  // Taking the rows also records that they may reach etcd, with etcd's revision before the attempt
+  // (rows already in doubt keep theirs): after a crash the next run checks etcd instead of applying
+  // them blindly a second time. The row as fetched says whether it was in doubt. The statement also
+  // returns the lowest pending id from the floor on (the next floor), on every row, or on a row of
+  // its own when nothing was claimed.
+  statements.push_back(
+      {"WITH lowest AS (SELECT min(id) AS id FROM etcd_wal WHERE status = 'pending' AND id >= $3), "
+       "due AS (SELECT w.id, w.attempt_revision AS in_doubt_since " + head_of_queue + "), "
+       "marked AS (UPDATE etcd_wal t SET attempt_revision = coalesce(t.attempt_revision, $4::bigint) FROM due "
+       "  WHERE t.id = due.id "
+       "  RETURNING t.id, t.key, t.value, t.value_bytes, t.revision, t.retry_count, due.in_doubt_since) "
+       "SELECT m.*, " + base_is_tombstone + ", l.id FROM lowest l LEFT JOIN marked m ON true ORDER BY m.id",
+       {PgParam::int64(limit), PgParam::text(pg_array(unsettled)), PgParam::int64(floor),
+        PgParam::int64(stats_.etcd_revision)},
+       true});
+  return statements;
+}
+
+asio::awaitable<std::vector<Outbox::Attempt>> Outbox::fetch_due() {
+  const auto room = static_cast<std::int64_t>(kBatchesInFlight) * config_.sync.batch_size -
+                    static_cast<std::int64_t>(unsettled_ids_.size());
+  const auto limit = std::min<std::int64_t>(config_.sync.batch_size, room);
+  const auto now = std::chrono::steady_clock::now();
+  if (now >= next_full_scan_) {
+    scan_floor_ = 0;
+    next_full_scan_ = now + config_.sync.sync_interval;
+  }
+  if (!dry_run_ && stats_.etcd_revision == 0) stats_.etcd_revision = (co_await etcd_.status()).header().revision();
+  const std::int64_t floor = scan_floor_;
+  notified_during_claim_ = std::numeric_limits<std::int64_t>::max();
+  auto results = co_await pg_.pipeline(claim_statements(limit, floor));
+  const PgResult& result = results.back();
+  if (!dry_run_) {
+    std::int64_t lowest = std::numeric_limits<std::int64_t>::max();
+    if (result.rows() > 0 && !result.is_null(0, 8)) lowest = result.int64(0, 8);
+    scan_floor_ = std::min(lowest, notified_during_claim_);
   }
   std::vector<Attempt> batch;
   batch.reserve(result.rows());
   for (int r = 0; r < result.rows(); ++r) {
+    if (result.is_null(r, 0)) continue;  // the floor's own row: nothing was claimed
     WalRow row;
     row.id = result.int64(r, 0);
     row.key = std::string(result.text(r, 1));
@@ -177,7 +327,7 @@ asio::awaitable<std::vector<Outbox::Attempt>> Outbox::fetch_due() {
   co_return batch;
 }
 
-asio::awaitable<void> Outbox::process(std::vector<Attempt>& batch) {
+asio::awaitable<void> Outbox::apply_batch(std::vector<Attempt> batch) {
   // Rows etcd must not see fail at once. Rows whose last attempt is in doubt are checked and sent
   // alone; the rest (distinct keys: one row per key is claimed) share Txns, sent concurrently.
   const auto resolution = config_.sync.conflict_resolution;
@@ -188,13 +338,7 @@ asio::awaitable<void> Outbox::process(std::vector<Attempt>& batch) {
   auto spawn = [this, &running, &done](asio::awaitable<void> work) {
     ++running;
     asio::co_spawn(io_, std::move(work), [&running, &done](std::exception_ptr failure) {
-      if (failure) {
-        try {
-          std::rethrow_exception(failure);
-        } catch (const std::exception& e) {
-          log_error("outbox attempt failed unexpectedly", {{"component", "outbox"}, {"error", e.what()}});
-        }
-      }
+      log_unexpected(failure, "outbox attempt failed unexpectedly");
       --running;
       done.notify();
     });
@@ -215,7 +359,11 @@ asio::awaitable<void> Outbox::process(std::vector<Attempt>& batch) {
     spawn(apply_group(std::move(group)));
   }
   while (running > 0) co_await done.wait(std::chrono::seconds(1));
-  co_await write_outcomes(batch);
+  // A row left without an outcome (only after a bug was logged above) is released when the
+  // others are written, and claimed again as in doubt.
+  account(batch);
+  for (auto& attempt : batch) decided_.push_back(std::move(attempt));
+  writer_wakeup_.notify();
 }
 
 asio::awaitable<void> Outbox::apply_in_doubt(Attempt& attempt) {
@@ -286,17 +434,13 @@ asio::awaitable<void> Outbox::apply_one_by_one(std::vector<Attempt*> group) {
   for (auto* attempt : group) co_await apply_group(std::vector<Attempt*>(1, attempt));
 }
 
-std::vector<PgStatement> Outbox::outcome_statements(const std::vector<Attempt>& batch) {
-  // One UPDATE for the whole batch (the statement-level trigger fires once), from parallel arrays.
-  std::vector<std::optional<std::string>> ids, statuses, revisions, errors, retry_increments, delays;
-  std::int64_t conflicts = 0;
+void Outbox::account(const std::vector<Attempt>& batch) {
   row_backoff_.set_limits(config_.sync.retry.initial_backoff, config_.sync.retry.max_backoff);
   for (const auto& attempt : batch) {
     if (!attempt.outcome) continue;
     const auto& row = attempt.row;
     const auto& outcome = *attempt.outcome;
     LogFields fields{{"component", "outbox"}, {"wal_id", row.id}, {"key", row.key}, {"attempt", row.retry_count + 1}};
-    std::int64_t delay_ms = 0;
     switch (outcome.status) {
       case WalStatus::success:
         ++stats_.wal_success;
@@ -314,14 +458,27 @@ std::vector<PgStatement> Outbox::outcome_statements(const std::vector<Attempt>& 
         log_warn("etcd_wal row failed", fields);
         break;
       case WalStatus::retry:
-        delay_ms = row_backoff_.delay(row.retry_count + 1).count();
         ++stats_.wal_retries;
         fields.push_back({"error", outcome.error_message});
-        fields.push_back({"delay_ms", delay_ms});
+        fields.push_back({"delay_ms", row_backoff_.delay(row.retry_count + 1).count()});
         log_info("etcd_wal row will be retried", fields);
         break;
     }
+    if (outcome.conflict_resolved) ++stats_.conflicts_resolved;
+  }
+}
+
+std::vector<PgStatement> Outbox::outcome_statements(const std::vector<Attempt>& decided) {
+  // One UPDATE for all of them, from parallel arrays.
+  std::vector<std::optional<std::string>> ids, statuses, revisions, errors, retry_increments, delays;
+  std::int64_t conflicts = 0;
+  row_backoff_.set_limits(config_.sync.retry.initial_backoff, config_.sync.retry.max_backoff);
+  for (const auto& attempt : decided) {
+    if (!attempt.outcome) continue;
+    const auto& row = attempt.row;
+    const auto& outcome = *attempt.outcome;
     bool success = outcome.status == WalStatus::success;
+    std::int64_t delay_ms = outcome.status == WalStatus::retry ? row_backoff_.delay(row.retry_count + 1).count() : 0;
     ids.push_back(std::to_string(row.id));
     statuses.push_back(to_string(outcome.status));  // "pending" for a retry
     revisions.push_back(success ? std::optional(std::to_string(outcome.revision)) : std::nullopt);
@@ -331,8 +488,7 @@ std::vector<PgStatement> Outbox::outcome_statements(const std::vector<Attempt>& 
     if (outcome.conflict_resolved) ++conflicts;
   }
   std::vector<PgStatement> statements;
-  if (ids.empty()) return statements;
-  statements.push_back(
+  if (!ids.empty()) statements.push_back(
       {"UPDATE etcd_wal w SET status = o.status, "
        "  revision = CASE WHEN o.status = 'success' THEN o.revision ELSE w.revision END, "
        "  error_message = o.error, retry_count = w.retry_count + o.retry_increment, "
@@ -344,21 +500,23 @@ std::vector<PgStatement> Outbox::outcome_statements(const std::vector<Attempt>& 
        "  AS o(id, status, revision, error, retry_increment, delay_ms) "
        "WHERE w.id = o.id",
        {PgParam::text(pg_array(ids)), PgParam::text(pg_array(statuses)), PgParam::text(pg_array(revisions)),
-        PgParam::text(pg_array(errors)), PgParam::text(pg_array(retry_increments)), PgParam::text(pg_array(delays))}});
+        PgParam::text(pg_array(errors)), PgParam::text(pg_array(retry_increments)), PgParam::text(pg_array(delays))},
+       true});
   if (conflicts > 0) {
-    stats_.conflicts_resolved += conflicts;
     // An upsert: on a fresh database the outbox may finish its first batch before the listener's
     // first heartbeat has created the row, and an UPDATE would then lose the count.
     statements.push_back({"INSERT INTO etcd_sync_service AS s (id, state, conflicts_resolved) VALUES (1, 'starting', $1::bigint) "
                           "ON CONFLICT (id) DO UPDATE SET conflicts_resolved = s.conflicts_resolved + EXCLUDED.conflicts_resolved",
                           {PgParam::int64(conflicts)}});
   }
+  // Whether these keys have pending rows left (the next row of a key, or a row to retry): only then
+  // is another claim worth its cost. Rows left without an outcome are pending themselves.
+  std::vector<std::optional<std::string>> keys;
+  for (const auto& attempt : decided) keys.push_back(attempt.row.key);
+  statements.push_back({"SELECT EXISTS (SELECT 1 FROM etcd_wal WHERE status = 'pending' AND key = ANY($1::text[]))",
+                        {PgParam::text(pg_array(keys))},
+                        true});
   return statements;
-}
-
-asio::awaitable<void> Outbox::write_outcomes(const std::vector<Attempt>& batch) {
-  auto statements = outcome_statements(batch);
-  if (!statements.empty()) co_await pg_.pipeline(std::move(statements));
 }
 
 }  // namespace etcd_sync

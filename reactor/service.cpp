@@ -95,8 +95,8 @@ void Service::build_engines() {
   outbox_ = outbox_on ? std::make_unique<Outbox>(io_, config_, *etcd_, stats_, dry_run_) : nullptr;
   listener_ = std::make_unique<Listener>(
       io_, config_, stats_, outbox_on, dry_run_,
-      [this] {
-        if (outbox_) outbox_->wake();
+      [this](std::optional<std::int64_t> lowest_id) {
+        if (outbox_) outbox_->wake(lowest_id);
       },
       [this] {
         return std::pair<std::string, std::string>(mirror_ ? to_string(mirror_->state()) : "off",

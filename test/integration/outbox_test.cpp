@@ -425,6 +425,57 @@ TEST_F(OutboxTest, RowsEtcdRefusesAsAGroupAreAppliedOneByOne) {
   EXPECT_EQ(service.terminate(5s), 0);
 }
 
+// Claims scan pending rows from a floor that the NOTIFY payloads lower: a row whose transaction got
+// its id first but committed last, and a row announced by a NOTIFY without an id, still go at once
+// (the 30 s sweep cannot be what delivers them).
+TEST_F(OutboxTest, RowsCommittedOutOfIdOrderOrNotifiedWithoutAnIdApplyAtOnce) {
+  auto settings = settings_for("/floor/");
+  settings.sync_interval = "30s";
+  start(settings);
+  PgClient late(env_->conninfo());
+  late.exec("BEGIN");
+  auto low_id = std::stoll(*late.exec("INSERT INTO etcd_wal (key, value) VALUES ('/floor/low', 'l') RETURNING id").at(0).at(0));
+  auto high_id = insert_wal("/floor/high", "h", std::nullopt);
+  ASSERT_GT(high_id, low_id);
+  ASSERT_EQ(wait_processed(high_id, 5s).status, "success");
+  late.exec("COMMIT");
+  EXPECT_EQ(wait_processed(low_id, 5s).status, "success") << "the lower id committed later was not claimed";
+  EXPECT_EQ(etcd_value("/floor/low"), "l");
+
+  db().exec("ALTER TABLE etcd_wal DISABLE TRIGGER etcd_wal_notify_insert");
+  auto silent_id = insert_wal("/floor/silent", "s", std::nullopt);
+  db().exec("ALTER TABLE etcd_wal ENABLE TRIGGER etcd_wal_notify_insert");
+  db().exec("NOTIFY etcd_changes");
+  EXPECT_EQ(wait_processed(silent_id, 5s).status, "success") << "a NOTIFY without an id did not start a full scan";
+}
+
+// The outbox's PostgreSQL sessions (claims, outcome writes) are killed while rows flow: every row
+// still ends 'success', and reaches etcd exactly once.
+TEST_F(OutboxTest, KilledOutboxSessionsLoseNoRowAndRepeatNoWrite) {
+  start(settings_for("/kill/"));
+  PgClient admin(env_->conninfo());
+  for (int round = 0; round < 30; ++round) {
+    db().exec("INSERT INTO etcd_wal (key, value) SELECT '/kill/' || " + std::to_string(round) +
+              " || '-' || i, 'v' FROM generate_series(1, 10) i");
+    if (round % 5 == 2 || round % 5 == 4) {
+      const char* session = round % 5 == 2 ? "etcd-sync outbox outcomes" : "etcd-sync outbox";
+      admin.exec_params("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", {session});
+    }
+  }
+  EXPECT_TRUE(wait_until([&] { return count("SELECT count(*) FROM etcd_wal WHERE status = 'pending'") == 0; }, 30s))
+      << count("SELECT count(*) FROM etcd_wal WHERE status = 'pending'") << " rows still pending";
+  EXPECT_EQ(count("SELECT count(*) FROM etcd_wal WHERE status = 'success'"), 300)
+      << db().scalar("SELECT string_agg(DISTINCT status || ': ' || coalesce(error_message, ''), '; ') FROM etcd_wal").value_or("");
+  int written_twice = 0;
+  for (const auto& row : db().exec("SELECT key FROM etcd_wal")) {
+    auto kv = etcd().get(*row[0]);
+    if (!kv || kv->version() != 1) ++written_twice;
+  }
+  EXPECT_EQ(written_twice, 0) << "keys missing or written more than once";
+  EXPECT_NE(service_->log_text().find("outbox could not write outcomes"), std::string::npos)
+      << "the test never made an outcome write fail";
+}
+
 // A write through etcd_wal comes back through the watch into `etcd` once, never into etcd_wal.
 TEST_F(OutboxTest, NoLoopBackIntoWal) {
   start(settings_for("/t9/"));

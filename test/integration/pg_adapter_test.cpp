@@ -270,6 +270,53 @@ TEST_F(PgAdapterTest, PipelineWithFailingStatementCommitsNothing) {
   EXPECT_EQ(client.scalar("SELECT string_agg(id::text, ',') FROM items"), "100");
 }
 
+// A statement marked `prepare` is parsed once per connection and then only executed; a failed
+// PREPARE is reported and not kept; a new connection prepares again.
+TEST_F(PgAdapterTest, PreparedStatementsArePreparedOncePerConnection) {
+  const auto db = fresh_database();
+  PgClient client(postgres_->conninfo(db));
+  client.exec("CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL)");
+  PgConnection pg(io_, postgres_->conninfo(db), "prepared");
+  const std::string insert = "INSERT INTO items (id, name) VALUES ($1, $2) RETURNING id * 10";
+  std::optional<SyncError> error;
+  run(
+      [&]() -> asio::awaitable<void> {
+        co_await pg.connect(kConnectTimeout);
+        for (int round = 0; round < 3; ++round) {
+          std::vector<PgStatement> statements;
+          statements.push_back({insert, pg_params(PgParam::int64(round), PgParam::text("x")), true});
+          statements.push_back({"SELECT count(*) FROM items", {}, true});
+          auto results = co_await pg.pipeline(std::move(statements));
+          EXPECT_EQ(results.size(), 2u);
+          EXPECT_EQ(results[0].int64(0, 0), round * 10);
+          EXPECT_EQ(results[1].int64(0, 0), round + 1);
+        }
+        auto kept = co_await pg.query("SELECT count(*) FROM pg_prepared_statements");
+        EXPECT_EQ(kept.int64(0, 0), 2) << "each statement text is prepared once";
+
+        std::vector<PgStatement> broken;
+        broken.push_back({"SELEKT 1", {}, true});
+        error = co_await capture_error(pg.pipeline(std::move(broken)));
+        std::vector<PgStatement> again;
+        again.push_back({"SELEKT 1", {}, true});
+        EXPECT_TRUE(co_await capture_error(pg.pipeline(std::move(again)))) << "prepared again, failing again";
+
+        co_await pg.connect(kConnectTimeout);  // a new session has no prepared statements
+        std::vector<PgStatement> after;
+        after.push_back({insert, pg_params(PgParam::int64(7), PgParam::text("y")), true});
+        auto results = co_await pg.pipeline(std::move(after));
+        EXPECT_EQ(results.at(0).int64(0, 0), 70);
+        // The session is named for pg_stat_activity.
+        auto name = co_await pg.query("SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()");
+        EXPECT_EQ(name.text(0, 0), "etcd-sync prepared");
+      },
+      &pg);
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->kind(), ErrorKind::permanent) << error->what();
+  EXPECT_NE(std::string(error->what()).find("42601"), std::string::npos) << error->what();
+  EXPECT_EQ(client.scalar("SELECT count(*) FROM items"), "4");
+}
+
 TEST_F(PgAdapterTest, ExecuteScriptRunsEveryStatement) {
   const auto db = fresh_database();
   PgConnection pg(io_, postgres_->conninfo(db), "test");
