@@ -71,14 +71,22 @@ void append_copy_text(std::string& line, std::string_view field) {
   }
 }
 
-void append_copy_bytea(std::string& line, std::string_view bytes) {
+std::string bytea_hex(std::string_view bytes) {
   static const char* hex = "0123456789abcdef";
-  line += "\\\\x";
+  std::string out;
+  out.reserve(2 + 2 * bytes.size());
+  out += "\\x";
   for (char c : bytes) {
     auto b = static_cast<unsigned char>(c);
-    line += hex[b >> 4];
-    line += hex[b & 0x0f];
+    out += hex[b >> 4];
+    out += hex[b & 0x0f];
   }
+  return out;
+}
+
+void append_copy_bytea(std::string& line, std::string_view bytes) {
+  line += '\\';  // COPY text format escapes the literal's backslash
+  line += bytea_hex(bytes);
 }
 
 }  // namespace etcd_sync

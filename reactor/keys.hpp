@@ -28,6 +28,8 @@ bool is_text(std::string_view bytes);
 /// Appends `field` to a COPY text-format line, escaping backslash, tab, newline and carriage return
 /// (PostgreSQL docs, COPY "Text Format"). Does not add a delimiter.
 void append_copy_text(std::string& line, std::string_view field);
+/// Raw bytes as bytea's hex input form ("\x0a1b..."; PostgreSQL docs, 8.4.1 "bytea Hex Format").
+std::string bytea_hex(std::string_view bytes);
 /// Appends raw bytes as a bytea hex literal in COPY text format ("\\x0a1b...").
 void append_copy_bytea(std::string& line, std::string_view bytes);
 

@@ -55,26 +55,21 @@ void append_snapshot_line(std::string& chunk, const MirrorRow& row) {
 }
 
 void append_row_inserts(const std::vector<MirrorRow>& rows, std::vector<PgStatement>& out) {
-  constexpr std::size_t rows_per_statement = 1000;  // 5 parameters each, well under 65535
-  for (std::size_t start = 0; start < rows.size(); start += rows_per_statement) {
-    std::size_t end = std::min(rows.size(), start + rows_per_statement);
-    PgStatement statement;
-    statement.sql = "INSERT INTO etcd (key, value, value_bytes, revision, tombstone) VALUES ";
-    for (std::size_t i = start; i < end; ++i) {
-      const auto& row = rows[i];
-      std::size_t p = statement.params.size();
-      statement.sql += (i == start ? "(" : ",(");
-      statement.sql += "$" + std::to_string(p + 1) + ",$" + std::to_string(p + 2) + ",$" + std::to_string(p + 3) +
-                       "::bytea,$" + std::to_string(p + 4) + "::bigint,$" + std::to_string(p + 5) + "::boolean)";
-      statement.params.push_back(PgParam::text(row.key));
-      statement.params.push_back(PgParam::optional(row.value));
-      statement.params.push_back(row.value_bytes ? PgParam::bytes(*row.value_bytes) : PgParam::null());
-      statement.params.push_back(PgParam::int64(row.revision));
-      statement.params.push_back(PgParam::text(row.tombstone ? "true" : "false"));
-    }
-    statement.sql += " ON CONFLICT (key, revision) DO NOTHING";
-    out.push_back(std::move(statement));
+  if (rows.empty()) return;
+  std::vector<std::optional<std::string>> keys, values, value_bytes, revisions, tombstones;
+  for (const auto& row : rows) {
+    keys.push_back(row.key);
+    values.push_back(row.value);
+    value_bytes.push_back(row.value_bytes ? std::optional(bytea_hex(*row.value_bytes)) : std::nullopt);
+    revisions.push_back(std::to_string(row.revision));
+    tombstones.push_back(row.tombstone ? "t" : "f");
   }
+  out.push_back({"INSERT INTO etcd (key, value, value_bytes, revision, tombstone) "
+                 "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bigint[], $5::boolean[]) "
+                 "ON CONFLICT (key, revision) DO NOTHING",
+                 {PgParam::text(pg_array(keys)), PgParam::text(pg_array(values)), PgParam::text(pg_array(value_bytes)),
+                  PgParam::text(pg_array(revisions)), PgParam::text(pg_array(tombstones))},
+                 true});
 }
 
 void append_rejected_inserts(const std::vector<RejectedKey>& rejected, std::vector<PgStatement>& out) {
@@ -92,7 +87,8 @@ PgStatement checkpoint_statement(const std::string& prefix, std::int64_t revisio
   return {"INSERT INTO etcd_sync_checkpoint (prefix, revision) VALUES ($1, $2::bigint) "
           "ON CONFLICT (prefix) DO UPDATE SET revision = greatest(etcd_sync_checkpoint.revision, EXCLUDED.revision), "
           "updated_at = now()",
-          {PgParam::text(prefix), PgParam::int64(revision)}};
+          {PgParam::text(prefix), PgParam::int64(revision)},
+          true};
 }
 
 std::vector<PgStatement> MirrorBatch::statements(const std::string& prefix) const {

@@ -66,8 +66,9 @@ std::optional<MirrorRow> make_row(const std::string& key, const std::string& val
 /// Appends `row` as one line of COPY text format for (key, value, value_bytes, mod_revision).
 void append_snapshot_line(std::string& chunk, const MirrorRow& row);
 
-/// INSERT statements for `rows` (chunked to stay under PostgreSQL's 65535 parameters), skipping
-/// (key, revision) pairs already present.
+/// The INSERT for `rows` (none when empty): one fixed statement over parallel arrays, so it is
+/// prepared once per connection whatever the batch size, skipping (key, revision) pairs already
+/// present.
 void append_row_inserts(const std::vector<MirrorRow>& rows, std::vector<PgStatement>& out);
 /// INSERT statements for rejected keys.
 void append_rejected_inserts(const std::vector<RejectedKey>& rejected, std::vector<PgStatement>& out);

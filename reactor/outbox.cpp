@@ -198,8 +198,8 @@ asio::awaitable<void> Outbox::write_loop() {
       for (const auto& a : writing) unsettled_ids_.erase(a.row.id);
       if (more_pending || waiting_for_room_ || failure) {
         wakeup_.notify();  // the next rows of these keys (or retried rows) may be claimed now
-      } else if (unsettled_ids_.empty() && batches_applying_ == 0) {
-        set_state(OutboxState::idle);
+      } else if (unsettled_ids_.empty() && batches_applying_ == 0 && state_ == OutboxState::applying) {
+        set_state(OutboxState::idle);  // the claim loop waits for a NOTIFY and has nothing in flight
       }
       continue;
     }
