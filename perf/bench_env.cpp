@@ -135,15 +135,19 @@ std::string load_average() {
 
 namespace {
 
-/// Seconds all cores were busy since boot (/proc/stat "cpu": everything but idle and iowait).
-double machine_busy_seconds() {
+/// Seconds all cores were busy since boot (/proc/stat "cpu": everything but idle and iowait), and
+/// of those the steal: time the hypervisor gave this virtual machine's cores to someone else.
+std::pair<double, double> machine_busy_and_steal_seconds() {
   std::ifstream in("/proc/stat");
   std::string label;
   in >> label;
-  double total = 0, value = 0;
-  for (int field = 0; field < 8 && in >> value; ++field)
+  double total = 0, steal = 0, value = 0;
+  for (int field = 0; field < 8 && in >> value; ++field) {
     if (field != 3 && field != 4) total += value;  // 3 idle, 4 iowait
-  return total / static_cast<double>(sysconf(_SC_CLK_TCK));
+    if (field == 7) steal = value;
+  }
+  const auto tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  return {total / tick, steal / tick};
 }
 
 /// Seconds some task waited on `resource` since boot (/proc/pressure/<resource>, "some ... total=").
@@ -162,8 +166,9 @@ double pressure_seconds(const std::string& resource) {
 CpuShare::CpuShare(pid_t etcd_sync, pid_t etcd, pid_t postmaster) : pids_{etcd_sync, etcd, postmaster} {}
 
 std::vector<double> CpuShare::sample() const {
+  auto [busy, steal] = machine_busy_and_steal_seconds();
   return {cpu_seconds(pids_[0]), cpu_seconds(pids_[1]), tree_cpu_seconds(pids_[2]), cpu_seconds(getpid()),
-          machine_busy_seconds(), pressure_seconds("io")};
+          busy, pressure_seconds("io"), steal};
 }
 
 void CpuShare::start() {
@@ -181,12 +186,14 @@ std::string CpuShare::stop() {
   }
   double machine = elapsed > 0 ? 100.0 * (now[4] - at_start_[4]) / elapsed : 0;
   double io_stall = elapsed > 0 ? 100.0 * (now[5] - at_start_[5]) / elapsed : 0;
-  // The machine is shared: what other processes took, and how long tasks waited on the disk, say
-  // how far the figures above can be trusted.
+  double steal = elapsed > 0 ? 100.0 * (now[6] - at_start_[6]) / elapsed : 0;
+  // The machine is shared: what other processes took (and the hypervisor stole), and how long tasks
+  // waited on the disk, say how far the figures above can be trusted.
   return format("CPU over the window (%% of one core): etcd %.0f%%, postgres %.0f%%, etcd-sync %.0f%%, "
-                "generator %.0f%% (sum %.0f%% of %ld%%); other processes %.0f%%; io pressure %.1f%% of the window",
+                "generator %.0f%% (sum %.0f%% of %ld%%); other processes %.0f%% (of which steal %.0f%%); "
+                "io pressure %.1f%% of the window",
                 percent_[1], percent_[2], percent_[0], percent_[3], sum, 100 * sysconf(_SC_NPROCESSORS_ONLN),
-                std::max(0.0, machine - sum), io_stall);
+                std::max(0.0, machine - sum), steal, io_stall);
 }
 
 Loop::Loop(const std::string& etcd_endpoint) {

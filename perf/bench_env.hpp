@@ -65,8 +65,8 @@ class CpuShare {
  public:
   CpuShare(pid_t etcd_sync, pid_t etcd, pid_t postmaster);
   void start();
-  /// "etcd 95%, postgres 60%, etcd-sync 20%, generator 35% (sum 210% of 200%); other processes 5%;
-  /// io pressure 0.3% of the window".
+  /// "etcd 95%, postgres 60%, etcd-sync 20%, generator 35% (sum 210% of 200%); other processes 5%
+  /// (of which steal 2%); io pressure 0.3% of the window".
   std::string stop();
   double etcd_sync_percent() const { return percent_[0]; }
 

@@ -1,5 +1,7 @@
 #include "reactor/keys.hpp"
 
+#include <algorithm>
+
 namespace etcd_sync {
 
 KeyRange prefix_range(std::string_view prefix) {
@@ -69,6 +71,14 @@ void append_copy_text(std::string& line, std::string_view field) {
       default: line += c;
     }
   }
+}
+
+std::int64_t next_range_page_limit(std::size_t previous_page_bytes, int previous_page_keys) {
+  constexpr std::size_t page_bytes = 8 * 1024 * 1024;
+  constexpr std::int64_t max_page_keys = 50000;
+  if (previous_page_keys <= 0) return kRangeFirstPageKeys;
+  auto key_bytes = std::max<std::size_t>(1, previous_page_bytes / static_cast<std::size_t>(previous_page_keys));
+  return std::clamp<std::int64_t>(static_cast<std::int64_t>(page_bytes / key_bytes), 1, max_page_keys);
 }
 
 std::string bytea_hex(std::string_view bytes) {

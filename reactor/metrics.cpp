@@ -107,7 +107,7 @@ std::string render_metrics(const SyncStats& s, const char* version) {
   sample(out, "etcd_sync_snapshot_done", "", s.snapshot_done ? 1 : 0);
   histogram(out, "etcd_sync_mirror_apply_seconds", "Time to write one batch of watch events to PostgreSQL.",
             s.mirror_apply_seconds);
-  histogram(out, "etcd_sync_wal_apply_seconds", "Time of one etcd Txn for an etcd_wal row.", s.wal_apply_seconds);
+  histogram(out, "etcd_sync_wal_apply_seconds", "Time of one etcd Txn carrying etcd_wal rows.", s.wal_apply_seconds);
   return out;
 }
 

@@ -13,13 +13,6 @@ namespace etcd_sync {
 
 namespace {
 
-// etcd 3.4 walks its in-memory index from the page's first key to range_end on every Range, whatever
-// the limit (mvcc/kvstore_txn.go rangeKeys: kvindex.Revisions(key, end, rev), then the limit), so a
-// snapshot costs pages x keys. Pages are sized by bytes instead of keys: few pages for small values,
-// memory still bounded for large ones.
-constexpr std::int64_t snapshot_first_page_keys = 1000;
-constexpr std::int64_t snapshot_max_page_keys = 50000;
-constexpr std::size_t snapshot_page_bytes = 8 * 1024 * 1024;
 constexpr std::size_t max_queued_bytes = 64 * 1024 * 1024;   // watch responses waiting for PostgreSQL
 
 }  // namespace
@@ -168,7 +161,7 @@ asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
   etcdserverpb::RangeRequest request;
   request.set_key(range.key);
   request.set_range_end(range.range_end);
-  request.set_limit(snapshot_first_page_keys);
+  request.set_limit(kRangeFirstPageKeys);  // then sized by bytes: next_range_page_limit
   std::string chunk;
   for (;;) {
     request.set_revision(revision);  // 0 for the first page: etcd's current revision, then pinned
@@ -187,9 +180,7 @@ asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
     }
     if (!chunk.empty()) co_await pg_.copy_data(chunk);
     if (!page.more() || page.kvs().empty()) break;
-    auto key_bytes = std::max<std::size_t>(1, page.ByteSizeLong() / page.kvs_size());
-    request.set_limit(std::clamp<std::int64_t>(static_cast<std::int64_t>(snapshot_page_bytes / key_bytes), 1,
-                                               snapshot_max_page_keys));
+    request.set_limit(next_range_page_limit(page.ByteSizeLong(), page.kvs_size()));
     request.set_key(page.kvs(page.kvs_size() - 1).key() + '\0');
   }
   co_await pg_.copy_end();

@@ -44,7 +44,7 @@ struct SyncStats {
   bool etcd_up = false;      ///< the last etcd call or stream worked
   bool postgres_up = false;  ///< the service's own PostgreSQL connection is open
   LatencyHistogram mirror_apply_seconds;  ///< one watch batch: PostgreSQL transaction time
-  LatencyHistogram wal_apply_seconds;     ///< one etcd_wal row: etcd Txn round trip
+  LatencyHistogram wal_apply_seconds;     ///< one etcd Txn carrying etcd_wal rows: round trip
   std::string last_error;
   // Unflushed deltas for the heartbeat (added to the persistent counters, then zeroed).
   std::int64_t pending_events = 0;

@@ -19,7 +19,7 @@ struct Entry {
   std::int64_t revision = 0;
 };
 
-/// Walks etcd under the prefix at `revision`, page by page, sorted by key.
+/// Walks etcd under the prefix at `revision`, page by page (sized by bytes), sorted by key.
 class EtcdPages {
  public:
   EtcdPages(EtcdClient& etcd, const std::string& prefix, std::int64_t revision) : etcd_(etcd) {
@@ -27,7 +27,7 @@ class EtcdPages {
     request_.set_key(range.key);
     request_.set_range_end(range.range_end);
     request_.set_revision(revision);
-    request_.set_limit(1000);
+    request_.set_limit(kRangeFirstPageKeys);
   }
   asio::awaitable<std::optional<Entry>> next() {
     if (index_ >= page_.size()) {
@@ -36,8 +36,12 @@ class EtcdPages {
       page_.clear();
       index_ = 0;
       for (const auto& kv : response.kvs()) page_.push_back({kv.key(), kv.value(), kv.mod_revision()});
-      if (!response.more() || response.kvs().empty()) done_ = true;
-      else request_.set_key(response.kvs(response.kvs_size() - 1).key() + '\0');
+      if (!response.more() || response.kvs().empty()) {
+        done_ = true;
+      } else {
+        request_.set_key(response.kvs(response.kvs_size() - 1).key() + '\0');
+        request_.set_limit(next_range_page_limit(response.ByteSizeLong(), response.kvs_size()));
+      }
       if (page_.empty()) co_return std::nullopt;
     }
     std::optional<Entry> entry = std::move(page_[index_++]);

@@ -107,6 +107,13 @@ TEST(SnapshotLine, EscapesCopyTextAndWritesBytesAsHex) {
   EXPECT_EQ(chunk, "/a\\tb\tline\\nnext \\\\ end\t\\N\t7\n/bin\t\\N\t\\\\x00ff\t8\n");
 }
 
+TEST(Keys, RangePagesAreSizedByBytes) {
+  EXPECT_EQ(next_range_page_limit(0, 0), kRangeFirstPageKeys) << "nothing known yet";
+  EXPECT_EQ(next_range_page_limit(150 * 1000, 1000), 50000) << "150-byte keys: capped at 50,000 keys";
+  EXPECT_EQ(next_range_page_limit(1024 * 1000, 1000), 8192) << "1 KiB per key: 8 MiB pages";
+  EXPECT_EQ(next_range_page_limit(20u * 1024 * 1024, 2), 1) << "values over 8 MiB: one key a page";
+}
+
 TEST(Keys, PrefixRangeFollowsEtcdsPrefixEnd) {
   EXPECT_EQ(prefix_range("/config/").key, "/config/");
   EXPECT_EQ(prefix_range("/config/").range_end, "/config0");
