@@ -120,8 +120,16 @@ Outcome run_snapshot(const BenchOptions& options) {
                 peak_kib / 1024.0, peak_kib * 1024 / 1e6, rss_max / 1024.0));
   detail(cpu_line);
   if (!snapshot_line.empty()) detail("log: " + snapshot_line);
-  detail("load average after: " + load_average());
   env.stop_service();
+  // `validate` walks the same keys in both stores (etcd pages sized by bytes, as the snapshot's).
+  auto validate_began = Clock::now();
+  auto validated = testing::run_command(env.service.binary(), {"validate", "-c", env.config_path().string()}, {},
+                                        std::chrono::minutes(10));
+  auto summary = validated.stdout_text.substr(validated.stdout_text.rfind('\n', validated.stdout_text.size() - 2) + 1);
+  detail(format("etcd-sync validate over the %lld keys: %.1f s, exit %d: %s", static_cast<long long>(load.loaded),
+                seconds_since(validate_began), validated.exit_code,
+                summary.substr(0, summary.find('\n')).c_str()));
+  detail("load average after: " + load_average());
   bool full = load.loaded == load.total;
   bool met = done && full && seconds < 60 && peak_kib * 1024 < 150'000'000;
   return {"d snapshot",
