@@ -195,6 +195,7 @@ struct BenchOptions {
   double saturation_seconds = 10;
   double warmup_seconds = 2;
   bool reference_watch = false;  ///< also watch the prefix from the generator (a diagnostic)
+  bool etcdctl_watch = false;    ///< also watch the prefix with etcdctl, a Go client (a diagnostic)
   // (b) and (c) latency at a fixed rate
   double rate = 1000;
   double latency_seconds = 10;

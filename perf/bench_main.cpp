@@ -67,6 +67,8 @@ int main(int argc, char** argv) {
   app.add_option("--seconds", o.saturation_seconds, "(a) measured window")->capture_default_str();
   app.add_flag("--reference-watch", o.reference_watch,
                "(a) also watch the prefix from the generator, to compare etcd's watch delivery with the mirror");
+  app.add_flag("--etcdctl-watch", o.etcdctl_watch,
+               "(a) also run `etcdctl watch --prefix` (etcd's own Go client) and compare its progress with the mirror");
   app.add_option("--warmup", o.warmup_seconds, "(a) warm-up before the window")->capture_default_str();
   app.add_option("--rate", o.rate, "(b, c) puts or rows per second")->capture_default_str();
   app.add_option("--latency-seconds", o.latency_seconds, "(b, c) how long the fixed rate runs")->capture_default_str();

@@ -16,6 +16,8 @@
 #include "reactor/keys.hpp"
 #include "reactor/wakeup.hpp"
 
+#include <cstdlib>
+#include <fstream>
 #include <map>
 
 namespace etcd_sync::bench {
@@ -38,6 +40,8 @@ struct Saturation {
   std::unique_ptr<WatchStream> watch;
   std::int64_t watched_revision = 0;
   bool watch_done = false;
+  // --etcdctl-watch: the JSON lines `etcdctl watch` writes.
+  fs::path etcdctl_output;
 };
 
 struct SaturationFigures {
@@ -52,7 +56,26 @@ struct SaturationFigures {
   std::string cpu;
   std::int64_t watched = -1;  // revisions the reference watch advanced over the window
   std::int64_t watch_lag_at_end = 0;
+  std::int64_t etcdctl_watched = -1;  // the same for etcdctl's watch
+  std::int64_t etcdctl_lag_at_end = 0;
 };
+
+/// The highest "mod_revision" among the last events `etcdctl watch -w json` wrote to `file` (it
+/// writes one JSON object per watch response), or 0 when there is none yet. Reads the file's tail.
+std::int64_t last_etcdctl_revision(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  const std::streamoff tail = std::min<std::streamoff>(size, 256 * 1024);
+  in.seekg(size - tail);
+  std::string text(static_cast<std::size_t>(tail), '\0');
+  in.read(text.data(), tail);
+  std::int64_t highest = 0;
+  const std::string field = "\"mod_revision\":";
+  for (auto at = text.find(field); at != std::string::npos; at = text.find(field, at + 1))
+    highest = std::max<std::int64_t>(highest, std::strtoll(text.c_str() + at + field.size(), nullptr, 10));
+  return highest;
+}
 
 asio::awaitable<void> put_stream(EtcdClient& etcd, Saturation& state, int stream) {
   etcdserverpb::PutRequest request;
@@ -102,12 +125,18 @@ asio::awaitable<void> saturate(Loop& loop, PgConnection& pg, Saturation& state, 
 
   auto checkpoint_before = co_await mirror_checkpoint(pg);
   auto watched_before = state.watched_revision;
+  auto etcdctl_before = state.etcdctl_output.empty() ? 0 : last_etcdctl_revision(state.etcdctl_output);
   auto began = Clock::now();
   auto puts_before = state.puts;
   auto revision_before = state.max_revision;
   cpu.start();
   co_await sleep_until(began + std::chrono::milliseconds(static_cast<int>(options.saturation_seconds * 1000)));
   auto checkpoint_after = co_await mirror_checkpoint(pg);
+  if (!state.etcdctl_output.empty()) {
+    auto etcdctl_after = last_etcdctl_revision(state.etcdctl_output);
+    figures.etcdctl_watched = etcdctl_after - etcdctl_before;
+    figures.etcdctl_lag_at_end = std::max<std::int64_t>(0, state.max_revision - etcdctl_after);
+  }
   if (state.watch) {
     figures.watched = state.watched_revision - watched_before;
     figures.watch_lag_at_end = std::max<std::int64_t>(0, state.max_revision - state.watched_revision);
@@ -223,7 +252,19 @@ Outcome run_saturation(const BenchOptions& options) {
   state.value.assign(options.value_bytes, 'v');
   CpuShare cpu(env.service_pid(), env.env.etcd.pid(), env.env.postgres.pid());
   SaturationFigures f;
+  testing::ChildProcess etcdctl;
+  if (options.etcdctl_watch) {
+    state.etcdctl_output = options.out_dir / "saturation" / "etcdctl-watch.jsonl";
+    fs::remove(state.etcdctl_output);
+    testing::SpawnSpec spec;
+    spec.program = "/usr/bin/etcdctl";
+    spec.args = {"--endpoints", env.etcd_endpoint(), "watch", "--prefix", bench_prefix, "-w", "json"};
+    spec.env = {{"ETCDCTL_API", "3"}};
+    spec.output_path = state.etcdctl_output;
+    etcdctl.start(spec);
+  }
   loop.run(saturate(loop, pg, state, options, cpu, f));
+  if (options.etcdctl_watch) etcdctl.stop(SIGTERM, 2s);
 
   double accepted = f.puts / f.window_seconds;
   double mirrored = f.mirrored / f.window_seconds;
@@ -239,6 +280,12 @@ Outcome run_saturation(const BenchOptions& options) {
                   "ratio %.3f, lag at the end of the window %lld",
                   f.watched / f.window_seconds, f.revisions > 0 ? static_cast<double>(f.watched) / f.revisions : 0.0,
                   static_cast<long long>(f.watch_lag_at_end)));
+  if (f.etcdctl_watched >= 0)
+    detail(format("etcdctl watch (etcd's Go client, a second watcher on etcd): %.0f revisions/s, ratio %.3f, "
+                  "lag at the end of the window %lld",
+                  f.etcdctl_watched / f.window_seconds,
+                  f.revisions > 0 ? static_cast<double>(f.etcdctl_watched) / f.revisions : 0.0,
+                  static_cast<long long>(f.etcdctl_lag_at_end)));
   detail(format("rows in etcd table: %lld for %lld revisions since start (%s)", rows,
                 static_cast<long long>(f.final_revision - f.start_revision),
                 rows == f.final_revision - f.start_revision ? "every revision mirrored once" : "MISMATCH"));
