@@ -6,6 +6,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 
+#include <algorithm>
 #include <limits>
 
 
@@ -110,7 +111,7 @@ asio::awaitable<void> Outbox::run() {
         const auto capacity = static_cast<std::size_t>(kBatchesInFlight * config_.sync.batch_size);
         if (unsettled_ids_.size() >= capacity || batches_applying_ >= kBatchesApplying) {
           waiting_for_room_ = true;
-          co_await wakeup_.wait(config_.sync.sync_interval);  // until a batch ends or outcomes are written
+          co_await wakeup_.wait(sleep_limit());  // until a batch ends or outcomes are written
           waiting_for_room_ = false;
           continue;
         }
@@ -126,7 +127,7 @@ asio::awaitable<void> Outbox::run() {
             set_state(OutboxState::idle);
             co_await wakeup_.wait(co_await idle_wait());
           } else {
-            co_await wakeup_.wait(config_.sync.sync_interval);  // a NOTIFY, or outcomes written
+            co_await wakeup_.wait(sleep_limit());  // a NOTIFY, or outcomes written
           }
           continue;
         }
@@ -152,7 +153,7 @@ asio::awaitable<void> Outbox::run() {
         });
         // A short batch took every due row: claim again only when told of more (a NOTIFY during
         // the claim already counts), not at once. A full batch may have left some behind.
-        if (!full) co_await wakeup_.wait(config_.sync.sync_interval);
+        if (!full) co_await wakeup_.wait(sleep_limit());
       }
     } catch (const SyncError& error) {
       failure = error;
@@ -293,6 +294,7 @@ asio::awaitable<std::vector<Outbox::Attempt>> Outbox::fetch_due() {
                     static_cast<std::int64_t>(unsettled_ids_.size());
   const auto limit = std::min<std::int64_t>(config_.sync.batch_size, room);
   const auto now = std::chrono::steady_clock::now();
+  if (earliest_retry_ && now >= *earliest_retry_) earliest_retry_.reset();  // this claim takes it
   if (now >= next_full_scan_) {
     scan_floor_ = 0;
     next_full_scan_ = now + config_.sync.sync_interval;
@@ -434,9 +436,18 @@ asio::awaitable<void> Outbox::apply_one_by_one(std::vector<Attempt*> group) {
   for (auto* attempt : group) co_await apply_group(std::vector<Attempt*>(1, attempt));
 }
 
-void Outbox::account(const std::vector<Attempt>& batch) {
+std::chrono::milliseconds Outbox::sleep_limit() const {
+  auto limit = config_.sync.sync_interval;
+  if (earliest_retry_) {
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(*earliest_retry_ - std::chrono::steady_clock::now());
+    limit = std::clamp(left, std::chrono::milliseconds(1), limit);
+  }
+  return limit;
+}
+
+void Outbox::account(std::vector<Attempt>& batch) {
   row_backoff_.set_limits(config_.sync.retry.initial_backoff, config_.sync.retry.max_backoff);
-  for (const auto& attempt : batch) {
+  for (auto& attempt : batch) {
     if (!attempt.outcome) continue;
     const auto& row = attempt.row;
     const auto& outcome = *attempt.outcome;
@@ -457,12 +468,16 @@ void Outbox::account(const std::vector<Attempt>& batch) {
         fields.push_back({"error", outcome.error_message});
         log_warn("etcd_wal row failed", fields);
         break;
-      case WalStatus::retry:
+      case WalStatus::retry: {
         ++stats_.wal_retries;
+        attempt.retry_delay = row_backoff_.delay(row.retry_count + 1);
+        auto due = std::chrono::steady_clock::now() + attempt.retry_delay;
+        if (!earliest_retry_ || due < *earliest_retry_) earliest_retry_ = due;
         fields.push_back({"error", outcome.error_message});
-        fields.push_back({"delay_ms", row_backoff_.delay(row.retry_count + 1).count()});
+        fields.push_back({"delay_ms", attempt.retry_delay.count()});
         log_info("etcd_wal row will be retried", fields);
         break;
+      }
     }
     if (outcome.conflict_resolved) ++stats_.conflicts_resolved;
   }
@@ -472,13 +487,12 @@ std::vector<PgStatement> Outbox::outcome_statements(const std::vector<Attempt>& 
   // One UPDATE for all of them, from parallel arrays.
   std::vector<std::optional<std::string>> ids, statuses, revisions, errors, retry_increments, delays;
   std::int64_t conflicts = 0;
-  row_backoff_.set_limits(config_.sync.retry.initial_backoff, config_.sync.retry.max_backoff);
   for (const auto& attempt : decided) {
     if (!attempt.outcome) continue;
     const auto& row = attempt.row;
     const auto& outcome = *attempt.outcome;
     bool success = outcome.status == WalStatus::success;
-    std::int64_t delay_ms = outcome.status == WalStatus::retry ? row_backoff_.delay(row.retry_count + 1).count() : 0;
+    std::int64_t delay_ms = attempt.retry_delay.count();
     ids.push_back(std::to_string(row.id));
     statuses.push_back(to_string(outcome.status));  // "pending" for a retry
     revisions.push_back(success ? std::optional(std::to_string(outcome.revision)) : std::nullopt);

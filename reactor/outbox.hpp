@@ -48,6 +48,7 @@ class Outbox {
   struct Attempt {
     WalRow row;
     std::optional<WalOutcome> outcome;
+    std::chrono::milliseconds retry_delay{0};  ///< a retry's backoff, drawn once in account()
   };
 
   void set_state(OutboxState state, const LogFields& fields = {});
@@ -70,8 +71,10 @@ class Outbox {
   /// ready together; a failed write is retried after a backoff (the rows stay unsettled, so they
   /// are not claimed again meanwhile). Returns once stopping and nothing is left to write.
   asio::awaitable<void> write_loop();
-  /// Counts and logs each row's outcome (once, when decided).
-  void account(const std::vector<Attempt>& batch);
+  /// Counts and logs each row's outcome (once, when decided) and draws each retry's backoff.
+  void account(std::vector<Attempt>& batch);
+  /// How long the claim loop may sleep: sync_interval, or less when a retried row falls due sooner.
+  std::chrono::milliseconds sleep_limit() const;
   /// The statements that record outcomes (one UPDATE, plus the conflict counter), then a query:
   /// do these keys still have pending rows? A plain function: see pg_params() on g++ 12.
   std::vector<PgStatement> outcome_statements(const std::vector<Attempt>& decided);
@@ -106,6 +109,7 @@ class Outbox {
   // A claim also reads the lowest pending id and raises the floor to it (or to the lowest id
   // notified meanwhile). Each (re)connect, and one claim every sync_interval, scan from 0.
   std::int64_t scan_floor_ = 0;
+  std::optional<std::chrono::steady_clock::time_point> earliest_retry_;  ///< of the retries decided since the last claim
   std::int64_t notified_during_claim_ = 0;
   std::chrono::steady_clock::time_point next_full_scan_{};
   bool writer_running_ = false;
