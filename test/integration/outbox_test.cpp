@@ -458,7 +458,12 @@ TEST_F(OutboxTest, KilledOutboxSessionsLoseNoRowAndRepeatNoWrite) {
     db().exec("INSERT INTO etcd_wal (key, value) SELECT '/kill/' || " + std::to_string(round) +
               " || '-' || i, 'v' FROM generate_series(1, 10) i");
     if (round % 5 == 2 || round % 5 == 4) {
-      const char* session = round % 5 == 2 ? "etcd-sync outbox outcomes" : "etcd-sync outbox";
+      // The outcome session opens with the first outcome write: wait for it, so there is one to kill.
+      const std::string session = round % 5 == 2 ? "etcd-sync outbox outcomes" : "etcd-sync outbox";
+      ASSERT_TRUE(wait_until([&] {
+        return admin.exec_params("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", {session})
+                   .at(0).at(0) == "1";
+      }, 10s)) << "no session named " << session;
       admin.exec_params("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", {session});
     }
   }
