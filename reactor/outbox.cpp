@@ -234,10 +234,12 @@ std::chrono::milliseconds Outbox::on_failure(const SyncError& error) {
 }
 
 asio::awaitable<std::chrono::milliseconds> Outbox::idle_wait() {
-  // Sleep until the sweep, or until the earliest backed-off row falls due, whichever is first.
+  // Sleep until the sweep, or until the earliest backed-off row falls due, whichever is first. A
+  // backed-off row is pending, so its id is at least the floor: the scan skips what lies below.
   auto result = co_await pg_.query(
       "SELECT ceil(extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::bigint "
-      "FROM etcd_wal WHERE status = 'pending' AND next_attempt_at > clock_timestamp()");
+      "FROM etcd_wal WHERE status = 'pending' AND id >= $1 AND next_attempt_at > clock_timestamp()",
+      pg_params(PgParam::int64(scan_floor_)));
   auto wait = config_.sync.sync_interval;
   if (!result.is_null(0, 0)) wait = std::min(wait, std::chrono::milliseconds(std::max<std::int64_t>(1, result.int64(0, 0))));
   co_return wait;
