@@ -1,9 +1,15 @@
 #include "adapters/pg_connection.hpp"
 
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <cassert>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 
 namespace etcd_sync {
@@ -38,6 +44,29 @@ class BusyScope {
 };
 
 }  // namespace
+
+std::optional<HostToResolve> host_to_resolve(const std::string& conninfo) {
+  char* error = nullptr;
+  std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> options(PQconninfoParse(conninfo.c_str(), &error),
+                                                                       &PQconninfoFree);
+  if (error) PQfreemem(error);
+  if (!options) return std::nullopt;
+  auto value = [&](const char* keyword, const char* environment) -> std::string {
+    for (auto* o = options.get(); o->keyword; ++o)
+      if (std::strcmp(o->keyword, keyword) == 0 && o->val && *o->val) return o->val;
+    const char* from_environment = environment ? std::getenv(environment) : nullptr;
+    return from_environment ? from_environment : "";
+  };
+  if (!value("service", "PGSERVICE").empty() || !value("hostaddr", "PGHOSTADDR").empty()) return std::nullopt;
+  std::string host = value("host", "PGHOST");
+  if (host.empty() || host.front() == '/' || host.front() == '@' || host.find(',') != std::string::npos)
+    return std::nullopt;
+  boost::system::error_code not_an_address;
+  asio::ip::make_address(host, not_an_address);
+  if (!not_an_address) return std::nullopt;
+  std::string port = value("port", "PGPORT");
+  return HostToResolve{host, port.empty() ? "5432" : port};
+}
 
 std::string pg_array(const std::vector<std::optional<std::string>>& elements) {
   std::string out = "{";
@@ -155,15 +184,72 @@ asio::awaitable<void> PgConnection::wait(Wait what) {
   }
 }
 
+// Plain functions, not coroutine code: g++ 12 mishandles a ?: of class temporaries in a coroutine.
+SyncError PgConnection::resolve_error(const HostToResolve& target, const boost::system::error_code& ec,
+                                      std::chrono::milliseconds timeout) const {
+  std::string why = "no address";
+  if (ec == asio::error::operation_aborted)
+    why = "no answer within " + std::to_string(timeout.count()) + " ms";
+  else if (ec)
+    why = ec.message();
+  return SyncError(ErrorKind::transient,
+                   "cannot connect to PostgreSQL (" + name_ + "): could not resolve host \"" + target.host + "\": " + why,
+                   Peer::postgresql);
+}
+
+void PgConnection::join_host_list(const HostToResolve& target, const std::vector<std::string>& found,
+                                  std::string& hosts, std::string& addresses) {
+  for (const auto& address : found) {
+    if (!hosts.empty()) {
+      hosts += ',';
+      addresses += ',';
+    }
+    hosts += target.host;
+    addresses += address;
+  }
+}
+
+asio::awaitable<std::vector<std::string>> PgConnection::resolve(const HostToResolve& target,
+                                                                 std::chrono::milliseconds timeout) {
+  // Shared with the deadline's handler, which may already be queued when the lookup completes.
+  auto resolver = std::make_shared<asio::ip::tcp::resolver>(io_);
+  asio::steady_timer deadline(io_, timeout);
+  deadline.async_wait([weak = std::weak_ptr<asio::ip::tcp::resolver>(resolver)](boost::system::error_code ec) {
+    if (auto alive = weak.lock(); alive && !ec) alive->cancel();
+  });
+  boost::system::error_code ec;
+  auto results = co_await resolver->async_resolve(target.host, target.port, asio::redirect_error(asio::use_awaitable, ec));
+  deadline.cancel();
+  std::vector<std::string> addresses;
+  if (!ec)
+    for (const auto& entry : results) {
+      auto address = entry.endpoint().address().to_string();
+      if (std::find(addresses.begin(), addresses.end(), address) == addresses.end()) addresses.push_back(address);
+    }
+  if (addresses.empty()) throw resolve_error(target, ec, timeout);
+  co_return addresses;
+}
+
 asio::awaitable<void> PgConnection::connect(std::chrono::milliseconds timeout) {
   close();
   timed_out_ = false;
   // The connection shows as "etcd-sync <name>" in pg_stat_activity unless the conninfo (or
   // PGAPPNAME) names an application_name (libpq docs, fallback_application_name).
   const std::string application = "etcd-sync " + name_;
-  const char* keywords[] = {"dbname", "fallback_application_name", nullptr};
-  const char* values[] = {conninfo_.c_str(), application.c_str(), nullptr};
-  conn_ = PQconnectStartParams(keywords, values, 1);
+  std::vector<const char*> keywords = {"dbname", "fallback_application_name"};
+  std::vector<const char*> values = {conninfo_.c_str(), application.c_str()};
+  std::string hosts, addresses;
+  if (auto target = host_to_resolve(conninfo_)) {
+    // Every address, in the resolver's order, as a host list libpq tries in turn (the name stays
+    // each entry's host: libpq uses it for TLS verification and .pgpass; libpq docs, hostaddr).
+    auto found = co_await resolve(*target, timeout);
+    join_host_list(*target, found, hosts, addresses);
+    keywords.insert(keywords.end(), {"host", "hostaddr"});
+    values.insert(values.end(), {hosts.c_str(), addresses.c_str()});
+  }
+  keywords.push_back(nullptr);
+  values.push_back(nullptr);
+  conn_ = PQconnectStartParams(keywords.data(), values.data(), 1);
   if (!conn_) throw SyncError(ErrorKind::transient, "PostgreSQL (" + name_ + "): out of memory", Peer::postgresql);
   if (PQstatus(conn_) == CONNECTION_BAD) {
     std::string message = trimmed(PQerrorMessage(conn_));

@@ -74,6 +74,19 @@ struct PgNotification {
 /// permission_denied; anything else is permanent (PostgreSQL docs, Appendix A "Error Codes").
 ErrorKind classify_sqlstate(const std::string& sqlstate);
 
+/// A host name libpq would look up itself, with a blocking getaddrinfo inside PQconnectPoll.
+struct HostToResolve {
+  std::string host;
+  std::string port;
+};
+
+/// What PgConnection::connect resolves asynchronously before handing `conninfo` to libpq: its one
+/// host when that is a name and no hostaddr is given (PGHOST, PGHOSTADDR and PGPORT count when the
+/// conninfo leaves them out, as in libpq). nullopt when there is nothing to look up: an IP address,
+/// a Unix-domain socket directory, several hosts, a service file entry, or a conninfo libpq cannot
+/// parse (libpq then reports it).
+std::optional<HostToResolve> host_to_resolve(const std::string& conninfo);
+
 class PgConnection {
  public:
   /// `conninfo` is a libpq conninfo string or URI; `name` labels logs ("mirror", "listener", ...).
@@ -82,7 +95,9 @@ class PgConnection {
   PgConnection(const PgConnection&) = delete;
   PgConnection& operator=(const PgConnection&) = delete;
 
-  /// Opens a new connection (closing any old one) with PQconnectStart/PQconnectPoll. Throws
+  /// Opens a new connection (closing any old one) with PQconnectStart/PQconnectPoll, after looking
+  /// up a host name on Asio's resolver (host_to_resolve: libpq would block the loop in
+  /// getaddrinfo); every address found is tried in order, the name kept for TLS and .pgpass. Throws
   /// SyncError: transient when the server cannot be reached within `timeout` (the message names host
   /// and port, never the password), permission_denied when authentication fails.
   asio::awaitable<void> connect(std::chrono::milliseconds timeout);
@@ -127,6 +142,14 @@ class PgConnection {
   void drain_notifications(std::vector<PgNotification>& out);
   [[noreturn]] void throw_connection_error(const std::string& during);
   void send_params(const std::string& sql, const std::vector<PgParam>& params);
+  /// The addresses of `target` (distinct, in the resolver's order); throws SyncError(transient)
+  /// when there is none or `timeout` passes first.
+  asio::awaitable<std::vector<std::string>> resolve(const HostToResolve& target, std::chrono::milliseconds timeout);
+  SyncError resolve_error(const HostToResolve& target, const boost::system::error_code& ec,
+                          std::chrono::milliseconds timeout) const;
+  /// "name,name,..." and "address,address,..." for libpq's host and hostaddr (one entry per address).
+  static void join_host_list(const HostToResolve& target, const std::vector<std::string>& found, std::string& hosts,
+                             std::string& addresses);
   /// The SyncError for a failed result: classify_sqlstate, with the server's message.
   SyncError result_error(const PgResult& result) const;
   /// Sends a PgStatement; returns how many results it yields (2 when it is prepared first).

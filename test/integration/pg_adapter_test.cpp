@@ -139,6 +139,29 @@ TEST_F(PgAdapterTest, ConnectToClosedPortIsTransientAndNamesHostAndPort) {
   EXPECT_FALSE(pg.connected());
 }
 
+// A host name is looked up on Asio's resolver, not by libpq inside the event loop; every address is
+// tried ("localhost" may name ::1 first, where this server does not listen). A name that does not
+// resolve is a transient error that names it.
+TEST_F(PgAdapterTest, HostNamesAreResolvedWithoutBlockingTheLoop) {
+  auto by_name = postgres_->conninfo();
+  by_name.replace(by_name.find("host=127.0.0.1"), 14, "host=localhost");
+  PgConnection pg(io_, by_name, "by-name");
+  PgConnection nowhere(io_, "host=nonexistent-host.invalid port=5432 dbname=x connect_timeout=2", "nowhere");
+  std::optional<SyncError> error;
+  run(
+      [&]() -> asio::awaitable<void> {
+        co_await pg.connect(kConnectTimeout);
+        auto host = co_await pg.query("SELECT inet_server_addr()::text");
+        EXPECT_EQ(host.text(0, 0), "127.0.0.1/32");
+        error = co_await capture_error(nowhere.connect(kConnectTimeout));
+      },
+      &pg);
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->kind(), ErrorKind::transient) << error->what();
+  EXPECT_NE(std::string(error->what()).find("could not resolve host \"nonexistent-host.invalid\""), std::string::npos)
+      << error->what();
+}
+
 TEST_F(PgAdapterTest, ConnectTimesOutWhenServerNeverAnswers) {
   // A listening socket that never accepts: the TCP handshake completes (backlog), the startup
   // packet is never answered.
