@@ -196,19 +196,6 @@ std::string CpuShare::stop() {
                 std::max(0.0, machine - sum), steal, io_stall);
 }
 
-Loop::Loop(const std::string& etcd_endpoint) {
-  bridge_ = std::make_unique<GrpcBridge>(io_);
-  EtcdClientOptions options;
-  options.endpoints = {etcd_endpoint};
-  options.request_timeout = std::chrono::seconds(30);
-  etcd_ = std::make_unique<EtcdClient>(*bridge_, options);
-}
-
-Loop::~Loop() {
-  etcd_.reset();
-  bridge_.reset();
-}
-
 asio::awaitable<void> sleep_until(Clock::time_point until) {
   asio::steady_timer timer(co_await asio::this_coro::executor);
   timer.expires_at(until);

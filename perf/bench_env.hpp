@@ -80,26 +80,9 @@ class CpuShare {
 
 /// The generator's reactor: an io_context, the gRPC bridge and an EtcdClient on it. Not
 /// thread-safe; everything runs on the thread that calls run().
-class Loop {
+class Loop : public testing::EtcdLoop {
  public:
-  explicit Loop(const std::string& etcd_endpoint);
-  ~Loop();
-  Loop(const Loop&) = delete;
-  Loop& operator=(const Loop&) = delete;
-
-  asio::io_context& io() { return io_; }
-  EtcdClient& etcd() { return *etcd_; }
-
-  /// Runs `work` (and whatever it spawned) to completion on this thread; rethrows its exception.
-  template <class T>
-  T run(asio::awaitable<T> work) {
-    return testing::run_to_completion(io_, std::move(work));
-  }
-
- private:
-  asio::io_context io_;
-  std::unique_ptr<GrpcBridge> bridge_;
-  std::unique_ptr<EtcdClient> etcd_;
+  explicit Loop(const std::string& etcd_endpoint) : EtcdLoop(etcd_endpoint, std::chrono::seconds(30)) {}
 };
 
 /// Sleeps on the loop until `until` (a steady_clock deadline).

@@ -17,41 +17,25 @@ namespace etcd_sync::testing {
 
 namespace asio = boost::asio;
 
-EtcdTestClient::EtcdTestClient(const std::string& endpoint) {
-  bridge_ = std::make_unique<GrpcBridge>(io_);
-  EtcdClientOptions options;
-  options.endpoints = {endpoint};
-  options.request_timeout = std::chrono::seconds(10);
-  client_ = std::make_unique<EtcdClient>(*bridge_, options);
-}
-
-EtcdTestClient::~EtcdTestClient() {
-  client_.reset();
-  bridge_.reset();
-}
-
-template <class T>
-T EtcdTestClient::run(asio::awaitable<T> work) {
-  return run_to_completion(io_, std::move(work));
-}
+EtcdTestClient::EtcdTestClient(const std::string& endpoint) : loop_(endpoint, std::chrono::seconds(10)) {}
 
 std::int64_t EtcdTestClient::put(const std::string& key, const std::string& value) {
   etcdserverpb::PutRequest request;
   request.set_key(key);
   request.set_value(value);
-  return run(client_->put(request)).header().revision();
+  return loop_.run(loop_.etcd().put(request)).header().revision();
 }
 
 std::int64_t EtcdTestClient::del(const std::string& key) {
   etcdserverpb::DeleteRangeRequest request;
   request.set_key(key);
-  return run(client_->delete_range(request)).header().revision();
+  return loop_.run(loop_.etcd().delete_range(request)).header().revision();
 }
 
 std::optional<mvccpb::KeyValue> EtcdTestClient::get(const std::string& key) {
   etcdserverpb::RangeRequest request;
   request.set_key(key);
-  auto response = run(client_->range(request));
+  auto response = loop_.run(loop_.etcd().range(request));
   if (response.kvs_size() == 0) return std::nullopt;
   return response.kvs(0);
 }
@@ -61,14 +45,14 @@ std::int64_t EtcdTestClient::revision() {
   request.set_key(std::string(1, '\0'));  // "\0" to "\0": the whole keyspace
   request.set_range_end(std::string(1, '\0'));
   request.set_count_only(true);
-  return run(client_->range(request)).header().revision();
+  return loop_.run(loop_.etcd().range(request)).header().revision();
 }
 
 void EtcdTestClient::compact(std::int64_t revision) {
   etcdserverpb::CompactionRequest request;
   request.set_revision(revision);
   request.set_physical(true);
-  run(client_->compact(request));
+  loop_.run(loop_.etcd().compact(request));
 }
 
 void EtcdTestClient::put_many(const std::vector<std::pair<std::string, std::string>>& items, int concurrency) {
@@ -79,16 +63,16 @@ void EtcdTestClient::put_many(const std::vector<std::pair<std::string, std::stri
       etcdserverpb::PutRequest request;
       request.set_key(item.first);
       request.set_value(item.second);
-      co_await client_->put(request);
+      co_await loop_.etcd().put(request);
     }
   };
   std::exception_ptr failure;
   for (int i = 0; i < concurrency; ++i)
-    asio::co_spawn(io_, worker(), [&](std::exception_ptr e) {
+    asio::co_spawn(loop_.io(), worker(), [&](std::exception_ptr e) {
       if (e && !failure) failure = e;
     });
-  io_.restart();
-  io_.run();
+  loop_.io().restart();
+  loop_.io().run();
   if (failure) std::rethrow_exception(failure);
 }
 
@@ -100,7 +84,7 @@ std::vector<HistoryEntry> EtcdTestClient::history(const std::string& prefix, std
     // Watch the whole keyspace: every revision has at least one event, so reading until one at
     // or past to_revision proves nothing is missing. (A progress notification would not: etcd 3.4
     // may send one before an unsynced watcher has caught up.)
-    auto stream = client_->open_watch();
+    auto stream = loop_.etcd().open_watch();
     etcdserverpb::WatchCreateRequest create;
     create.set_key(std::string(1, '\0'));
     create.set_range_end(std::string(1, '\0'));
@@ -126,7 +110,7 @@ std::vector<HistoryEntry> EtcdTestClient::history(const std::string& prefix, std
     co_await stream->finish();
     co_return out;
   };
-  return run(work());
+  return loop_.run(work());
 }
 
 SyncEnvironment::SyncEnvironment() : etcd(dir.path()), postgres(dir.path()) {

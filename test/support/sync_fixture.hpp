@@ -4,6 +4,7 @@
 
 #include "adapters/etcd_client.hpp"
 #include "adapters/grpc_bridge.hpp"
+#include "test/support/etcd_loop.hpp"
 #include "test/support/service_process.hpp"
 
 #include <boost/asio/io_context.hpp>
@@ -44,7 +45,6 @@ struct HistoryEntry {
 class EtcdTestClient {
  public:
   explicit EtcdTestClient(const std::string& endpoint);
-  ~EtcdTestClient();
 
   std::int64_t put(const std::string& key, const std::string& value);  ///< returns the revision
   std::int64_t del(const std::string& key);                             ///< returns the revision
@@ -57,12 +57,7 @@ class EtcdTestClient {
   std::vector<HistoryEntry> history(const std::string& prefix, std::int64_t from_revision, std::int64_t to_revision);
 
  private:
-  template <class T>
-  T run(boost::asio::awaitable<T> work);
-
-  boost::asio::io_context io_;
-  std::unique_ptr<GrpcBridge> bridge_;
-  std::unique_ptr<EtcdClient> client_;
+  EtcdLoop loop_;
 };
 
 /// etcd + PostgreSQL for one test suite, and a fresh database per test.
