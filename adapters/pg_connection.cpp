@@ -233,6 +233,7 @@ asio::awaitable<std::vector<std::string>> PgConnection::resolve(const HostToReso
 asio::awaitable<void> PgConnection::connect(std::chrono::milliseconds timeout) {
   close();
   timed_out_ = false;
+  const auto give_up_at = std::chrono::steady_clock::now() + timeout;  // the lookup counts too
   // The connection shows as "etcd-sync <name>" in pg_stat_activity unless the conninfo (or
   // PGAPPNAME) names an application_name (libpq docs, fallback_application_name).
   const std::string application = "etcd-sync " + name_;
@@ -256,7 +257,7 @@ asio::awaitable<void> PgConnection::connect(std::chrono::milliseconds timeout) {
     close();
     throw SyncError(ErrorKind::permanent, "PostgreSQL (" + name_ + "): invalid conninfo: " + message, Peer::postgresql);
   }
-  asio::steady_timer deadline(io_, timeout);
+  asio::steady_timer deadline(io_, give_up_at);
   deadline.async_wait([this](boost::system::error_code ec) {
     if (ec || connected()) return;  // a connect that won the race keeps its socket
     timed_out_ = true;

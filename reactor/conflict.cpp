@@ -147,10 +147,14 @@ std::vector<std::optional<WalOutcome>> decide_txn(const std::vector<const WalRow
   return outcomes;
 }
 
+bool worth_retrying(const SyncError& error) {
+  return error.kind() == ErrorKind::transient || error.kind() == ErrorKind::cancelled;
+}
+
 WalOutcome decide_error(const WalRow& row, const SyncError& error, int max_attempts) {
   WalOutcome outcome;
   outcome.error_message = error.what();
-  if (error.kind() == ErrorKind::transient || error.kind() == ErrorKind::cancelled) {
+  if (worth_retrying(error)) {
     outcome.transient = true;
     int attempts = row.retry_count + 1;
     if (attempts < max_attempts) {

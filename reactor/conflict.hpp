@@ -74,6 +74,10 @@ std::vector<std::optional<WalOutcome>> decide_txn(const std::vector<const WalRow
                                                   const etcdserverpb::TxnResponse& response,
                                                   ConflictResolution resolution);
 
+/// Whether a failed etcd call may succeed if repeated, so its rows retry: a transient error, or a
+/// cancelled call (the row's own fault is neither).
+bool worth_retrying(const SyncError& error);
+
 /// What a failed call means: transient errors retry until `max_attempts` attempts were made (the
 /// row's retry_count counts earlier failed attempts), then the row fails; other errors fail at once.
 WalOutcome decide_error(const WalRow& row, const SyncError& error, int max_attempts);

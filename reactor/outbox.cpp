@@ -108,8 +108,7 @@ asio::awaitable<void> Outbox::run() {
       last_error_.clear();
       // Sweep at once after (re)connecting: notifications sent meanwhile were lost.
       while (!stopping_) {
-        const auto capacity = static_cast<std::size_t>(kBatchesInFlight * config_.sync.batch_size);
-        if (unsettled_ids_.size() >= capacity || batches_applying_ >= kBatchesApplying) {
+        if (unsettled_ids_.size() >= unsettled_capacity() || batches_applying_ >= kBatchesApplying) {
           waiting_for_room_ = true;
           co_await wakeup_.wait(sleep_limit());  // until a batch ends or outcomes are written
           waiting_for_room_ = false;
@@ -292,8 +291,7 @@ std::vector<PgStatement> Outbox::claim_statements(std::int64_t limit, std::int64
 }
 
 asio::awaitable<std::vector<Outbox::Attempt>> Outbox::fetch_due() {
-  const auto room = static_cast<std::int64_t>(kBatchesInFlight) * config_.sync.batch_size -
-                    static_cast<std::int64_t>(unsettled_ids_.size());
+  const auto room = static_cast<std::int64_t>(unsettled_capacity() - unsettled_ids_.size());  // run() checked > 0
   const auto limit = std::min<std::int64_t>(config_.sync.batch_size, room);
   const auto now = std::chrono::steady_clock::now();
   if (earliest_retry_ && now >= *earliest_retry_) earliest_retry_.reset();  // this claim takes it
@@ -407,8 +405,7 @@ asio::awaitable<void> Outbox::apply_group(std::vector<Attempt*> group) {
       failure = error;
     }
     if (failure) {
-      bool passing = failure->kind() == ErrorKind::transient || failure->kind() == ErrorKind::cancelled;
-      if (group.size() == 1 || passing) {
+      if (group.size() == 1 || worth_retrying(*failure)) {
         // A passing failure hits every row alike: each is now in doubt and is checked next time.
         for (auto* attempt : group) attempt->outcome = decide_error(attempt->row, *failure, config_.sync.retry.max_attempts);
         co_return;
@@ -436,6 +433,10 @@ asio::awaitable<void> Outbox::apply_group(std::vector<Attempt*> group) {
 
 asio::awaitable<void> Outbox::apply_one_by_one(std::vector<Attempt*> group) {
   for (auto* attempt : group) co_await apply_group(std::vector<Attempt*>(1, attempt));
+}
+
+std::size_t Outbox::unsettled_capacity() const {
+  return static_cast<std::size_t>(kBatchesInFlight) * static_cast<std::size_t>(config_.sync.batch_size);
 }
 
 std::chrono::milliseconds Outbox::sleep_limit() const {
@@ -494,13 +495,12 @@ std::vector<PgStatement> Outbox::outcome_statements(const std::vector<Attempt>& 
     const auto& row = attempt.row;
     const auto& outcome = *attempt.outcome;
     bool success = outcome.status == WalStatus::success;
-    std::int64_t delay_ms = attempt.retry_delay.count();
     ids.push_back(std::to_string(row.id));
     statuses.push_back(to_string(outcome.status));  // "pending" for a retry
     revisions.push_back(success ? std::optional(std::to_string(outcome.revision)) : std::nullopt);
     errors.push_back(success ? std::nullopt : std::optional(outcome.error_message));
     retry_increments.push_back(outcome.transient ? "1" : "0");
-    delays.push_back(std::to_string(delay_ms));
+    delays.push_back(std::to_string(attempt.retry_delay.count()));
     if (outcome.conflict_resolved) ++conflicts;
   }
   std::vector<PgStatement> statements;

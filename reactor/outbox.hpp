@@ -73,6 +73,8 @@ class Outbox {
   asio::awaitable<void> write_loop();
   /// Counts and logs each row's outcome (once, when decided) and draws each retry's backoff.
   void account(std::vector<Attempt>& batch);
+  /// Claimed rows allowed before their outcomes are written (kBatchesInFlight batches).
+  std::size_t unsettled_capacity() const;
   /// How long the claim loop may sleep: sync_interval, or less when a retried row falls due sooner.
   std::chrono::milliseconds sleep_limit() const;
   /// The statements that record outcomes (one UPDATE, plus the conflict counter), then a query:
