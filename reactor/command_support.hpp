@@ -34,11 +34,5 @@ int run_command(asio::io_context& io, Body body) {
   return code;
 }
 
-/// Connects `pg` and selects the configured schema.
-inline asio::awaitable<void> open_database(PgConnection& pg, const Config& config) {
-  co_await pg.connect(config.etcd.dial_timeout);
-  co_await use_schema(pg, config.postgresql.schema, false);
-}
-
 
 }  // namespace etcd_sync

@@ -85,8 +85,7 @@ asio::awaitable<void> Listener::run() {
     std::optional<SyncError> failure;
     try {
       if (!pg_.connected()) {
-        co_await pg_.connect(config_.etcd.dial_timeout);
-        co_await use_schema(pg_, config_.postgresql.schema, false);
+        co_await open_database(pg_, config_);
         if (listen_) co_await pg_.query("LISTEN etcd_changes");
         if (was_connected_) log_info("listener reconnected to PostgreSQL", {{"component", "listener"}});
         was_connected_ = true;

@@ -22,6 +22,11 @@ std::string quote_literal(const std::string& text) {
 
 }  // namespace
 
+asio::awaitable<void> open_database(PgConnection& pg, const Config& config) {
+  co_await pg.connect(config.etcd.dial_timeout);
+  co_await use_schema(pg, config.postgresql.schema, false);
+}
+
 asio::awaitable<void> use_schema(PgConnection& pg, const std::string& schema, bool create) {
   if (create) co_await pg.execute_script("CREATE SCHEMA IF NOT EXISTS " + quote_identifier(schema));
   // Short statements only: JIT compilation would cost more than it saves (10-25 ms seen on the

@@ -2,6 +2,7 @@
 // Forward-only schema migrations (schema/NNN_name.sql, embedded at build time).
 
 #include "adapters/pg_connection.hpp"
+#include "reactor/config.hpp"
 
 #include <string>
 #include <vector>
@@ -20,6 +21,10 @@ const std::vector<Migration>& schema_migrations();
 /// Sets the connection's search_path to `schema` (created when missing when `create` is true) and
 /// turns JIT off for the session.
 asio::awaitable<void> use_schema(PgConnection& pg, const std::string& schema, bool create);
+
+/// Connects `pg` (giving up after [etcd] dial_timeout, the one connect deadline of the config) and
+/// selects the configured schema, which must exist. Throws SyncError as PgConnection::connect.
+asio::awaitable<void> open_database(PgConnection& pg, const Config& config);
 
 /// Applies the migrations newer than the schema's recorded version, each in its own transaction
 /// with its version row, under an advisory lock so two processes never race. Returns how many were

@@ -74,8 +74,7 @@ void Mirror::stop() {
 
 asio::awaitable<void> Mirror::connect_postgres() {
   if (pg_.connected()) co_return;
-  co_await pg_.connect(config_.etcd.dial_timeout);
-  co_await use_schema(pg_, config_.postgresql.schema, false);
+  co_await open_database(pg_, config_);
 }
 
 asio::awaitable<std::optional<std::int64_t>> Mirror::load_checkpoint() {

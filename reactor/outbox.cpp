@@ -94,8 +94,7 @@ asio::awaitable<void> Outbox::run() {
     std::optional<SyncError> failure;
     try {
       if (!pg_.connected()) {
-        co_await pg_.connect(config_.etcd.dial_timeout);
-        co_await use_schema(pg_, config_.postgresql.schema, false);
+        co_await open_database(pg_, config_);
         // fetch_due must walk etcd_wal_pending_idx in id order and stop after batch_size rows. The
         // planner cannot see that (it estimates the head-of-queue test passes 0.5% of rows, and
         // right after a bulk INSERT it believes few rows are pending), so it picks a bitmap scan
@@ -180,8 +179,7 @@ asio::awaitable<void> Outbox::write_loop() {
     try {
       if (!outcome_pg_.connected()) {
         if (stopping_) throw SyncError(ErrorKind::cancelled, "stopping", Peer::postgresql);
-        co_await outcome_pg_.connect(config_.etcd.dial_timeout);
-        co_await use_schema(outcome_pg_, config_.postgresql.schema, false);
+        co_await open_database(outcome_pg_, config_);
       }
       auto results = co_await outcome_pg_.pipeline(outcome_statements(writing));
       more_pending = results.back().boolean(0, 0);
