@@ -159,29 +159,31 @@ asio::awaitable<void> PgConnection::wait(Wait what) {
   }
   // Readable or writable, whichever comes first (libpq docs, "Asynchronous Command Processing":
   // when PQflush returns 1 wait for either, to avoid a deadlock with a server that is sending too).
-  struct State {
-    bool done = false;
-    bool aborted = false;  // the first completion was a cancel from outside (close, cancel_wait)
-  };
-  auto state = std::make_shared<State>();
-  co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
-      [this, state](auto handler) {
-        auto shared_handler = std::make_shared<decltype(handler)>(std::move(handler));
-        auto on_ready = [this, state, shared_handler](boost::system::error_code ec) {
-          if (state->done) return;
-          state->done = true;
-          state->aborted = ec == asio::error::operation_aborted;
-          if (descriptor_) descriptor_->cancel();  // the other wait ends with operation_aborted
-          (*shared_handler)();
-        };
-        descriptor_->async_wait(base::wait_read, on_ready);
-        descriptor_->async_wait(base::wait_write, on_ready);
-      },
-      asio::use_awaitable);
-  if (state->aborted) {
+  // The two waits end a timer that the coroutine awaits, and a plain function starts them. They
+  // were once started by an async_initiate lambda inside this coroutine's co_await expression; the
+  // shared state it owned lost one reference too many (g++ 12, Boost 1.74), the second wait read
+  // freed memory (AddressSanitizer: heap-use-after-free) and etcd-sync died of SIGSEGV now and then.
+  auto ready = std::make_shared<EitherReady>(io_);
+  start_either_wait(ready);
+  boost::system::error_code ignored;
+  co_await ready->timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  if (ready->aborted) {
     if (timed_out_) throw SyncError(ErrorKind::transient, "PostgreSQL (" + name_ + ") at " + endpoint() + ": timed out", Peer::postgresql);
     throw SyncError(ErrorKind::cancelled, "PostgreSQL (" + name_ + "): wait cancelled", Peer::postgresql);
   }
+}
+
+void PgConnection::start_either_wait(const std::shared_ptr<EitherReady>& ready) {
+  using base = asio::posix::descriptor_base;
+  auto on_ready = [this, ready](boost::system::error_code ec) {
+    if (ready->done) return;
+    ready->done = true;
+    ready->aborted = ec == asio::error::operation_aborted;  // close() or cancel_wait(), not readiness
+    if (descriptor_) descriptor_->cancel();                 // the other wait ends with operation_aborted
+    ready->timer.cancel();
+  };
+  descriptor_->async_wait(base::wait_read, on_ready);
+  descriptor_->async_wait(base::wait_write, on_ready);
 }
 
 // Plain functions, not coroutine code: g++ 12 mishandles a ?: of class temporaries in a coroutine.

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -133,7 +134,19 @@ class PgConnection {
 
  private:
   enum class Wait { read, write, either };
+  /// Waits until the socket is ready for `what`; throws SyncError(transient) on a socket error or
+  /// after the connect deadline, SyncError(cancelled) when close() or cancel_wait() ends the wait.
   asio::awaitable<void> wait(Wait what);
+  /// The two socket waits of Wait::either and what the first to end saw; it ends `timer` (which
+  /// otherwise never expires).
+  struct EitherReady {
+    explicit EitherReady(asio::io_context& io) : timer(io, asio::steady_timer::time_point::max()) {}
+    asio::steady_timer timer;
+    bool done = false;
+    bool aborted = false;
+  };
+  /// Starts the read and the write wait for Wait::either (a plain function, not coroutine code).
+  void start_either_wait(const std::shared_ptr<EitherReady>& ready);
   asio::awaitable<void> flush();
   asio::awaitable<PgResult> next_result();
   asio::awaitable<PgResult> finish_results();

@@ -198,7 +198,9 @@ TEST_F(MirrorTest, SnapshotOfOneHundredThousandKeysKeepsMemoryBounded) {
   std::printf("snapshot of 100000 keys: %.1f s, peak RSS %.1f MiB\n", seconds, peak_kib / 1024.0);
   EXPECT_EQ(env_->db().scalar("SELECT count(*) FROM etcd WHERE starts_with(key, '/big/')"), "100000");
   EXPECT_GT(peak_kib, 0);
+#ifndef ETCD_SYNC_SANITIZED  // a sanitizer's shadow memory and quarantine are not etcd-sync's
   EXPECT_LT(peak_kib, 100 * 1024) << "peak RSS should not grow with the number of keys";
+#endif
   EXPECT_EQ(service.terminate(5s), 0);
 }
 

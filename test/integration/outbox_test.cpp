@@ -40,7 +40,6 @@ std::string contains_message(const std::optional<std::string>& text, const std::
 class OutboxTest : public SyncSuite {
  protected:
   void TearDown() override {
-    if (service_ && HasFailure()) std::cerr << "---- etcd-sync log ----\n" << service_->log_text() << "\n";
     if (service_ && service_->running()) service_->terminate();
     service_.reset();
   }

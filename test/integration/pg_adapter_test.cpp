@@ -265,6 +265,34 @@ TEST_F(PgAdapterTest, PipelineOf500InsertsCommitsAll) {
   EXPECT_EQ(client.scalar("SELECT sum(id) FROM items"), std::to_string(499 * 500 / 2));
 }
 
+// A statement larger than the socket buffers, sent while the server is busy with the statement
+// before it, makes PQflush return 1 again and again; each time the connection waits until the
+// socket is readable or writable (libpq's rule for nonblocking sends). Every byte of every statement
+// arrives, in order. Under AddressSanitizer (scripts/test-asan) this also caught a use-after-free
+// in that wait.
+TEST_F(PgAdapterTest, StatementsLargerThanTheSocketBuffersArriveWhole) {
+  const auto db = fresh_database();
+  PgClient client(postgres_->conninfo(db));
+  client.exec("CREATE TABLE blobs (id integer PRIMARY KEY, body text NOT NULL)");
+  PgConnection pg(io_, postgres_->conninfo(db), "test");
+  constexpr int kStatements = 3;
+  constexpr std::size_t kBytes = 24 * 1024 * 1024;
+  run(
+      [&]() -> asio::awaitable<void> {
+        co_await pg.connect(kConnectTimeout);
+        for (int i = 0; i < kStatements; ++i) {
+          std::vector<PgStatement> statements;
+          statements.push_back({"SELECT pg_sleep(0.2)", {}});  // the server reads nothing meanwhile
+          statements.push_back({"INSERT INTO blobs (id, body) VALUES ($1, $2)",
+                                pg_params(PgParam::int64(i), PgParam::text(std::string(kBytes, static_cast<char>('a' + i))))});
+          co_await pg.pipeline(std::move(statements));
+        }
+      },
+      &pg);
+  EXPECT_EQ(client.scalar("SELECT count(*) FROM blobs WHERE body = repeat(chr(97 + id), " + std::to_string(kBytes) + ")"),
+            std::to_string(kStatements));
+}
+
 TEST_F(PgAdapterTest, PipelineWithFailingStatementCommitsNothing) {
   const auto db = fresh_database();
   PgClient client(postgres_->conninfo(db));

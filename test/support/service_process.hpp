@@ -21,8 +21,11 @@ std::filesystem::path service_binary();
 class ServiceProcess {
  public:
   explicit ServiceProcess(const std::filesystem::path& log_dir, std::string name = "etcd-sync");
-  /// Kills (SIGKILL) and reaps the process if it is still running.
+  /// Kills (SIGKILL) and reaps the process if it is still running. When the current test has
+  /// failed, first prints to stderr whether it was running (or its exit code), the last
+  /// kLogLinesOnFailure lines of its log above debug level, and the log's last lines of any level.
   ~ServiceProcess();
+  static constexpr std::size_t kLogLinesOnFailure = 150;
   ServiceProcess(const ServiceProcess&) = delete;
   ServiceProcess& operator=(const ServiceProcess&) = delete;
 

@@ -138,6 +138,13 @@ PgClient& SyncEnvironment::db() {
   return *db_;
 }
 
+std::string SyncEnvironment::wal_status_counts() {
+  return db()
+      .scalar("SELECT coalesce(string_agg(status || ':' || n, ' ' ORDER BY status), '') "
+              "FROM (SELECT status, count(*) AS n FROM etcd_wal GROUP BY status) s")
+      .value_or("");
+}
+
 std::filesystem::path SyncEnvironment::write_config(const SyncSettings& s, const std::string& name) {
   auto path = dir.path() / name;
   std::ofstream out(path);

@@ -81,6 +81,9 @@ class SyncEnvironment {
   /// Waits until the checkpoint reaches `revision`.
   bool wait_mirrored(std::int64_t revision, std::chrono::milliseconds deadline = std::chrono::seconds(20),
                      const std::string& prefix = "");
+  /// etcd_wal's rows counted by status, as "status:count" pairs by status ("" when empty): one
+  /// line that says where an outbox test stands when it fails.
+  std::string wal_status_counts();
   /// The `etcd` table as history entries, ordered by revision then key.
   std::vector<HistoryEntry> mirror_rows(const std::string& prefix = "");
 
