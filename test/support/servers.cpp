@@ -354,17 +354,23 @@ std::string read_text_file(const fs::path& path, std::uintmax_t offset) {
   return text.str();
 }
 
-std::string tail_of_file(const fs::path& path, std::size_t max_lines) {
-  const std::string text = read_text_file(path);
-  // Walk back over `max_lines` line ends, not counting the one that ends the file.
-  std::size_t start = text.size();
-  if (start > 0 && text[start - 1] == '\n') --start;
-  for (std::size_t lines = 0; lines < max_lines && start > 0; ++lines) {
-    const auto newline = text.rfind('\n', start - 1);
-    start = newline == std::string::npos ? 0 : newline;
+std::string last_lines(std::string_view text, std::size_t max_lines,
+                       const std::function<bool(std::string_view line)>& keep) {
+  std::vector<std::string_view> kept;
+  while (!text.empty()) {
+    const auto end = text.find('\n');
+    const auto line = text.substr(0, end);
+    text = end == std::string_view::npos ? std::string_view() : text.substr(end + 1);
+    if (!keep || keep(line)) kept.push_back(line);
   }
-  if (start > 0) ++start;  // skip the newline before the first kept line
-  return text.substr(start);
+  std::string out;
+  for (std::size_t i = kept.size() > max_lines ? kept.size() - max_lines : 0; i < kept.size(); ++i)
+    out.append(kept[i]).push_back('\n');
+  return out;
+}
+
+std::string tail_of_file(const fs::path& path, std::size_t max_lines) {
+  return last_lines(read_text_file(path), max_lines);
 }
 
 // --- ChildProcess --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -57,6 +58,11 @@ class TempDir {
 
 /// The file's contents from byte `offset` on; "" if it cannot be read.
 std::string read_text_file(const std::filesystem::path& path, std::uintmax_t offset = 0);
+
+/// The last `max_lines` lines of `text` for which `keep` holds (every line when `keep` is empty),
+/// each ended by a newline: the end of a log, for error messages.
+std::string last_lines(std::string_view text, std::size_t max_lines,
+                       const std::function<bool(std::string_view line)>& keep = {});
 
 /// The last `max_lines` lines of a file, for error messages.
 std::string tail_of_file(const std::filesystem::path& path, std::size_t max_lines = 40);

@@ -3,9 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <fstream>
 #include <iostream>
 #include <string_view>
-#include <fstream>
 #include <system_error>
 #include <utility>
 
@@ -21,21 +21,10 @@ std::uintmax_t file_size_or_zero(const fs::path& path) {
   return ec ? 0 : size;
 }
 
-/// The last `max_lines` lines of `log` that are not JSON debug or trace lines.
-std::string lines_above_debug(const std::string& log, std::size_t max_lines) {
-  std::vector<std::string_view> kept;
-  std::string_view rest(log);
-  while (!rest.empty()) {
-    const auto end = rest.find('\n');
-    const auto line = rest.substr(0, end);
-    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
-    if (line.find("\"level\":\"debug\"") == std::string_view::npos && line.find("\"level\":\"trace\"") == std::string_view::npos)
-      kept.push_back(line);
-  }
-  std::string text;
-  for (std::size_t i = kept.size() > max_lines ? kept.size() - max_lines : 0; i < kept.size(); ++i)
-    text.append(kept[i]).push_back('\n');
-  return text;
+/// Whether a log line is above debug level (JSON lines at debug or trace are not).
+bool above_debug(std::string_view line) {
+  return line.find("\"level\":\"debug\"") == std::string_view::npos &&
+         line.find("\"level\":\"trace\"") == std::string_view::npos;
 }
 
 }  // namespace
@@ -52,11 +41,12 @@ ServiceProcess::~ServiceProcess() {
   // and the end of its log. ChildProcess then kills and reaps it.
   if (!::testing::Test::HasFailure() || starts_ == 0) return;
   const bool alive = process_.running();
+  const std::string log = read_text_file(log_path_);
   std::cerr << "---- etcd-sync " << log_path_.filename().string() << ": "
             << (alive ? std::string("still running") : "exited with " + std::to_string(process_.exit_code().value_or(-1)))
             << "; its last lines above debug, then its last lines of any level ----\n"
-            << lines_above_debug(read_text_file(log_path_), kLogLinesOnFailure) << "---- ... ----\n"
-            << tail_of_file(log_path_, kLogLinesOnFailure / 4) << "---- end of " << log_path_.string() << " ----\n";
+            << last_lines(log, kLogLinesOnFailure, above_debug) << "---- ... ----\n"
+            << last_lines(log, kLogLinesOnFailure / 4) << "---- end of " << log_path_.string() << " ----\n";
 }
 
 void ServiceProcess::start(const std::vector<std::string>& args,
