@@ -150,10 +150,7 @@ asio::awaitable<void> PgConnection::wait(Wait what) {
     boost::system::error_code ec;
     co_await descriptor_->async_wait(what == Wait::read ? base::wait_read : base::wait_write,
                                      asio::redirect_error(asio::use_awaitable, ec));
-    if (ec == asio::error::operation_aborted) {
-      if (timed_out_) throw SyncError(ErrorKind::transient, "PostgreSQL (" + name_ + ") at " + endpoint() + ": timed out", Peer::postgresql);
-      throw SyncError(ErrorKind::cancelled, "PostgreSQL (" + name_ + "): wait cancelled", Peer::postgresql);
-    }
+    if (ec == asio::error::operation_aborted) throw wait_ended_error();
     if (ec) throw_connection_error(ec.message());
     co_return;
   }
@@ -167,10 +164,12 @@ asio::awaitable<void> PgConnection::wait(Wait what) {
   start_either_wait(ready);
   boost::system::error_code ignored;
   co_await ready->timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
-  if (ready->aborted) {
-    if (timed_out_) throw SyncError(ErrorKind::transient, "PostgreSQL (" + name_ + ") at " + endpoint() + ": timed out", Peer::postgresql);
-    throw SyncError(ErrorKind::cancelled, "PostgreSQL (" + name_ + "): wait cancelled", Peer::postgresql);
-  }
+  if (ready->aborted) throw wait_ended_error();
+}
+
+SyncError PgConnection::wait_ended_error() const {
+  if (timed_out_) return SyncError(ErrorKind::transient, "PostgreSQL (" + name_ + ") at " + endpoint() + ": timed out", Peer::postgresql);
+  return SyncError(ErrorKind::cancelled, "PostgreSQL (" + name_ + "): wait cancelled", Peer::postgresql);
 }
 
 void PgConnection::start_either_wait(const std::shared_ptr<EitherReady>& ready) {

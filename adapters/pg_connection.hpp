@@ -137,6 +137,9 @@ class PgConnection {
   /// Waits until the socket is ready for `what`; throws SyncError(transient) on a socket error or
   /// after the connect deadline, SyncError(cancelled) when close() or cancel_wait() ends the wait.
   asio::awaitable<void> wait(Wait what);
+  /// Why a socket wait ended without readiness: the connect deadline passed (transient), or close()
+  /// or cancel_wait() ended it (cancelled). Both kinds of wait() throw it.
+  SyncError wait_ended_error() const;
   /// The two socket waits of Wait::either and what the first to end saw; it ends `timer` (which
   /// otherwise never expires).
   struct EitherReady {

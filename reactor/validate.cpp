@@ -78,11 +78,11 @@ class MirrorPages {
             pg_params(PgParam::text(prefix_), PgParam::int64(revision_)));
         open_ = true;
       }
-      auto r = co_await pg_.query("FETCH FORWARD 1000 FROM etcd_sync_validate");
+      auto r = co_await pg_.query("FETCH FORWARD " + std::to_string(kFetchRows) + " FROM etcd_sync_validate");
       page_.clear();
       index_ = 0;
       for (int i = 0; i < r.rows(); ++i) page_.push_back(entry(r, i));
-      if (r.rows() < 1000) {
+      if (r.rows() < kFetchRows) {
         done_ = true;
         co_await pg_.query("COMMIT");  // closes the cursor
       }
@@ -99,6 +99,7 @@ class MirrorPages {
     return {std::string(r.text(i, 0)), r.is_null(i, 1) ? r.bytea(i, 2) : std::string(r.text(i, 1)), r.int64(i, 3)};
   }
 
+  static constexpr int kFetchRows = 1000;  ///< rows per FETCH: memory bounded by one page
   PgConnection& pg_;
   std::string prefix_;
   std::int64_t revision_;
