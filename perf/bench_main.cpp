@@ -7,7 +7,7 @@
 // directory, prints details and one "RESULT" line, and leaves the logs in --out/<scenario>/.
 
 #include "perf/bench_env.hpp"
-#include "reactor/logging.hpp"
+#include "reactor/loop/logging.hpp"
 
 #include <CLI/CLI.hpp>
 

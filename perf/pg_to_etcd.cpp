@@ -11,8 +11,8 @@
 
 #include "perf/bench_env.hpp"
 #include "adapters/etcd_watch.hpp"
-#include "reactor/keys.hpp"
-#include "reactor/wakeup.hpp"
+#include "reactor/keys/keys.hpp"
+#include "reactor/loop/wakeup.hpp"
 
 
 namespace etcd_sync::bench {

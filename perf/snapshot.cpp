@@ -3,7 +3,7 @@
 // until its checkpoint reaches etcd's revision. Peak RSS is the service's VmHWM at that moment.
 
 #include "perf/bench_env.hpp"
-#include "reactor/wakeup.hpp"
+#include "reactor/loop/wakeup.hpp"
 
 #include <thread>
 

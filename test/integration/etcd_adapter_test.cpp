@@ -15,7 +15,7 @@
 #include "adapters/etcd_client.hpp"
 #include "adapters/etcd_watch.hpp"
 #include "adapters/grpc_bridge.hpp"
-#include "reactor/keys.hpp"
+#include "reactor/keys/keys.hpp"
 #include "test/support/run_coroutine.hpp"
 #include "test/support/servers.hpp"
 

@@ -21,8 +21,8 @@
 #include <vector>
 
 #include "adapters/pg_connection.hpp"
-#include "reactor/keys.hpp"
-#include "reactor/migrations.hpp"
+#include "reactor/keys/keys.hpp"
+#include "reactor/service/database.hpp"
 #include "test/support/run_coroutine.hpp"
 #include "test/support/servers.hpp"
 

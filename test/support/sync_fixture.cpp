@@ -3,7 +3,7 @@
 #include "test/support/run_coroutine.hpp"
 
 #include "adapters/etcd_watch.hpp"
-#include "reactor/keys.hpp"
+#include "reactor/keys/keys.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>

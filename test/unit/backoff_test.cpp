@@ -1,7 +1,7 @@
 // Exponential backoff with jitter.
 
-#include "reactor/backoff.hpp"
-#include "reactor/logging.hpp"
+#include "reactor/loop/backoff.hpp"
+#include "reactor/loop/logging.hpp"
 
 #include <gtest/gtest.h>
 

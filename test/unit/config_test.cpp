@@ -1,7 +1,7 @@
 // Configuration loading (CONTRACT.md §3): the example files, errors that name file, line and key,
 // the environment and flag layers, and precedence flag > environment > file > default.
 
-#include "reactor/config.hpp"
+#include "reactor/config/config.hpp"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "reactor/config.hpp"
+#include "reactor/config/config.hpp"
 
 namespace etcd_sync {
 namespace {

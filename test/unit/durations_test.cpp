@@ -1,6 +1,6 @@
 // Durations as the configuration writes them (CONTRACT.md §3: strings with a unit).
 
-#include "reactor/durations.hpp"
+#include "reactor/config/durations.hpp"
 
 #include <gtest/gtest.h>
 

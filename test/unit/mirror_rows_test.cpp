@@ -1,7 +1,7 @@
 // Watch events and snapshot pages -> rows of `etcd`: text vs. bytes, rejected keys, statements.
 
-#include "reactor/keys.hpp"
-#include "reactor/mirror_rows.hpp"
+#include "reactor/keys/keys.hpp"
+#include "reactor/mirror/mirror_rows.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
-// lowest_notified_id (reactor/listener.hpp): which etcd_wal ids a batch of NOTIFY etcd_changes
+// lowest_notified_id (reactor/service/listener.hpp): which etcd_wal ids a batch of NOTIFY etcd_changes
 // payloads names, so the outbox knows where new pending rows can be.
 
-#include "reactor/listener.hpp"
+#include "reactor/service/listener.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,0 +1,368 @@
+#include "reactor/mirror/mirror.hpp"
+
+#include "reactor/keys/keys.hpp"
+#include "reactor/loop/logging.hpp"
+#include "reactor/service/database.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <algorithm>
+
+namespace etcd_sync {
+
+namespace {
+
+constexpr std::size_t max_queued_bytes = 64 * 1024 * 1024;   // watch responses waiting for PostgreSQL
+
+}  // namespace
+
+const char* to_string(MirrorState state) {
+  switch (state) {
+    case MirrorState::starting: return "starting";
+    case MirrorState::snapshotting: return "snapshotting";
+    case MirrorState::resyncing: return "resyncing";
+    case MirrorState::watching: return "watching";
+    case MirrorState::backing_off: return "backing_off";
+    case MirrorState::stopped: return "stopped";
+  }
+  return "unknown";
+}
+
+/// One Watch stream and the responses read from it but not yet applied.
+struct Mirror::WatchSession {
+  explicit WatchSession(asio::io_context& io) : applier_wakeup(io), reader_wakeup(io) {}
+  std::unique_ptr<WatchStream> stream;
+  std::deque<etcdserverpb::WatchResponse> queue;
+  std::size_t queued_bytes = 0;
+  Wakeup applier_wakeup;  // a response arrived, or the reader ended
+  Wakeup reader_wakeup;   // the queue has room again
+  bool reader_done = false;
+  std::optional<SyncError> error;
+  std::chrono::steady_clock::time_point last_event = std::chrono::steady_clock::now();
+};
+
+Mirror::Mirror(asio::io_context& io, const Config& config, EtcdClient& etcd, SyncStats& stats, bool dry_run)
+    : io_(io),
+      config_(config),
+      etcd_(etcd),
+      stats_(stats),
+      pg_(io, config.postgresql.conninfo, "mirror"),
+      backoff_(config.sync.retry.initial_backoff, config.sync.retry.max_backoff),
+      stop_wakeup_(io),
+      dry_run_(dry_run) {}
+
+std::string Mirror::prefix() const { return effective_prefix(config_.etcd.prefix); }
+
+void Mirror::set_state(MirrorState state, const LogFields& fields) {
+  if (state == state_) return;
+  LogFields all{{"component", "mirror"}, {"from", to_string(state_)}, {"to", to_string(state)}};
+  all.insert(all.end(), fields.begin(), fields.end());
+  state_ = state;
+  log(state == MirrorState::backing_off ? LogLevel::warn : LogLevel::info, "mirror state changed", all);
+}
+
+void Mirror::stop() {
+  stopping_ = true;
+  stop_wakeup_.notify();
+  if (session_) {
+    session_->stream->cancel();
+    session_->applier_wakeup.notify();
+    session_->reader_wakeup.notify();
+  }
+}
+
+asio::awaitable<void> Mirror::connect_postgres() {
+  if (pg_.connected()) co_return;
+  co_await open_database(pg_, config_);
+}
+
+asio::awaitable<std::optional<std::int64_t>> Mirror::load_checkpoint() {
+  auto result = co_await pg_.query("SELECT revision FROM etcd_sync_checkpoint WHERE prefix = $1",
+                                   pg_params(PgParam::text(prefix())));
+  if (result.rows() == 0) co_return std::nullopt;
+  co_return result.int64(0, 0);
+}
+
+asio::awaitable<std::int64_t> Mirror::resync_once() {
+  co_await connect_postgres();
+  co_await etcd_.connect();
+  auto revision = co_await snapshot(true);
+  pg_.close();
+  co_return revision;
+}
+
+asio::awaitable<void> Mirror::run() {
+  while (!stopping_) {
+    std::chrono::milliseconds delay{0};
+    try {
+      co_await connect_postgres();
+      co_await etcd_.connect();
+      auto checkpoint = co_await load_checkpoint();
+      if (dry_run_ && checkpoint_ > 0) checkpoint = checkpoint_;  // dry runs keep their place in memory
+      if (dry_run_ && (!checkpoint || resync_needed_)) {
+        checkpoint = (co_await etcd_.status()).header().revision();
+        log_info("dry run: would take a snapshot here; watching from etcd's current revision instead",
+                 {{"component", "mirror"}, {"revision", *checkpoint}});
+      }
+      if (!checkpoint || resync_needed_) checkpoint = co_await snapshot(checkpoint.has_value());
+      resync_needed_ = false;
+      lost_from_.reset();
+      checkpoint_ = *checkpoint;
+      stats_.mirrored_revision = checkpoint_;
+      stats_.snapshot_done = true;
+      co_await watch(checkpoint_ + 1);
+    } catch (const SyncError& error) {
+      delay = on_failure(error);
+    } catch (const std::exception& error) {
+      delay = on_failure(SyncError(ErrorKind::transient, std::string("unexpected: ") + error.what()));
+    }
+    if (delay.count() > 0) co_await stop_wakeup_.wait(delay);
+  }
+  pg_.close();
+  set_state(MirrorState::stopped);
+}
+
+std::chrono::milliseconds Mirror::on_failure(const SyncError& error) {
+  pg_.close();  // drops any transaction in flight; the checkpoint says where to resume
+  if (stopping_) return std::chrono::milliseconds(0);
+  if (error.kind() == ErrorKind::compacted) {
+    // Never retry a compacted revision: take a new snapshot instead, at once.
+    resync_needed_ = true;
+    if (!lost_from_) lost_from_ = checkpoint_ + 1;
+    log_warn("etcd compacted the revisions the mirror needs", {{"component", "mirror"}, {"error", error.what()}});
+    return std::chrono::milliseconds(0);
+  }
+  stats_.last_error = error.what();
+  if (error.peer() == Peer::etcd) stats_.etcd_up = false;
+  backoff_.set_limits(config_.sync.retry.initial_backoff, config_.sync.retry.max_backoff);
+  auto delay = backoff_.next();
+  if (state_ != MirrorState::backing_off)
+    set_state(MirrorState::backing_off, {{"error", error.what()}, {"kind", to_string(error.kind())}});
+  else if (last_error_ != error.what())
+    log_warn("mirror still backing off", {{"component", "mirror"}, {"error", error.what()}});
+  last_error_ = error.what();
+  log_debug("mirror retry scheduled",
+            {{"component", "mirror"}, {"attempt", backoff_.attempts()}, {"delay_ms", delay.count()}});
+  return delay;
+}
+
+asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
+  set_state(resync ? MirrorState::resyncing : MirrorState::snapshotting);
+  auto range = prefix_range(config_.etcd.prefix);
+  co_await pg_.execute_script(
+      "BEGIN; CREATE TEMP TABLE etcd_sync_snapshot (key text NOT NULL, value text, value_bytes bytea, "
+      "mod_revision bigint NOT NULL) ON COMMIT DROP");
+  co_await pg_.copy_start("COPY etcd_sync_snapshot (key, value, value_bytes, mod_revision) FROM STDIN");
+  std::int64_t revision = 0;
+  std::int64_t keys = 0;
+  std::vector<RejectedKey> rejected;
+  etcdserverpb::RangeRequest request;
+  request.set_key(range.key);
+  request.set_range_end(range.range_end);
+  request.set_limit(kRangeFirstPageKeys);  // then sized by bytes: next_range_page_limit
+  std::string chunk;
+  for (;;) {
+    request.set_revision(revision);  // 0 for the first page: etcd's current revision, then pinned
+    auto page = co_await etcd_.range(request);
+    if (revision == 0) revision = page.header().revision();
+    chunk.clear();
+    for (const auto& kv : page.kvs()) {
+      RejectedKey bad;
+      auto row = make_row(kv.key(), kv.value(), kv.mod_revision(), false, bad);
+      if (!row) {
+        rejected.push_back(std::move(bad));
+        continue;
+      }
+      append_snapshot_line(chunk, *row);
+      ++keys;
+    }
+    if (!chunk.empty()) co_await pg_.copy_data(chunk);
+    if (!page.more() || page.kvs().empty()) break;
+    request.set_limit(next_range_page_limit(page.ByteSizeLong(), page.kvs_size()));
+    request.set_key(page.kvs(page.kvs_size() - 1).key() + '\0');
+  }
+  co_await pg_.copy_end();
+  co_await pg_.execute_script("ANALYZE etcd_sync_snapshot");
+
+  // Reconcile: keys gone from etcd get a tombstone at the snapshot revision; keys whose latest row is
+  // older than their mod_revision get a row at it. Then the checkpoint moves to the snapshot.
+  std::vector<PgStatement> statements;
+  statements.push_back(
+      {"INSERT INTO etcd (key, value, value_bytes, revision, tombstone) "
+       "SELECT l.key, NULL, NULL, $2::bigint, true FROM ("
+       "  SELECT DISTINCT ON (key) key, tombstone FROM etcd"
+       "   WHERE ($1 = '' OR starts_with(key, $1)) ORDER BY key, revision DESC) l "
+       "WHERE NOT l.tombstone AND NOT EXISTS (SELECT 1 FROM etcd_sync_snapshot s WHERE s.key = l.key) "
+       "ON CONFLICT (key, revision) DO NOTHING",
+       {PgParam::text(prefix()), PgParam::int64(revision)}});
+  statements.push_back(
+      {"INSERT INTO etcd (key, value, value_bytes, revision, tombstone) "
+       "SELECT key, value, value_bytes, mod_revision, false FROM etcd_sync_snapshot "
+       "ON CONFLICT (key, revision) DO UPDATE SET value = EXCLUDED.value, value_bytes = EXCLUDED.value_bytes, "
+       "tombstone = false WHERE etcd.value IS DISTINCT FROM EXCLUDED.value "
+       "OR etcd.value_bytes IS DISTINCT FROM EXCLUDED.value_bytes OR etcd.tombstone",
+       {}});
+  append_rejected_inserts(rejected, statements);
+  statements.push_back(checkpoint_statement(prefix(), revision));
+  auto results = co_await pg_.pipeline(std::move(statements));
+  co_await pg_.execute_script("COMMIT");
+  std::int64_t tombstones = results[0].affected();
+  std::int64_t added = results[1].affected();
+
+  LogFields fields{{"component", "mirror"}, {"revision", revision}, {"keys", keys},
+                   {"rows_added", added}, {"tombstones_added", tombstones},
+                   {"rejected_keys", static_cast<std::int64_t>(rejected.size())}};
+  if (resync) {
+    ++stats_.resyncs;
+    ++stats_.pending_resyncs;
+    if (lost_from_) {
+      fields.push_back({"lost_from_revision", *lost_from_});
+      fields.push_back({"lost_to_revision", revision});
+      log_warn("etcd compacted history that was never mirrored; resynchronized the net state, "
+               "intermediate revisions in the lost range are not in the etcd table",
+               fields);
+    } else {
+      log_warn("resynchronized from a snapshot", fields);
+    }
+  } else {
+    log_info("snapshot applied", fields);
+  }
+  for (const auto& r : rejected)
+    log_warn("key is not valid UTF-8 text; recorded in etcd_sync_rejected",
+             {{"component", "mirror"}, {"revision", r.revision}, {"reason", r.reason}});
+  stats_.events_applied += added + tombstones;
+  stats_.pending_events += added + tombstones;
+  co_return revision;
+}
+
+asio::awaitable<void> Mirror::read_responses(WatchSession& session) {
+  for (;;) {
+    while (session.queued_bytes > max_queued_bytes && !stopping_)
+      co_await session.reader_wakeup.wait(std::chrono::seconds(1));
+    auto response = co_await session.stream->read();
+    if (!response) break;
+    session.queued_bytes += response->ByteSizeLong();
+    session.queue.push_back(std::move(*response));
+    session.applier_wakeup.notify();
+  }
+}
+
+asio::awaitable<void> Mirror::watch(std::int64_t start_revision) {
+  WatchSession session(io_);
+  session.stream = etcd_.open_watch();
+  auto range = prefix_range(config_.etcd.prefix);
+  etcdserverpb::WatchCreateRequest create;
+  create.set_key(range.key);
+  create.set_range_end(range.range_end);
+  create.set_start_revision(start_revision);
+  create.set_progress_notify(true);
+  co_await session.stream->start(create);
+  session_ = &session;
+  asio::co_spawn(io_, read_responses(session), [&session](std::exception_ptr failure) {
+    session.reader_done = true;
+    if (failure && !session.error) {
+      try {
+        std::rethrow_exception(failure);
+      } catch (const std::exception& e) {
+        session.error = SyncError(ErrorKind::transient, std::string("watch reader: ") + e.what());
+      }
+    }
+    session.applier_wakeup.notify();
+  });
+
+  std::exception_ptr failure;
+  try {
+    bool logged_watching = false;
+    while (!stopping_ && !session.error) {
+      MirrorBatch batch;
+      while (!session.queue.empty() && !session.error) {
+        auto response = std::move(session.queue.front());
+        session.queue.pop_front();
+        session.queued_bytes -= std::min(session.queued_bytes, response.ByteSizeLong());
+        if (response.header().revision() > stats_.etcd_revision) stats_.etcd_revision = response.header().revision();
+        if (response.compact_revision() > 0) {
+          lost_from_ = checkpoint_ + 1;
+          session.error = SyncError(ErrorKind::compacted,
+                                    "etcd compacted revision " + std::to_string(response.compact_revision()) +
+                                        "; the watch from " + std::to_string(start_revision) + " cannot continue");
+          break;
+        }
+        if (response.canceled()) {
+          session.error = SyncError(ErrorKind::transient, "etcd cancelled the watch: " + response.cancel_reason());
+          break;
+        }
+        if (response.created() && !logged_watching) {
+          logged_watching = true;
+          stats_.etcd_up = true;
+          set_state(MirrorState::watching, {{"start_revision", start_revision}, {"prefix", config_.etcd.prefix}});
+          backoff_.reset();
+        }
+        if (response.events_size() > 0) {
+          for (const auto& event : response.events()) batch.add_event(event);
+          session.last_event = std::chrono::steady_clock::now();
+        } else if (!response.created() && response.header().revision() > checkpoint_) {
+          batch.advance_to(response.header().revision());  // progress: nothing under the prefix changed
+        }
+      }
+      session.reader_wakeup.notify();
+      if (!batch.empty() && batch.revision() > checkpoint_) co_await apply(batch);
+      if (stopping_ || session.error) break;
+      if (session.reader_done) {
+        session.error = co_await session.stream->finish();
+        break;
+      }
+      if (!session.queue.empty()) continue;
+      if (!co_await session.applier_wakeup.wait(config_.sync.sync_interval)) {
+        // Quiet for a whole interval: ask for progress so the checkpoint follows etcd's revision
+        // and a quiet prefix's resume point never falls behind compaction. Only when idle, because
+        // etcd 3.4 may answer a progress request before an unsynced watcher caught up.
+        auto idle = std::chrono::steady_clock::now() - session.last_event;
+        if (idle >= config_.sync.sync_interval && !session.stream->writing()) {
+          etcdserverpb::WatchRequest progress;
+          progress.mutable_progress_request();
+          co_await session.stream->write(progress);
+        }
+      }
+    }
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  // Tear down: end the stream, wait for the reader, collect the reason.
+  session_ = nullptr;
+  session.stream->cancel();
+  while (!session.reader_done) co_await session.applier_wakeup.wait(std::chrono::seconds(1));
+  auto ended = co_await session.stream->finish();
+  if (failure) std::rethrow_exception(failure);
+  if (stopping_) co_return;
+  if (session.error) throw *session.error;
+  throw ended;
+}
+
+asio::awaitable<void> Mirror::apply(const MirrorBatch& batch) {
+  if (dry_run_) {
+    for (const auto& row : batch.rows())
+      log_info("dry run: would write a row to etcd", {{"component", "mirror"}, {"key", row.key},
+                                                       {"revision", row.revision}, {"tombstone", row.tombstone}});
+  } else {
+    auto started = std::chrono::steady_clock::now();
+    co_await pg_.pipeline(batch.statements(prefix()));
+    stats_.mirror_apply_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  }
+  checkpoint_ = batch.revision();
+  stats_.mirrored_revision = checkpoint_;
+  if (checkpoint_ > stats_.etcd_revision) stats_.etcd_revision = checkpoint_;
+  auto events = static_cast<std::int64_t>(batch.events());
+  stats_.events_applied += events;
+  stats_.pending_events += events;
+  stats_.puts_applied += batch.puts();
+  stats_.deletes_applied += batch.deletes();
+  for (const auto& r : batch.rejected())
+    log_warn("key is not valid UTF-8 text; recorded in etcd_sync_rejected",
+             {{"component", "mirror"}, {"revision", r.revision}, {"reason", r.reason}});
+  if (events > 0)
+    log_debug("watch events applied", {{"component", "mirror"}, {"events", events}, {"puts", batch.puts()},
+                                       {"deletes", batch.deletes()}, {"revision", checkpoint_}});
+}
+
+}  // namespace etcd_sync

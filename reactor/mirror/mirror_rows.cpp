@@ -1,0 +1,102 @@
+#include "reactor/mirror/mirror_rows.hpp"
+
+#include "reactor/keys/keys.hpp"
+
+#include <algorithm>
+
+namespace etcd_sync {
+
+std::optional<MirrorRow> make_row(const std::string& key, const std::string& value, std::int64_t revision,
+                                  bool tombstone, RejectedKey& rejected) {
+  if (!is_text(key)) {
+    rejected = {key, tombstone ? std::nullopt : std::optional<std::string>(value), revision, tombstone,
+                key.find('\0') != std::string::npos ? "key contains a NUL byte" : "key is not valid UTF-8"};
+    return std::nullopt;
+  }
+  MirrorRow row{key, std::nullopt, std::nullopt, revision, tombstone};
+  if (!tombstone) {
+    if (is_text(value))
+      row.value = value;
+    else
+      row.value_bytes = value;
+  }
+  return row;
+}
+
+void MirrorBatch::add_event(const mvccpb::Event& event) {
+  bool tombstone = event.type() == mvccpb::Event::DELETE;
+  const auto& kv = event.kv();
+  RejectedKey rejected;
+  if (auto row = make_row(kv.key(), kv.value(), kv.mod_revision(), tombstone, rejected))
+    rows_.push_back(std::move(*row));
+  else
+    rejected_.push_back(std::move(rejected));
+  (tombstone ? deletes_ : puts_) += 1;
+  revision_ = std::max(revision_, kv.mod_revision());
+}
+
+void MirrorBatch::advance_to(std::int64_t revision) { revision_ = std::max(revision_, revision); }
+
+void append_snapshot_line(std::string& chunk, const MirrorRow& row) {
+  append_copy_text(chunk, row.key);
+  chunk += '\t';
+  if (row.value)
+    append_copy_text(chunk, *row.value);
+  else
+    chunk += "\\N";
+  chunk += '\t';
+  if (row.value_bytes)
+    append_copy_bytea(chunk, *row.value_bytes);
+  else
+    chunk += "\\N";
+  chunk += '\t';
+  chunk += std::to_string(row.revision);
+  chunk += '\n';
+}
+
+void append_row_inserts(const std::vector<MirrorRow>& rows, std::vector<PgStatement>& out) {
+  if (rows.empty()) return;
+  std::vector<std::optional<std::string>> keys, values, value_bytes, revisions, tombstones;
+  for (const auto& row : rows) {
+    keys.push_back(row.key);
+    values.push_back(row.value);
+    value_bytes.push_back(row.value_bytes ? std::optional(bytea_hex(*row.value_bytes)) : std::nullopt);
+    revisions.push_back(std::to_string(row.revision));
+    tombstones.push_back(row.tombstone ? "t" : "f");
+  }
+  out.push_back({"INSERT INTO etcd (key, value, value_bytes, revision, tombstone) "
+                 "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bigint[], $5::boolean[]) "
+                 "ON CONFLICT (key, revision) DO NOTHING",
+                 {PgParam::text(pg_array(keys)), PgParam::text(pg_array(values)), PgParam::text(pg_array(value_bytes)),
+                  PgParam::text(pg_array(revisions)), PgParam::text(pg_array(tombstones))},
+                 true});
+}
+
+void append_rejected_inserts(const std::vector<RejectedKey>& rejected, std::vector<PgStatement>& out) {
+  for (const auto& r : rejected) {
+    out.push_back({"INSERT INTO etcd_sync_rejected (key_bytes, revision, tombstone, value_bytes, reason) "
+                   "VALUES ($1::bytea, $2::bigint, $3::boolean, $4::bytea, $5) "
+                   "ON CONFLICT (key_bytes, revision) DO NOTHING",
+                   {PgParam::bytes(r.key_bytes), PgParam::int64(r.revision),
+                    PgParam::text(r.tombstone ? "true" : "false"),
+                    r.value_bytes ? PgParam::bytes(*r.value_bytes) : PgParam::null(), PgParam::text(r.reason)}});
+  }
+}
+
+PgStatement checkpoint_statement(const std::string& prefix, std::int64_t revision) {
+  return {"INSERT INTO etcd_sync_checkpoint (prefix, revision) VALUES ($1, $2::bigint) "
+          "ON CONFLICT (prefix) DO UPDATE SET revision = greatest(etcd_sync_checkpoint.revision, EXCLUDED.revision), "
+          "updated_at = now()",
+          {PgParam::text(prefix), PgParam::int64(revision)},
+          true};
+}
+
+std::vector<PgStatement> MirrorBatch::statements(const std::string& prefix) const {
+  std::vector<PgStatement> out;
+  append_row_inserts(rows_, out);
+  append_rejected_inserts(rejected_, out);
+  out.push_back(checkpoint_statement(prefix, revision_));
+  return out;
+}
+
+}  // namespace etcd_sync

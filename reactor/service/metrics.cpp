@@ -1,0 +1,178 @@
+#include "reactor/service/metrics.hpp"
+
+#include "adapters/errors.hpp"
+#include "reactor/loop/logging.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <cstdio>
+
+namespace etcd_sync {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+std::optional<asio::ip::tcp::endpoint> parse_listen_address(const std::string& listen) {
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos || colon + 1 >= listen.size()) return std::nullopt;
+  std::string host = listen.substr(0, colon);
+  std::string port_text = listen.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host == "localhost") host = "127.0.0.1";
+  if (host.empty()) host = "0.0.0.0";
+  int port = 0;
+  for (char c : port_text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    port = port * 10 + (c - '0');
+    if (port > 65535) return std::nullopt;
+  }
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(host, ec);
+  if (ec) return std::nullopt;
+  return asio::ip::tcp::endpoint(address, static_cast<unsigned short>(port));
+}
+
+namespace {
+
+void metric(std::string& out, const char* name, const char* type, const char* help) {
+  out += "# HELP ";
+  out += name;
+  out += ' ';
+  out += help;
+  out += "\n# TYPE ";
+  out += name;
+  out += ' ';
+  out += type;
+  out += '\n';
+}
+
+void sample(std::string& out, const std::string& name, const std::string& labels, double value) {
+  char number[64];
+  std::snprintf(number, sizeof number, "%.17g", value);
+  out += name;
+  if (!labels.empty()) out += "{" + labels + "}";
+  out += ' ';
+  out += number;
+  out += '\n';
+}
+
+void histogram(std::string& out, const char* name, const char* help, const LatencyHistogram& h) {
+  metric(out, name, "histogram", help);
+  std::int64_t cumulative = 0;
+  char bound[32];
+  for (std::size_t i = 0; i < h.bounds.size(); ++i) {
+    cumulative += h.counts[i];
+    std::snprintf(bound, sizeof bound, "%g", h.bounds[i]);
+    sample(out, std::string(name) + "_bucket", "le=\"" + std::string(bound) + "\"", static_cast<double>(cumulative));
+  }
+  sample(out, std::string(name) + "_bucket", "le=\"+Inf\"", static_cast<double>(h.count));
+  sample(out, std::string(name) + "_sum", "", h.sum);
+  sample(out, std::string(name) + "_count", "", static_cast<double>(h.count));
+}
+
+}  // namespace
+
+std::string render_metrics(const SyncStats& s, const char* version) {
+  std::string out;
+  metric(out, "etcd_sync_build_info", "gauge", "Build information; the value is always 1.");
+  sample(out, "etcd_sync_build_info", "version=\"" + std::string(version) + "\"", 1);
+  metric(out, "etcd_sync_events_applied_total", "counter", "Watch events written to the etcd table, by operation.");
+  sample(out, "etcd_sync_events_applied_total", "op=\"put\"", static_cast<double>(s.puts_applied));
+  sample(out, "etcd_sync_events_applied_total", "op=\"delete\"", static_cast<double>(s.deletes_applied));
+  metric(out, "etcd_sync_wal_outcomes_total", "counter", "etcd_wal rows processed, by outcome.");
+  sample(out, "etcd_sync_wal_outcomes_total", "status=\"success\"", static_cast<double>(s.wal_success));
+  sample(out, "etcd_sync_wal_outcomes_total", "status=\"conflict\"", static_cast<double>(s.wal_conflict));
+  sample(out, "etcd_sync_wal_outcomes_total", "status=\"failed\"", static_cast<double>(s.wal_failed));
+  sample(out, "etcd_sync_wal_outcomes_total", "status=\"retry\"", static_cast<double>(s.wal_retries));
+  metric(out, "etcd_sync_conflicts_resolved_total", "counter", "etcd_wal rows whose base revision was stale.");
+  sample(out, "etcd_sync_conflicts_resolved_total", "", static_cast<double>(s.conflicts_resolved));
+  metric(out, "etcd_sync_resyncs_total", "counter", "Snapshots taken after a compaction or for validate --fix.");
+  sample(out, "etcd_sync_resyncs_total", "", static_cast<double>(s.resyncs));
+  metric(out, "etcd_sync_mirrored_revision", "gauge", "The checkpoint: every etcd revision up to it is in the etcd table.");
+  sample(out, "etcd_sync_mirrored_revision", "", static_cast<double>(s.mirrored_revision));
+  metric(out, "etcd_sync_etcd_revision", "gauge", "etcd's revision as last seen.");
+  sample(out, "etcd_sync_etcd_revision", "", static_cast<double>(s.etcd_revision));
+  metric(out, "etcd_sync_lag_revisions", "gauge", "etcd revision minus mirrored revision.");
+  sample(out, "etcd_sync_lag_revisions", "",
+         static_cast<double>(s.etcd_revision > s.mirrored_revision ? s.etcd_revision - s.mirrored_revision : 0));
+  metric(out, "etcd_sync_connection_up", "gauge", "1 when the connection works, by peer.");
+  sample(out, "etcd_sync_connection_up", "peer=\"etcd\"", s.etcd_up ? 1 : 0);
+  sample(out, "etcd_sync_connection_up", "peer=\"postgresql\"", s.postgres_up ? 1 : 0);
+  metric(out, "etcd_sync_snapshot_done", "gauge", "1 once the first snapshot is in PostgreSQL.");
+  sample(out, "etcd_sync_snapshot_done", "", s.snapshot_done ? 1 : 0);
+  histogram(out, "etcd_sync_mirror_apply_seconds", "Time to write one batch of watch events to PostgreSQL.",
+            s.mirror_apply_seconds);
+  histogram(out, "etcd_sync_wal_apply_seconds", "Time of one etcd Txn carrying etcd_wal rows.", s.wal_apply_seconds);
+  return out;
+}
+
+MetricsServer::MetricsServer(asio::io_context& io, const asio::ip::tcp::endpoint& endpoint,
+                             std::function<std::string()> metrics, std::function<bool()> ready)
+    : io_(io), acceptor_(io), metrics_(std::move(metrics)), ready_(std::move(ready)) {
+  boost::system::error_code ec;
+  acceptor_.open(endpoint.protocol(), ec);
+  if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(endpoint, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec)
+    throw SyncError(ErrorKind::permanent, "cannot listen for metrics on " + endpoint.address().to_string() + ":" +
+                                              std::to_string(endpoint.port()) + ": " + ec.message());
+}
+
+void MetricsServer::stop() {
+  boost::system::error_code ignored;
+  acceptor_.close(ignored);
+}
+
+asio::awaitable<void> MetricsServer::run() {
+  while (acceptor_.is_open()) {
+    boost::system::error_code ec;
+    auto socket = co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (!acceptor_.is_open()) break;
+      continue;
+    }
+    asio::co_spawn(io_, serve(std::move(socket)), asio::detached);
+  }
+}
+
+asio::awaitable<void> MetricsServer::serve(asio::ip::tcp::socket socket) {
+  beast::flat_buffer buffer;
+  http::request<http::string_body> request;
+  boost::system::error_code ec;
+  co_await http::async_read(socket, buffer, request, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return;
+  http::response<http::string_body> response;
+  response.version(request.version());
+  response.keep_alive(false);
+  response.set(http::field::server, "etcd-sync");
+  auto target = request.target();
+  if (target == "/metrics") {
+    response.result(http::status::ok);
+    response.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+    response.body() = metrics_();
+  } else if (target == "/healthz") {
+    response.result(http::status::ok);
+    response.set(http::field::content_type, "text/plain");
+    response.body() = "ok\n";
+  } else if (target == "/readyz") {
+    bool ready = ready_();
+    response.result(ready ? http::status::ok : http::status::service_unavailable);
+    response.set(http::field::content_type, "text/plain");
+    response.body() = ready ? "ready\n" : "not ready\n";
+  } else {
+    response.result(http::status::not_found);
+    response.set(http::field::content_type, "text/plain");
+    response.body() = "not found: try /metrics, /healthz or /readyz\n";
+  }
+  response.prepare_payload();
+  co_await http::async_write(socket, response, asio::redirect_error(asio::use_awaitable, ec));
+  socket.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+}
+
+}  // namespace etcd_sync
