@@ -10,10 +10,15 @@ SyncError from_grpc_status(const grpc::Status& status, const std::string& what) 
   // An expired auth token: authenticate again and retry.
   if (text.find("invalid auth token") != std::string::npos) return {ErrorKind::transient, message, Peer::etcd};
   switch (status.error_code()) {
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      // gRPC's own limit on one message ("received message larger than max"; etcd's server allows
+      // --max-request-bytes plus 512 KiB) refuses the request itself; etcd's "too many requests"
+      // and "database space exceeded" pass once the cluster catches up or is compacted.
+      if (text.find("larger than max") != std::string::npos) return {ErrorKind::permanent, message, Peer::etcd};
+      return {ErrorKind::transient, message, Peer::etcd};
     case grpc::StatusCode::UNAVAILABLE:
     case grpc::StatusCode::DEADLINE_EXCEEDED:
     case grpc::StatusCode::ABORTED:
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
       return {ErrorKind::transient, message, Peer::etcd};
     case grpc::StatusCode::CANCELLED:
       return {ErrorKind::cancelled, message, Peer::etcd};

@@ -39,7 +39,8 @@ class SyncError : public std::runtime_error {
 };
 
 /// Classifies a gRPC status from etcd. UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED
-/// and leader-change/timeouts (UNKNOWN with etcd's "leader changed" text) are transient;
+/// (but for gRPC's "received message larger than max", which is permanent) and
+/// leader-change/timeouts (UNKNOWN with etcd's "leader changed" text) are transient;
 /// PERMISSION_DENIED and UNAUTHENTICATED are permission_denied; "required revision has been compacted"
 /// (OUT_OF_RANGE) is compacted; the rest (INVALID_ARGUMENT such as "request is too large",
 /// FAILED_PRECONDITION, ...) are permanent. `what` names the call, e.g. "etcd Put".

@@ -8,7 +8,12 @@
 #include <boost/asio/awaitable.hpp>
 #include <grpcpp/grpcpp.h>
 
+#include <boost/asio/steady_timer.hpp>
+
 #include <chrono>
+#include <functional>
+#include <list>
+#include <optional>
 #include <memory>
 #include <set>
 #include <string>
@@ -25,21 +30,38 @@ struct EtcdClientOptions {
   std::string password;
   bool tls = false;
   std::string ca_file, cert_file, key_file, server_name;  ///< PEM files; server_name overrides SNI/check
+  /// Called by connect() for each endpoint it passed over (not READY) and the one it chose.
+  std::function<void(const std::string& skipped, const std::string& chosen)> on_endpoint_skipped;
 };
 
 class WatchStream;
 
 /// A client for one etcd cluster. Not thread-safe: use it on the reactor thread only.
+///
+/// Every call asks etcd to refuse it at once when the member has no leader (the "hasleader"
+/// metadata; etcdserver/api/v3rpc/interceptor.go), instead of waiting out the request timeout.
+/// A call already in flight when its member loses the leader would still wait: once a unary call
+/// has run for kProbeAfter, the client asks that member for its Status; if the member has no
+/// leader, has moved to a newer raft term than the call started in, or does not answer within
+/// kProbeTimeout, the call is abandoned (it fails as transient, naming why) and later calls go to
+/// the next endpoint.
 class EtcdClient {
  public:
+  /// How long a unary call runs before its member is probed, and how often after that.
+  static constexpr std::chrono::milliseconds kProbeAfter{500};
+  static constexpr std::chrono::milliseconds kProbeInterval{250};
+  /// How long a probe may take before the member counts as unresponsive.
+  static constexpr std::chrono::milliseconds kProbeTimeout{1000};
+
   /// Builds the channels (nothing connects yet). Throws SyncError(permanent) when a TLS file cannot
   /// be read.
   EtcdClient(GrpcBridge& bridge, EtcdClientOptions options);
   ~EtcdClient();
 
-  /// Waits until some endpoint's channel is READY (within dial_timeout per endpoint) and, when a
-  /// username is set, authenticates. Throws SyncError: transient when no endpoint answers (the
-  /// message names every host:port), permission_denied when auth fails.
+  /// Connects to every endpoint at once and uses the first that is READY (preferring the order
+  /// given), within dial_timeout; an endpoint passed over is named in a warning. When a username is
+  /// set, authenticates. Throws SyncError: transient when no endpoint answers (the message names
+  /// every host:port), permission_denied when auth fails.
   asio::awaitable<void> connect();
 
   /// KV calls. Each throws SyncError classified by from_grpc_status (e.g. compacted for a Range at a
@@ -60,22 +82,25 @@ class EtcdClient {
   /// Opens a Watch stream on the current endpoint. The stream borrows this client.
   std::unique_ptr<WatchStream> open_watch();
 
-  /// Cancels every call in flight (they complete with SyncError(cancelled)); for shutdown.
+  /// Cancels every call and stream in flight (they complete with SyncError(cancelled)); for shutdown.
   void cancel_all();
 
   /// "host:port" of the endpoint calls go to now.
   const std::string& current_endpoint() const { return options_.endpoints[current_]; }
+  /// The highest raft term seen in any response header.
+  std::int64_t raft_term() const { return known_term_; }
 
-  /// Prepares a context: deadline (0 = none) and token metadata. Used by WatchStream too.
+  /// Prepares a context: deadline (0 = none), the hasleader requirement, the token metadata. Used
+  /// by WatchStream too.
   void prepare_context(grpc::ClientContext& context, std::chrono::milliseconds deadline) const;
   GrpcBridge& bridge() { return bridge_; }
   etcdserverpb::Watch::Stub& watch_stub() { return *endpoints_[current_].watch; }
 
   /// Called after a transient failure: later calls go to the next endpoint.
   void fail_over();
-  /// Registers a context for cancel_all while its call is in flight.
-  void track(grpc::ClientContext* context) { in_flight_.insert(context); }
-  void untrack(grpc::ClientContext* context) { in_flight_.erase(context); }
+  /// Registers a stream's context for cancel_all while it is open (streams are not probed).
+  void track(grpc::ClientContext* context) { streams_.insert(context); }
+  void untrack(grpc::ClientContext* context) { streams_.erase(context); }
 
  private:
   struct Endpoint {
@@ -86,18 +111,44 @@ class EtcdClient {
     std::unique_ptr<etcdserverpb::Auth::Stub> auth;
     std::unique_ptr<etcdserverpb::Maintenance::Stub> maintenance;
   };
+  /// A unary call in flight.
+  struct Call {
+    grpc::ClientContext* context;
+    std::size_t endpoint;
+    std::int64_t term;  ///< the raft term known when it started
+    std::chrono::steady_clock::time_point started;
+    std::string abandoned;  ///< why the probe abandoned it ("" while it runs)
+  };
 
   template <class Response, class Call>
   asio::awaitable<Response> unary(const char* what, Call call);
-  asio::awaitable<bool> wait_ready(Endpoint& endpoint);
   asio::awaitable<void> authenticate();
+  void note_term(std::int64_t term) {
+    if (term > known_term_) known_term_ = term;
+  }
+  /// Arms the probe timer for the oldest call in flight, if it is not armed.
+  void schedule_probe();
+  void on_probe_timer();
+  /// Sends a Status probe to `endpoint` (a plain function: its completion may come after the
+  /// client is gone, and then does nothing).
+  void probe(std::size_t endpoint);
+  void on_probe_result(std::size_t endpoint, const grpc::Status& status, const etcdserverpb::StatusResponse& response);
+  void abandon(std::size_t endpoint, const std::string& why, std::optional<std::int64_t> older_than_term);
 
   GrpcBridge& bridge_;
   EtcdClientOptions options_;
   std::vector<Endpoint> endpoints_;
   std::size_t current_ = 0;
   std::string token_;
-  std::set<grpc::ClientContext*> in_flight_;
+  std::list<Call> calls_;
+  std::set<grpc::ClientContext*> streams_;
+  asio::steady_timer probe_timer_;
+  bool probe_armed_ = false;
+  std::set<std::size_t> probing_;  ///< endpoints with a probe in flight
+  std::set<grpc::ClientContext*> probes_;  ///< their contexts, for cancel_all
+  std::int64_t known_term_ = 0;
+  /// Shared with probes in flight, which may finish after the client is gone.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace etcd_sync

@@ -19,7 +19,9 @@ asio::awaitable<void> WatchStream::start(const etcdserverpb::WatchCreateRequest&
   bool ok = co_await async_grpc(client_.bridge(), [&](void* tag) { call_->StartCall(tag); }, asio::use_awaitable);
   etcdserverpb::WatchRequest request;
   *request.mutable_create_request() = create;
-  if (!ok || !co_await write(request)) {
+  bool written = false;
+  if (ok) written = co_await write(request);
+  if (!written) {
     SyncError error = co_await finish();
     throw error;
   }
@@ -47,7 +49,7 @@ asio::awaitable<SyncError> WatchStream::finish() {
   }
   client_.untrack(&context_);
   SyncError error = from_grpc_status(status, "etcd Watch at " + client_.current_endpoint());
-  if (status.ok()) error = SyncError(ErrorKind::transient, "etcd Watch at " + client_.current_endpoint() + " ended");
+  if (status.ok()) error = SyncError(ErrorKind::transient, "etcd Watch at " + client_.current_endpoint() + " ended", Peer::etcd);
   if (error.transient()) client_.fail_over();
   co_return error;
 }

@@ -1,4 +1,4 @@
--- The contract's tables (CONTRACT.md §4) and etcd-sync's own bookkeeping.
+-- The tables of README "Tables" and etcd-sync's own bookkeeping.
 -- Runs with search_path set to the configured schema.
 
 -- etcd's history under the prefix: one row per (key, mod_revision); deletes are tombstones.

@@ -1,4 +1,4 @@
--- SQL helpers for applications (CONTRACT.md §4).
+-- SQL helpers for applications (README, "Tables").
 
 -- The key's live value from the mirror: no row when the key is absent or its latest row a tombstone.
 CREATE OR REPLACE FUNCTION etcd_get(p_key text)

@@ -4,7 +4,7 @@
 
 #include "adapters/pg_connection.hpp"
 #include "reactor/config/config.hpp"
-#include "reactor/service/database.hpp"
+#include "reactor/service/migrations.hpp"
 #include "reactor/service/service.hpp"
 
 #include <boost/asio/co_spawn.hpp>

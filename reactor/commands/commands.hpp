@@ -1,5 +1,5 @@
 #pragma once
-// The one-shot commands (CONTRACT.md §2). Each returns the process exit code.
+// The one-shot commands (README, "Commands"). Each returns the process exit code.
 
 #include "reactor/config/config.hpp"
 

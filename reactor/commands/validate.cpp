@@ -19,10 +19,13 @@ struct Entry {
   std::int64_t revision = 0;
 };
 
-/// Walks etcd under the prefix at `revision`, page by page (sized by bytes), sorted by key.
+/// Walks etcd under the prefix at `revision`, page by page (sized by bytes), sorted by key,
+/// leaving out etcd-sync's own keys under `own_prefix` ([ha] election_prefix), which are never
+/// mirrored.
 class EtcdPages {
  public:
-  EtcdPages(EtcdClient& etcd, const std::string& prefix, std::int64_t revision) : etcd_(etcd) {
+  EtcdPages(EtcdClient& etcd, const std::string& prefix, std::string own_prefix, std::int64_t revision)
+      : etcd_(etcd), own_prefix_(std::move(own_prefix)) {
     auto range = prefix_range(prefix);
     request_.set_key(range.key);
     request_.set_range_end(range.range_end);
@@ -35,14 +38,18 @@ class EtcdPages {
       auto response = co_await etcd_.range(request_);
       page_.clear();
       index_ = 0;
-      for (const auto& kv : response.kvs()) page_.push_back({kv.key(), kv.value(), kv.mod_revision()});
+      for (const auto& kv : response.kvs())
+        if (own_prefix_.empty() || !kv.key().starts_with(own_prefix_)) page_.push_back({kv.key(), kv.value(), kv.mod_revision()});
       if (!response.more() || response.kvs().empty()) {
         done_ = true;
       } else {
         request_.set_key(response.kvs(response.kvs_size() - 1).key() + '\0');
         request_.set_limit(next_range_page_limit(response.ByteSizeLong(), response.kvs_size()));
       }
-      if (page_.empty()) co_return std::nullopt;
+      if (page_.empty()) {
+        if (done_) co_return std::nullopt;
+        co_return co_await next();  // a page of own keys only
+      }
     }
     std::optional<Entry> entry = std::move(page_[index_++]);
     co_return entry;
@@ -50,6 +57,7 @@ class EtcdPages {
 
  private:
   EtcdClient& etcd_;
+  std::string own_prefix_;
   etcdserverpb::RangeRequest request_;
   std::vector<Entry> page_;
   std::size_t index_ = 0;
@@ -115,7 +123,7 @@ class MirrorPages {
 class Comparison {
  public:
   Comparison(PgConnection& pg, EtcdClient& etcd, const Config& config, std::int64_t revision)
-      : left_(etcd, config.etcd.prefix, revision), right_(pg, effective_prefix(config.etcd.prefix), revision) {}
+      : left_(etcd, config.etcd.prefix, config.ha.election_prefix, revision), right_(pg, effective_prefix(config.etcd.prefix), revision) {}
 
   /// Prints each difference; returns how many there were.
   asio::awaitable<std::int64_t> run() {
@@ -180,7 +188,7 @@ int command_validate(const Config& config, bool fix) {
     if (differences == 0) co_return exit_ok;
     if (!fix) co_return 1;
     SyncStats stats;
-    Mirror mirror(io, config, etcd, stats);
+    Mirror mirror(io, std::make_shared<const Config>(config), etcd, stats);
     auto revision = co_await mirror.resync_once();
     differences = co_await compare(pg, etcd, config, at);
     std::cout << "resynchronized at revision " << revision << "; " << differences << " difference(s) remain\n";

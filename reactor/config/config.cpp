@@ -453,6 +453,27 @@ void read_metrics(Table& t, MetricsConfig& out) {
   t.report_unknown();
 }
 
+void read_ha(Table& t, HaConfig& out) {
+  std::string prefix;
+  if (t.read_string("election_prefix", prefix)) {
+    if (prefix.empty()) {
+      t.error(*t.find("election_prefix"), "election_prefix", "must not be empty (the default is \"/etcd-sync/election/\")");
+    } else {
+      out.election_prefix = prefix;
+    }
+  }
+  std::chrono::milliseconds ttl{0};
+  if (t.read_duration("ttl", ttl, false)) {
+    if (ttl < std::chrono::seconds(2)) {
+      t.error(*t.find("ttl"), "ttl", "must be at least 2s (etcd grants leases in whole seconds), got " + format_duration(ttl));
+    } else {
+      out.ttl = ttl;
+    }
+  }
+  t.read_string("instance_id", out.instance_id);
+  t.report_unknown();
+}
+
 void read_document(const toml::value& doc, const std::string& file, Config& config,
                    Errors& errors) {
   Table root(doc, "", file, errors);
@@ -461,6 +482,7 @@ void read_document(const toml::value& doc, const std::string& file, Config& conf
   if (auto t = root.sub_table("sync")) read_sync(*t, config.sync);
   if (auto t = root.sub_table("logging")) read_logging(*t, config.logging);
   if (auto t = root.sub_table("metrics")) read_metrics(*t, config.metrics);
+  if (auto t = root.sub_table("ha")) read_ha(*t, config.ha);
   root.report_unknown();
 }
 

@@ -28,6 +28,7 @@ struct TlsConfig {
   std::string cert_file;  ///< client certificate (PEM) for mutual TLS; empty = none
   std::string key_file;   ///< client private key (PEM); required when cert_file is set
   std::string server_name;  ///< overrides the name checked in the server certificate
+  bool operator==(const TlsConfig&) const = default;
 };
 
 struct PostgresConfig {
@@ -36,6 +37,7 @@ struct PostgresConfig {
   /// libpq then uses PG* environment variables and ~/.pgpass.
   std::string conninfo;
   std::string schema = "public";  ///< where etcd, etcd_wal and our own tables live
+  bool operator==(const PostgresConfig&) const = default;
 };
 
 struct EtcdConfig {
@@ -47,6 +49,7 @@ struct EtcdConfig {
   std::string password;
   bool tls = false;  ///< true when [etcd.tls] is present or the DSN says tls=enabled
   TlsConfig tls_files;
+  bool operator==(const EtcdConfig&) const = default;
 };
 
 struct RetryConfig {
@@ -68,6 +71,15 @@ struct LoggingConfig {
   LogFormat format = LogFormat::json;
 };
 
+struct HaConfig {
+  /// etcd keys of the election and of the outbox's barrier and receipts: never mirrored, never
+  /// written from etcd_wal. Each group of instances (one schema and prefix) needs its own.
+  std::string election_prefix = "/etcd-sync/election/";
+  std::chrono::milliseconds ttl{10000};  ///< a leader that cannot renew its lease within ttl is replaced (>= 2s)
+  std::string instance_id;               ///< unique per instance; empty: the host name
+  bool operator==(const HaConfig&) const = default;
+};
+
 struct MetricsConfig {
   std::string listen;  ///< "host:port" for /metrics, /healthz, /readyz; empty = off
 };
@@ -78,6 +90,7 @@ struct Config {
   SyncConfig sync;
   LoggingConfig logging;
   MetricsConfig metrics;
+  HaConfig ha;
   std::string source_file;  ///< the TOML file this came from; empty when defaults only
 };
 

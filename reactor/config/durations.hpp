@@ -1,6 +1,6 @@
 #pragma once
 // Durations as configuration writes them: Go-style strings with a unit ("500ms", "5s", "1m30s"),
-// the form the quickstart used and CONTRACT.md §3 keeps.
+// the form the quickstart used (README, "Configuration").
 
 #include <chrono>
 #include <optional>

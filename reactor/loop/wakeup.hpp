@@ -26,16 +26,29 @@ class Wakeup {
 
   /// Returns true when notified, false when `timeout` (milliseconds) passed first.
   asio::awaitable<bool> wait(std::chrono::milliseconds timeout) {
+    co_return co_await wait_until(std::chrono::steady_clock::now() + timeout);
+  }
+
+  /// Returns true when notified, false when `deadline` passed first.
+  asio::awaitable<bool> wait_until(std::chrono::steady_clock::time_point deadline) {
     if (pending_) {
       pending_ = false;
       co_return true;
     }
-    timer_.expires_after(timeout);
+    timer_.expires_at(deadline);
     boost::system::error_code ec;
     co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     bool notified = pending_;
     pending_ = false;
     co_return notified;
+  }
+
+  /// Waits until notified, however long that takes.
+  asio::awaitable<void> wait() {
+    for (;;) {
+      bool notified = co_await wait_until(std::chrono::steady_clock::time_point::max());
+      if (notified) break;
+    }
   }
 
  private:

@@ -1,11 +1,11 @@
 #include "reactor/mirror/mirror.hpp"
 
+#include "reactor/engine/database.hpp"
 #include "reactor/keys/keys.hpp"
+#include "reactor/loop/failpoint.hpp"
 #include "reactor/loop/logging.hpp"
-#include "reactor/service/database.hpp"
-
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/use_awaitable.hpp>
+#include "reactor/loop/spawn.hpp"
+#include "reactor/mirror/watch_response.hpp"
 
 #include <algorithm>
 
@@ -13,7 +13,7 @@ namespace etcd_sync {
 
 namespace {
 
-constexpr std::size_t max_queued_bytes = 64 * 1024 * 1024;   // watch responses waiting for PostgreSQL
+constexpr std::size_t max_queued_bytes = 64 * 1024 * 1024;  // watch responses waiting for PostgreSQL
 
 }  // namespace
 
@@ -31,35 +31,34 @@ const char* to_string(MirrorState state) {
 
 /// One Watch stream and the responses read from it but not yet applied.
 struct Mirror::WatchSession {
-  explicit WatchSession(asio::io_context& io) : applier_wakeup(io), reader_wakeup(io) {}
+  explicit WatchSession(asio::io_context& io) : applier_wakeup(io), reader_wakeup(io), reader_gate(io) {}
   std::unique_ptr<WatchStream> stream;
   std::deque<etcdserverpb::WatchResponse> queue;
   std::size_t queued_bytes = 0;
   Wakeup applier_wakeup;  // a response arrived, or the reader ended
   Wakeup reader_wakeup;   // the queue has room again
+  Gate reader_gate;       // the reader coroutine is inside while it runs
   bool reader_done = false;
+  bool logged_watching = false;
   std::optional<SyncError> error;
   std::chrono::steady_clock::time_point last_event = std::chrono::steady_clock::now();
 };
 
-Mirror::Mirror(asio::io_context& io, const Config& config, EtcdClient& etcd, SyncStats& stats, bool dry_run)
+Mirror::Mirror(asio::io_context& io, std::shared_ptr<const Config> config, EtcdClient& etcd, SyncStats& stats,
+               bool dry_run)
     : io_(io),
-      config_(config),
+      config_(std::move(config)),
       etcd_(etcd),
       stats_(stats),
-      pg_(io, config.postgresql.conninfo, "mirror"),
-      backoff_(config.sync.retry.initial_backoff, config.sync.retry.max_backoff),
+      pg_(io, config_->postgresql.conninfo, "mirror"),
+      status_("mirror", MirrorState::starting, MirrorState::backing_off, stats),
       stop_wakeup_(io),
       dry_run_(dry_run) {}
 
-std::string Mirror::prefix() const { return effective_prefix(config_.etcd.prefix); }
+std::string Mirror::prefix() const { return effective_prefix(config_->etcd.prefix); }
 
-void Mirror::set_state(MirrorState state, const LogFields& fields) {
-  if (state == state_) return;
-  LogFields all{{"component", "mirror"}, {"from", to_string(state_)}, {"to", to_string(state)}};
-  all.insert(all.end(), fields.begin(), fields.end());
-  state_ = state;
-  log(state == MirrorState::backing_off ? LogLevel::warn : LogLevel::info, "mirror state changed", all);
+bool Mirror::own_key(const std::string& key) const {
+  return !config_->ha.election_prefix.empty() && key.starts_with(config_->ha.election_prefix);
 }
 
 void Mirror::stop() {
@@ -72,9 +71,13 @@ void Mirror::stop() {
   }
 }
 
+void Mirror::throw_if_stopping() const {
+  if (stopping_) throw SyncError(ErrorKind::cancelled, "the mirror is stopping");
+}
+
 asio::awaitable<void> Mirror::connect_postgres() {
   if (pg_.connected()) co_return;
-  co_await open_database(pg_, config_);
+  co_await open_database(pg_, config_.get());
 }
 
 asio::awaitable<std::optional<std::int64_t>> Mirror::load_checkpoint() {
@@ -94,6 +97,7 @@ asio::awaitable<std::int64_t> Mirror::resync_once() {
 
 asio::awaitable<void> Mirror::run() {
   while (!stopping_) {
+    config_.adopt();  // a defined point: between connections, snapshots and watches
     std::chrono::milliseconds delay{0};
     try {
       co_await connect_postgres();
@@ -114,13 +118,12 @@ asio::awaitable<void> Mirror::run() {
       co_await watch(checkpoint_ + 1);
     } catch (const SyncError& error) {
       delay = on_failure(error);
-    } catch (const std::exception& error) {
-      delay = on_failure(SyncError(ErrorKind::transient, std::string("unexpected: ") + error.what()));
     }
     if (delay.count() > 0) co_await stop_wakeup_.wait(delay);
   }
   pg_.close();
-  set_state(MirrorState::stopped);
+  status_.clear();
+  status_.set(MirrorState::stopped);
 }
 
 std::chrono::milliseconds Mirror::on_failure(const SyncError& error) {
@@ -133,23 +136,12 @@ std::chrono::milliseconds Mirror::on_failure(const SyncError& error) {
     log_warn("etcd compacted the revisions the mirror needs", {{"component", "mirror"}, {"error", error.what()}});
     return std::chrono::milliseconds(0);
   }
-  stats_.last_error = error.what();
-  if (error.peer() == Peer::etcd) stats_.etcd_up = false;
-  backoff_.set_limits(config_.sync.retry.initial_backoff, config_.sync.retry.max_backoff);
-  auto delay = backoff_.next();
-  if (state_ != MirrorState::backing_off)
-    set_state(MirrorState::backing_off, {{"error", error.what()}, {"kind", to_string(error.kind())}});
-  else if (last_error_ != error.what())
-    log_warn("mirror still backing off", {{"component", "mirror"}, {"error", error.what()}});
-  last_error_ = error.what();
-  log_debug("mirror retry scheduled",
-            {{"component", "mirror"}, {"attempt", backoff_.attempts()}, {"delay_ms", delay.count()}});
-  return delay;
+  return status_.failed(error, config_->sync.retry);
 }
 
 asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
-  set_state(resync ? MirrorState::resyncing : MirrorState::snapshotting);
-  auto range = prefix_range(config_.etcd.prefix);
+  status_.set(resync ? MirrorState::resyncing : MirrorState::snapshotting);
+  auto range = prefix_range(config_->etcd.prefix);
   co_await pg_.execute_script(
       "BEGIN; CREATE TEMP TABLE etcd_sync_snapshot (key text NOT NULL, value text, value_bytes bytea, "
       "mod_revision bigint NOT NULL) ON COMMIT DROP");
@@ -163,11 +155,16 @@ asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
   request.set_limit(kRangeFirstPageKeys);  // then sized by bytes: next_range_page_limit
   std::string chunk;
   for (;;) {
+    // A stop abandons the snapshot between pages: the transaction rolls back when the connection
+    // closes, and the next start (perhaps with a reloaded prefix) takes a new one.
+    throw_if_stopping();
     request.set_revision(revision);  // 0 for the first page: etcd's current revision, then pinned
     auto page = co_await etcd_.range(request);
+    status_.working(Peer::etcd);
     if (revision == 0) revision = page.header().revision();
     chunk.clear();
     for (const auto& kv : page.kvs()) {
+      if (own_key(kv.key())) continue;
       RejectedKey bad;
       auto row = make_row(kv.key(), kv.value(), kv.mod_revision(), false, bad);
       if (!row) {
@@ -184,6 +181,7 @@ asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
   }
   co_await pg_.copy_end();
   co_await pg_.execute_script("ANALYZE etcd_sync_snapshot");
+  throw_if_stopping();
 
   // Reconcile: keys gone from etcd get a tombstone at the snapshot revision; keys whose latest row is
   // older than their mod_revision get a row at it. Then the checkpoint moves to the snapshot.
@@ -207,6 +205,7 @@ asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
   statements.push_back(checkpoint_statement(prefix(), revision));
   auto results = co_await pg_.pipeline(std::move(statements));
   co_await pg_.execute_script("COMMIT");
+  status_.working(Peer::postgresql);
   std::int64_t tombstones = results[0].affected();
   std::int64_t added = results[1].affected();
 
@@ -238,20 +237,21 @@ asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
 
 asio::awaitable<void> Mirror::read_responses(WatchSession& session) {
   for (;;) {
-    while (session.queued_bytes > max_queued_bytes && !stopping_)
-      co_await session.reader_wakeup.wait(std::chrono::seconds(1));
+    while (session.queued_bytes > max_queued_bytes && !stopping_) co_await session.reader_wakeup.wait();
     auto response = co_await session.stream->read();
     if (!response) break;
     session.queued_bytes += response->ByteSizeLong();
     session.queue.push_back(std::move(*response));
     session.applier_wakeup.notify();
   }
+  session.reader_done = true;
+  session.applier_wakeup.notify();
 }
 
 asio::awaitable<void> Mirror::watch(std::int64_t start_revision) {
   WatchSession session(io_);
   session.stream = etcd_.open_watch();
-  auto range = prefix_range(config_.etcd.prefix);
+  auto range = prefix_range(config_->etcd.prefix);
   etcdserverpb::WatchCreateRequest create;
   create.set_key(range.key);
   create.set_range_end(range.range_end);
@@ -259,66 +259,25 @@ asio::awaitable<void> Mirror::watch(std::int64_t start_revision) {
   create.set_progress_notify(true);
   co_await session.stream->start(create);
   session_ = &session;
-  asio::co_spawn(io_, read_responses(session), [&session](std::exception_ptr failure) {
-    session.reader_done = true;
-    if (failure && !session.error) {
-      try {
-        std::rethrow_exception(failure);
-      } catch (const std::exception& e) {
-        session.error = SyncError(ErrorKind::transient, std::string("watch reader: ") + e.what());
-      }
-    }
-    session.applier_wakeup.notify();
-  });
+  spawn(io_, session.reader_gate, read_responses(session), "mirror watch reader");
 
   std::exception_ptr failure;
   try {
-    bool logged_watching = false;
     while (!stopping_ && !session.error) {
-      MirrorBatch batch;
-      while (!session.queue.empty() && !session.error) {
-        auto response = std::move(session.queue.front());
-        session.queue.pop_front();
-        session.queued_bytes -= std::min(session.queued_bytes, response.ByteSizeLong());
-        if (response.header().revision() > stats_.etcd_revision) stats_.etcd_revision = response.header().revision();
-        if (response.compact_revision() > 0) {
-          lost_from_ = checkpoint_ + 1;
-          session.error = SyncError(ErrorKind::compacted,
-                                    "etcd compacted revision " + std::to_string(response.compact_revision()) +
-                                        "; the watch from " + std::to_string(start_revision) + " cannot continue");
-          break;
-        }
-        if (response.canceled()) {
-          session.error = SyncError(ErrorKind::transient, "etcd cancelled the watch: " + response.cancel_reason());
-          break;
-        }
-        if (response.created() && !logged_watching) {
-          logged_watching = true;
-          stats_.etcd_up = true;
-          set_state(MirrorState::watching, {{"start_revision", start_revision}, {"prefix", config_.etcd.prefix}});
-          backoff_.reset();
-        }
-        if (response.events_size() > 0) {
-          for (const auto& event : response.events()) batch.add_event(event);
-          session.last_event = std::chrono::steady_clock::now();
-        } else if (!response.created() && response.header().revision() > checkpoint_) {
-          batch.advance_to(response.header().revision());  // progress: nothing under the prefix changed
-        }
-      }
-      session.reader_wakeup.notify();
-      if (!batch.empty() && batch.revision() > checkpoint_) co_await apply(batch);
-      if (stopping_ || session.error) break;
+      const bool go_on = co_await apply_queued(session, start_revision);
+      if (!go_on) break;
+      if (stopping_) break;
       if (session.reader_done) {
         session.error = co_await session.stream->finish();
         break;
       }
       if (!session.queue.empty()) continue;
-      if (!co_await session.applier_wakeup.wait(config_.sync.sync_interval)) {
+      const bool woken = co_await session.applier_wakeup.wait(config_->sync.sync_interval);
+      if (!woken) {
         // Quiet for a whole interval: ask for progress so the checkpoint follows etcd's revision
-        // and a quiet prefix's resume point never falls behind compaction. Only when idle, because
-        // etcd 3.4 may answer a progress request before an unsynced watcher caught up.
-        auto idle = std::chrono::steady_clock::now() - session.last_event;
-        if (idle >= config_.sync.sync_interval && !session.stream->writing()) {
+        // and a quiet prefix's resume point never falls behind compaction.
+        if (should_request_progress(std::chrono::steady_clock::now() - session.last_event,
+                                    config_->sync.sync_interval, session.stream->writing())) {
           etcdserverpb::WatchRequest progress;
           progress.mutable_progress_request();
           co_await session.stream->write(progress);
@@ -331,7 +290,8 @@ asio::awaitable<void> Mirror::watch(std::int64_t start_revision) {
   // Tear down: end the stream, wait for the reader, collect the reason.
   session_ = nullptr;
   session.stream->cancel();
-  while (!session.reader_done) co_await session.applier_wakeup.wait(std::chrono::seconds(1));
+  session.reader_wakeup.notify();
+  co_await session.reader_gate.close();
   auto ended = co_await session.stream->finish();
   if (failure) std::rethrow_exception(failure);
   if (stopping_) co_return;
@@ -339,30 +299,89 @@ asio::awaitable<void> Mirror::watch(std::int64_t start_revision) {
   throw ended;
 }
 
-asio::awaitable<void> Mirror::apply(const MirrorBatch& batch) {
-  if (dry_run_) {
-    for (const auto& row : batch.rows())
-      log_info("dry run: would write a row to etcd", {{"component", "mirror"}, {"key", row.key},
-                                                       {"revision", row.revision}, {"tombstone", row.tombstone}});
-  } else {
-    auto started = std::chrono::steady_clock::now();
-    co_await pg_.pipeline(batch.statements(prefix()));
-    stats_.mirror_apply_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+asio::awaitable<bool> Mirror::apply_queued(WatchSession& session, std::int64_t start_revision) {
+  config_.adopt();  // a defined point: between transactions
+  MirrorBatches batches(static_cast<std::size_t>(config_->sync.batch_size));
+  while (!session.queue.empty() && !session.error) {
+    auto response = std::move(session.queue.front());
+    session.queue.pop_front();
+    session.queued_bytes -= std::min(session.queued_bytes, response.ByteSizeLong());
+    if (response.header().revision() > stats_.etcd_revision) stats_.etcd_revision = response.header().revision();
+    const std::int64_t covered = batches.empty() ? checkpoint_ : std::max(checkpoint_, batches.revision());
+    auto step = read_watch_response(response, covered);
+    switch (step.kind) {
+      case WatchStep::Kind::compacted:
+        lost_from_ = checkpoint_ + 1;
+        session.error = SyncError(ErrorKind::compacted,
+                                  "etcd compacted revision " + std::to_string(step.revision) + "; the watch from " +
+                                      std::to_string(start_revision) + " cannot continue",
+                                  Peer::etcd);
+        break;
+      case WatchStep::Kind::cancelled:
+        session.error = SyncError(ErrorKind::transient, "etcd cancelled the watch: " + step.reason, Peer::etcd);
+        break;
+      case WatchStep::Kind::created:
+        if (!session.logged_watching) {
+          session.logged_watching = true;
+          status_.working(Peer::etcd);
+          status_.working(Peer::postgresql);
+          status_.set(MirrorState::watching, {{"start_revision", start_revision}, {"prefix", config_->etcd.prefix}});
+        }
+        break;
+      case WatchStep::Kind::events:
+        for (const auto& event : response.events()) {
+          if (own_key(event.kv().key()))
+            batches.advance_to(event.kv().mod_revision());  // etcd-sync's own key: the revision only
+          else
+            batches.add_event(event);
+        }
+        session.last_event = std::chrono::steady_clock::now();
+        break;
+      case WatchStep::Kind::progress:
+        batches.advance_to(step.revision);  // nothing under the prefix changed up to there
+        break;
+      case WatchStep::Kind::stale:
+        break;
+    }
   }
-  checkpoint_ = batch.revision();
+  session.reader_wakeup.notify();
+  if (!batches.empty() && batches.revision() > checkpoint_) co_await apply(batches);
+  co_return !session.error;
+}
+
+asio::awaitable<void> Mirror::apply(const MirrorBatches& batches) {
+  std::int64_t events = 0, puts = 0, deletes = 0;
+  for (const auto& batch : batches.batches()) {
+    events += static_cast<std::int64_t>(batch.events());
+    puts += batch.puts();
+    deletes += batch.deletes();
+    if (dry_run_)
+      for (const auto& row : batch.rows())
+        log_info("dry run: would write a row to etcd", {{"component", "mirror"}, {"key", row.key},
+                                                         {"revision", row.revision}, {"tombstone", row.tombstone}});
+  }
+  if (!dry_run_) {
+    auto started = std::chrono::steady_clock::now();
+    failpoint("mirror.before_commit");
+    co_await pg_.pipeline(batches.statements(prefix()));
+    stats_.mirror_apply_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    status_.working(Peer::postgresql);
+  }
+  checkpoint_ = batches.revision();
   stats_.mirrored_revision = checkpoint_;
   if (checkpoint_ > stats_.etcd_revision) stats_.etcd_revision = checkpoint_;
-  auto events = static_cast<std::int64_t>(batch.events());
   stats_.events_applied += events;
   stats_.pending_events += events;
-  stats_.puts_applied += batch.puts();
-  stats_.deletes_applied += batch.deletes();
-  for (const auto& r : batch.rejected())
-    log_warn("key is not valid UTF-8 text; recorded in etcd_sync_rejected",
-             {{"component", "mirror"}, {"revision", r.revision}, {"reason", r.reason}});
+  stats_.puts_applied += puts;
+  stats_.deletes_applied += deletes;
+  for (const auto& batch : batches.batches())
+    for (const auto& r : batch.rejected())
+      log_warn("key is not valid UTF-8 text; recorded in etcd_sync_rejected",
+               {{"component", "mirror"}, {"revision", r.revision}, {"reason", r.reason}});
   if (events > 0)
-    log_debug("watch events applied", {{"component", "mirror"}, {"events", events}, {"puts", batch.puts()},
-                                       {"deletes", batch.deletes()}, {"revision", checkpoint_}});
+    log_debug("watch events applied", {{"component", "mirror"}, {"events", events}, {"puts", puts},
+                                       {"deletes", deletes}, {"revision", checkpoint_},
+                                       {"transactions", static_cast<std::int64_t>(batches.batches().size())}});
 }
 
 }  // namespace etcd_sync

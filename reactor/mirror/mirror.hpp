@@ -1,17 +1,19 @@
 #pragma once
 // etcd -> PostgreSQL. Takes a paginated snapshot when there is no checkpoint (or after a
-// compaction), then watches from checkpoint + 1 and applies each group of watch responses in one
-// transaction that also moves the checkpoint, so a crash neither loses nor repeats a revision.
+// compaction), then watches from checkpoint + 1 and applies the watch events in transactions of at
+// most batch_size events, each of which also moves the checkpoint, so a crash neither loses nor
+// repeats a revision. Where a watch event becomes a row: mirror_rows.hpp; what a WatchResponse
+// means: watch_response.hpp.
 
 #include "adapters/etcd_client.hpp"
 #include "adapters/etcd_watch.hpp"
 #include "adapters/pg_connection.hpp"
-#include "reactor/loop/backoff.hpp"
-#include "reactor/config/config.hpp"
-#include "reactor/loop/logging.hpp"
-#include "reactor/mirror/mirror_rows.hpp"
-#include "reactor/service/sync_stats.hpp"
+#include "reactor/engine/config_view.hpp"
+#include "reactor/engine/engine.hpp"
+#include "reactor/engine/engine_status.hpp"
+#include "reactor/engine/sync_stats.hpp"
 #include "reactor/loop/wakeup.hpp"
+#include "reactor/mirror/mirror_rows.hpp"
 
 #include <deque>
 #include <optional>
@@ -29,18 +31,23 @@ enum class MirrorState {
 };
 const char* to_string(MirrorState state);
 
-class Mirror {
+class Mirror final : public Engine {
  public:
-  /// `config` is read on every use, so a reload takes effect at the next step.
   /// With `dry_run`, events are logged instead of written and the checkpoint only moves in memory.
-  Mirror(asio::io_context& io, const Config& config, EtcdClient& etcd, SyncStats& stats, bool dry_run = false);
+  Mirror(asio::io_context& io, std::shared_ptr<const Config> config, EtcdClient& etcd, SyncStats& stats,
+         bool dry_run = false);
 
-  /// Runs until stop(). Transient failures back off and resume from the checkpoint; never throws.
-  asio::awaitable<void> run();
-  /// Asks run() to return: the transaction in flight commits, queued responses are dropped (they
-  /// are above the checkpoint and come again on the next start).
-  void stop();
-  MirrorState state() const { return state_; }
+  const char* name() const override { return "mirror"; }
+  /// Runs until stop(). Transient failures back off and resume from the checkpoint.
+  asio::awaitable<void> run() override;
+  /// Asks run() to return: a snapshot in progress is abandoned (rolled back), the transaction in
+  /// flight commits, queued responses are dropped (they are above the checkpoint and come again).
+  void stop() override;
+  /// Batch size, sync interval and retry settings; taken before the next transaction.
+  void reconfigure(std::shared_ptr<const Config> config) override { config_.offer(std::move(config)); }
+  std::string describe() const override { return status_.describe(); }
+  MirrorState state() const { return status_.state(); }
+  bool watching() const { return status_.state() == MirrorState::watching; }
 
   /// Connects and runs the resync path once (snapshot + reconcile, which also rewrites rows whose
   /// value differs from etcd's at the same revision). For `validate --fix`. Returns the snapshot
@@ -50,32 +57,35 @@ class Mirror {
  private:
   struct WatchSession;
 
-  void set_state(MirrorState state, const LogFields& fields = {});
-  /// Logs a failure once per state change and returns how long to wait (0: go on at once).
+  /// What a failure means: a compaction schedules a resync (no wait); anything else backs off.
   std::chrono::milliseconds on_failure(const SyncError& error);
   asio::awaitable<void> connect_postgres();
   asio::awaitable<std::optional<std::int64_t>> load_checkpoint();
   asio::awaitable<std::int64_t> snapshot(bool resync);
   asio::awaitable<void> watch(std::int64_t start_revision);
   asio::awaitable<void> read_responses(WatchSession& session);
-  asio::awaitable<void> apply(const MirrorBatch& batch);
+  /// Moves the queued responses into transactions (batch_size) and applies them; false when the
+  /// watch must end (session.error is set).
+  asio::awaitable<bool> apply_queued(WatchSession& session, std::int64_t start_revision);
+  asio::awaitable<void> apply(const MirrorBatches& batches);
+  void throw_if_stopping() const;
   std::string prefix() const;
+  /// A key under [ha] election_prefix: etcd-sync's own (election, barrier, receipts), never mirrored.
+  bool own_key(const std::string& key) const;
 
   asio::io_context& io_;
-  const Config& config_;
+  ConfigView config_;
   EtcdClient& etcd_;
   SyncStats& stats_;
   PgConnection pg_;
-  Backoff backoff_;
+  EngineStatus<MirrorState> status_;
   Wakeup stop_wakeup_;
-  MirrorState state_ = MirrorState::starting;
   WatchSession* session_ = nullptr;
   std::int64_t checkpoint_ = 0;
   bool dry_run_;
   bool stopping_ = false;
   bool resync_needed_ = false;
   std::optional<std::int64_t> lost_from_;  ///< first revision whose history a compaction removed
-  std::string last_error_;
 };
 
 }  // namespace etcd_sync

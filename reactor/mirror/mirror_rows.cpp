@@ -37,6 +37,36 @@ void MirrorBatch::add_event(const mvccpb::Event& event) {
 
 void MirrorBatch::advance_to(std::int64_t revision) { revision_ = std::max(revision_, revision); }
 
+void MirrorBatches::add_event(const mvccpb::Event& event) {
+  const std::int64_t revision = event.kv().mod_revision();
+  bool new_revision = batches_.empty() || revision > batches_.back().revision();
+  if (batches_.empty() || (new_revision && batches_.back().events() >= max_events_)) batches_.emplace_back();
+  batches_.back().add_event(event);
+}
+
+void MirrorBatches::advance_to(std::int64_t revision) {
+  if (batches_.empty()) batches_.emplace_back();
+  batches_.back().advance_to(revision);
+}
+
+std::size_t MirrorBatches::events() const {
+  std::size_t n = 0;
+  for (const auto& batch : batches_) n += batch.events();
+  return n;
+}
+
+std::vector<PgStatement> MirrorBatches::statements(const std::string& prefix) const {
+  std::vector<PgStatement> out;
+  const bool wrap = batches_.size() > 1;
+  for (const auto& batch : batches_) {
+    if (wrap) out.push_back({"BEGIN", {}, true});
+    auto statements = batch.statements(prefix);
+    out.insert(out.end(), std::make_move_iterator(statements.begin()), std::make_move_iterator(statements.end()));
+    if (wrap) out.push_back({"COMMIT", {}, true});
+  }
+  return out;
+}
+
 void append_snapshot_line(std::string& chunk, const MirrorRow& row) {
   append_copy_text(chunk, row.key);
   chunk += '\t';

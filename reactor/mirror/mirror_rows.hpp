@@ -58,6 +58,30 @@ class MirrorBatch {
   std::int64_t deletes_ = 0;
 };
 
+/// The watch events read in one go, cut into transactions of at most `max_events` events each
+/// ([sync] batch_size). Cuts fall only between revisions: the events of one revision (one etcd Txn)
+/// always share a transaction, which then may hold more than `max_events`.
+class MirrorBatches {
+ public:
+  explicit MirrorBatches(std::size_t max_events) : max_events_(max_events < 1 ? 1 : max_events) {}
+  void add_event(const mvccpb::Event& event);
+  /// A progress notification at `revision`: the last transaction's checkpoint moves there.
+  void advance_to(std::int64_t revision);
+
+  bool empty() const { return batches_.empty(); }
+  const std::vector<MirrorBatch>& batches() const { return batches_; }
+  /// The highest revision covered (the checkpoint once all are applied); 0 when empty.
+  std::int64_t revision() const { return batches_.empty() ? 0 : batches_.back().revision(); }
+  std::size_t events() const;
+  /// Every transaction's statements (MirrorBatch::statements) in one list for one pipeline; with
+  /// several transactions each is wrapped in BEGIN ... COMMIT, so each commits on its own.
+  std::vector<PgStatement> statements(const std::string& prefix) const;
+
+ private:
+  std::size_t max_events_;
+  std::vector<MirrorBatch> batches_;
+};
+
 /// Splits a key/value into a row or a rejected key. `value` is ignored for tombstones.
 /// Returns the row, or nullopt after filling `rejected` (key not valid UTF-8 or has NUL).
 std::optional<MirrorRow> make_row(const std::string& key, const std::string& value, std::int64_t revision,

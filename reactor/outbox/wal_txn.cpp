@@ -2,6 +2,9 @@
 
 #include "reactor/keys/keys.hpp"
 
+#include <charconv>
+#include <cstdio>
+
 namespace etcd_sync {
 
 const char* to_string(WalStatus status) {
@@ -14,16 +17,23 @@ const char* to_string(WalStatus status) {
   return "unknown";
 }
 
-std::optional<std::string> reject_reason(const WalRow& row, const std::string& prefix) {
+OutboxKeys outbox_keys(const std::string& election_prefix) {
+  return {election_prefix + "outbox/barrier", election_prefix + "outbox/receipt"};
+}
+
+std::optional<std::string> reject_reason(const WalRow& row, const std::string& prefix,
+                                         const std::string& election_prefix) {
   if (row.key.empty()) return "etcd does not accept an empty key";
   if (!key_in_prefix(row.key, prefix)) return "key is outside the synchronized prefix \"" + prefix + "\"";
+  if (!election_prefix.empty() && row.key.starts_with(election_prefix))
+    return "key is under [ha] election_prefix \"" + election_prefix +
+           "\", which holds etcd-sync's own keys (leader election, barrier, receipts); etcd_wal cannot write there";
   return std::nullopt;
 }
 
 namespace {
 
-/// etcd's --max-txn-ops default (embed.DefaultMaxTxnOps).
-constexpr int kMaxTxnOps = 128;
+constexpr std::string_view kReceiptVersion = "v1 ";
 
 void add_write(const WalRow& row, google::protobuf::RepeatedPtrField<etcdserverpb::RequestOp>& ops) {
   auto* op = ops.Add();
@@ -36,10 +46,25 @@ void add_write(const WalRow& row, google::protobuf::RepeatedPtrField<etcdserverp
   }
 }
 
-void add_read(const WalRow& row, google::protobuf::RepeatedPtrField<etcdserverpb::RequestOp>& ops) {
+void add_read(const std::string& key, google::protobuf::RepeatedPtrField<etcdserverpb::RequestOp>& ops) {
   auto* range = ops.Add()->mutable_request_range();
-  range->set_key(row.key);
+  range->set_key(key);
   range->set_keys_only(true);
+}
+
+void add_receipt(const std::vector<const WalRow*>& rows, const TxnFence& fence,
+                 google::protobuf::RepeatedPtrField<etcdserverpb::RequestOp>& ops) {
+  auto* put = ops.Add()->mutable_request_put();
+  put->set_key(fence.keys.receipt);
+  put->set_value(receipt_value(rows));
+}
+
+void add_barrier_compare(etcdserverpb::TxnRequest& txn, const TxnFence& fence) {
+  auto* compare = txn.add_compare();
+  compare->set_key(fence.keys.barrier);
+  compare->set_result(etcdserverpb::Compare::EQUAL);
+  compare->set_target(etcdserverpb::Compare::MOD);
+  compare->set_mod_revision(fence.barrier_revision);
 }
 
 bool expects_absent(const WalRow& row) { return !row.revision || row.base_is_tombstone; }
@@ -65,8 +90,8 @@ const mvccpb::KeyValue* read_at(const etcdserverpb::TxnResponse& response, std::
 }
 
 std::size_t payload_bytes(const WalRow& row) {
-  // The key travels in the compare, the write and the read; the value once.
-  return 3 * row.key.size() + (row.value ? row.value->size() : 0);
+  // The key travels in the compare, the write and the read; the value once; the receipt entry.
+  return 3 * row.key.size() + (row.value ? row.value->size() : 0) + 24;
 }
 
 WalOutcome conflict_outcome(const WalRow& row, const mvccpb::KeyValue* current, std::int64_t header_revision) {
@@ -75,13 +100,72 @@ WalOutcome conflict_outcome(const WalRow& row, const mvccpb::KeyValue* current, 
   return WalOutcome{WalStatus::conflict, header_revision,
                     "conflict: row was based on " + describe_base(row) + " but " + now + " (etcd revision " +
                         std::to_string(header_revision) + "); etcd_wins kept etcd's value",
-                    true, false};
+                    true, false, false};
 }
+
+void fnv1a(std::uint32_t& hash, std::string_view bytes) {
+  for (unsigned char c : bytes) {
+    hash ^= c;
+    hash *= 16777619u;
+  }
+}
+
+bool contains(const std::string& text, std::string_view needle) { return text.find(needle) != std::string::npos; }
 
 }  // namespace
 
+std::uint32_t row_fingerprint(const WalRow& row) {
+  std::uint32_t hash = 2166136261u;
+  fnv1a(hash, row.key);
+  fnv1a(hash, std::string_view("\0", 1));
+  if (row.value) {
+    fnv1a(hash, "P");
+    fnv1a(hash, *row.value);
+  } else {
+    fnv1a(hash, "D");
+  }
+  fnv1a(hash, std::string_view("\0", 1));
+  fnv1a(hash, row.revision ? std::to_string(*row.revision) : std::string("-"));
+  return hash;
+}
+
+std::string receipt_value(const std::vector<const WalRow*>& rows) {
+  std::string out(kReceiptVersion);
+  char hex[16];
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    if (i > 0) out += ',';
+    out += std::to_string(rows[i]->id);
+    std::snprintf(hex, sizeof hex, ":%08x", row_fingerprint(*rows[i]));
+    out += hex;
+  }
+  return out;
+}
+
+std::optional<std::vector<ReceiptEntry>> parse_receipt(std::string_view value) {
+  if (!value.starts_with(kReceiptVersion)) return std::nullopt;
+  value.remove_prefix(kReceiptVersion.size());
+  std::vector<ReceiptEntry> entries;
+  while (!value.empty()) {
+    auto comma = value.find(',');
+    std::string_view entry = value.substr(0, comma);
+    value = comma == std::string_view::npos ? std::string_view{} : value.substr(comma + 1);
+    auto colon = entry.find(':');
+    if (colon == std::string_view::npos) return std::nullopt;
+    ReceiptEntry parsed;
+    auto id = std::from_chars(entry.data(), entry.data() + colon, parsed.id);
+    auto fp = std::from_chars(entry.data() + colon + 1, entry.data() + entry.size(), parsed.fingerprint, 16);
+    if (id.ec != std::errc() || id.ptr != entry.data() + colon || fp.ec != std::errc() ||
+        fp.ptr != entry.data() + entry.size())
+      return std::nullopt;
+    entries.push_back(parsed);
+  }
+  return entries;
+}
+
 int max_rows_per_txn(ConflictResolution resolution) {
-  return resolution == ConflictResolution::postgres_wins ? kMaxTxnOps / 2 : kMaxTxnOps;
+  // etcd_wins: compares = rows + 1 (barrier), success = rows + 1 (receipt), failure = rows + 1.
+  // postgres_wins: success = 2 * rows + 1 (reads, writes, receipt).
+  return resolution == ConflictResolution::postgres_wins ? (kMaxTxnOps - 1) / 2 : kMaxTxnOps - 1;
 }
 
 std::vector<std::vector<std::size_t>> group_rows_for_txns(const std::vector<const WalRow*>& rows,
@@ -101,11 +185,15 @@ std::vector<std::vector<std::size_t>> group_rows_for_txns(const std::vector<cons
   return groups;
 }
 
-etcdserverpb::TxnRequest build_txn(const std::vector<const WalRow*>& rows, ConflictResolution resolution) {
+etcdserverpb::TxnRequest build_txn(const std::vector<const WalRow*>& rows, ConflictResolution resolution,
+                                   const TxnFence& fence) {
   etcdserverpb::TxnRequest txn;
+  add_barrier_compare(txn, fence);
+  add_read(fence.keys.barrier, *txn.mutable_failure());
   if (resolution == ConflictResolution::postgres_wins) {
-    for (const auto* row : rows) add_read(*row, *txn.mutable_success());
+    for (const auto* row : rows) add_read(row->key, *txn.mutable_success());
     for (const auto* row : rows) add_write(*row, *txn.mutable_success());
+    add_receipt(rows, fence, *txn.mutable_success());
     return txn;
   }
   for (const auto* row : rows) {
@@ -120,79 +208,114 @@ etcdserverpb::TxnRequest build_txn(const std::vector<const WalRow*>& rows, Confl
       compare->set_mod_revision(*row->revision);
     }
     add_write(*row, *txn.mutable_success());
-    add_read(*row, *txn.mutable_failure());
+    add_read(row->key, *txn.mutable_failure());
   }
+  add_receipt(rows, fence, *txn.mutable_success());
   return txn;
 }
 
-std::vector<std::optional<WalOutcome>> decide_txn(const std::vector<const WalRow*>& rows,
-                                                  const etcdserverpb::TxnResponse& response,
-                                                  ConflictResolution resolution) {
-  const std::int64_t revision = response.header().revision();
-  std::vector<std::optional<WalOutcome>> outcomes(rows.size());
-  if (resolution == ConflictResolution::postgres_wins) {
-    // Written unconditionally; a stale base is recorded as a resolved conflict, not an error.
-    for (std::size_t i = 0; i < rows.size(); ++i)
-      outcomes[i] = WalOutcome{WalStatus::success, revision, {}, !compare_holds(*rows[i], read_at(response, i)), false};
-    return outcomes;
+WalOutcome applied_outcome(const WalRow& row, std::int64_t revision, std::optional<bool> key_existed) {
+  WalOutcome outcome{WalStatus::success, revision, {}, false, false, false};
+  if (row.value) return outcome;
+  const bool existed = key_existed.value_or(!expects_absent(row));
+  if (!existed) {
+    outcome.revision = 0;
+    outcome.nothing_deleted = true;
+    outcome.error_message = "nothing to delete: the key was already absent when the delete was applied (etcd revision " +
+                            std::to_string(revision) + ")";
   }
-  if (response.succeeded()) {
-    for (auto& outcome : outcomes) outcome = WalOutcome{WalStatus::success, revision, {}, false, false};
-    return outcomes;
-  }
-  for (std::size_t i = 0; i < rows.size(); ++i) {
-    const auto* current = read_at(response, i);
-    if (rows.size() == 1 || !compare_holds(*rows[i], current)) outcomes[i] = conflict_outcome(*rows[i], current, revision);
-  }
-  return outcomes;
-}
-
-bool worth_retrying(const SyncError& error) {
-  return error.kind() == ErrorKind::transient || error.kind() == ErrorKind::cancelled;
-}
-
-WalOutcome decide_error(const WalRow& row, const SyncError& error, int max_attempts) {
-  WalOutcome outcome;
-  outcome.error_message = error.what();
-  if (worth_retrying(error)) {
-    outcome.transient = true;
-    int attempts = row.retry_count + 1;
-    if (attempts < max_attempts) {
-      outcome.status = WalStatus::retry;
-      return outcome;
-    }
-    outcome.status = WalStatus::failed;
-    outcome.error_message = "gave up after " + std::to_string(attempts) + " attempts: " + outcome.error_message;
-    return outcome;
-  }
-  outcome.status = WalStatus::failed;
   return outcome;
 }
 
-std::optional<WalOutcome> decide_unknown_attempt(const WalRow& row, const std::optional<mvccpb::KeyValue>& current,
-                                                 std::int64_t header_revision, ConflictResolution resolution) {
-  if (!row.attempt_revision) return std::nullopt;
-  std::int64_t before = *row.attempt_revision;
-  // The key still sits at the row's base revision: nothing was written to it since the writer read
-  // that revision, so the attempt (which came later) did not take effect. attempt_revision is the
-  // outbox's last view of etcd's revision and may lag behind the base; this check does not.
-  if (current && row.revision && !row.base_is_tombstone && current->mod_revision() == *row.revision)
-    return std::nullopt;
-  if (!row.value) {
-    // A delete: if the key is gone now, the desired state holds; a repeat would change nothing.
-    if (!current) return WalOutcome{WalStatus::success, header_revision, {}, false, false};
-    if (current->mod_revision() <= before) return std::nullopt;
-  } else {
-    if (!current || current->mod_revision() <= before) return std::nullopt;  // nothing happened since
-    if (current->value() == *row.value) return WalOutcome{WalStatus::success, current->mod_revision(), {}, false, false};
+TxnVerdict decide_txn(const std::vector<const WalRow*>& rows, const etcdserverpb::TxnResponse& response,
+                      ConflictResolution resolution, const TxnFence& fence) {
+  const std::int64_t revision = response.header().revision();
+  TxnVerdict verdict;
+  verdict.outcomes.resize(rows.size());
+  if (!response.succeeded()) {
+    // The failure branch reads the barrier first: if it moved, no row's compare was looked at.
+    // postgres_wins compares nothing else, so its failure is always the barrier's.
+    const auto* barrier = read_at(response, 0);
+    const std::int64_t barrier_now = barrier ? barrier->mod_revision() : 0;
+    if (barrier_now != fence.barrier_revision || resolution == ConflictResolution::postgres_wins) {
+      verdict.fenced = true;
+      verdict.barrier_revision = barrier_now;
+      return verdict;
+    }
   }
-  // The key changed after the interrupted attempt, and not to this row's value.
-  if (resolution == ConflictResolution::postgres_wins) return std::nullopt;  // apply again, unconditionally
-  return WalOutcome{WalStatus::conflict, header_revision,
-                    "conflict: the key changed in etcd (mod_revision " + std::to_string(current->mod_revision()) +
-                        ") while an interrupted attempt based on " + describe_base(row) +
-                        " was in doubt; etcd_wins kept etcd's value",
-                    true, false};
+  if (resolution == ConflictResolution::postgres_wins) {
+    // Written unconditionally (but for the barrier); a stale base is a resolved conflict, not an error.
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const auto* current = read_at(response, i);
+      auto outcome = applied_outcome(*rows[i], revision, current != nullptr);
+      outcome.conflict_resolved = !compare_holds(*rows[i], current);
+      verdict.outcomes[i] = std::move(outcome);
+    }
+    return verdict;
+  }
+  if (response.succeeded()) {
+    for (std::size_t i = 0; i < rows.size(); ++i) verdict.outcomes[i] = applied_outcome(*rows[i], revision, std::nullopt);
+    return verdict;
+  }
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const auto* current = read_at(response, i + 1);  // after the barrier's read
+    if (rows.size() == 1 || !compare_holds(*rows[i], current))
+      verdict.outcomes[i] = conflict_outcome(*rows[i], current, revision);
+  }
+  return verdict;
+}
+
+TxnErrorKind classify_txn_error(const SyncError& error) {
+  switch (error.kind()) {
+    case ErrorKind::transient:
+    case ErrorKind::cancelled:
+      return TxnErrorKind::outage;
+    case ErrorKind::permission_denied:
+      return TxnErrorKind::row_permanent;
+    case ErrorKind::compacted:
+      return TxnErrorKind::row_transient;
+    case ErrorKind::permanent:
+      break;
+  }
+  const std::string text = error.what();
+  // etcd's own refusals of a request (api/v3rpc/rpctypes/error.go) and gRPC's size limit.
+  for (std::string_view refusal : {"request is too large", "larger than max", "too many operations",
+                                   "duplicate key", "key is not provided", "permission denied"})
+    if (contains(text, refusal)) return TxnErrorKind::row_permanent;
+  return TxnErrorKind::row_transient;
+}
+
+WalOutcome decide_row_error(const WalRow& row, const SyncError& error, int max_attempts) {
+  WalOutcome outcome;
+  const std::string text = error.what();
+  if (classify_txn_error(error) == TxnErrorKind::row_permanent) {
+    outcome.status = WalStatus::failed;
+    const std::size_t bytes = row.key.size() + (row.value ? row.value->size() : 0);
+    if (contains(text, "too large") || contains(text, "larger than max")) {
+      outcome.error_message = "etcd refused the write as too large: etcd accepts requests of at most its "
+                              "--max-request-bytes (1.5 MiB unless configured otherwise), and this row's key and "
+                              "value are " + std::to_string(bytes) + " bytes (" + text + ")";
+    } else if (error.kind() == ErrorKind::permission_denied || contains(text, "permission denied")) {
+      outcome.error_message = "etcd denied permission to write key \"" + row.key +
+                              "\": the etcd role etcd-sync runs as needs readwrite permission on it (" + text + ")";
+    } else if (contains(text, "too many operations")) {
+      outcome.error_message = "etcd refused the Txn as having too many operations: etcd-sync needs --max-txn-ops of "
+                              "at least 3 to write one row (" + text + ")";
+    } else {
+      outcome.error_message = "etcd refused the write: " + text;
+    }
+    return outcome;
+  }
+  outcome.transient = true;
+  outcome.error_message = text;
+  const int attempts = row.retry_count + 1;
+  if (attempts < max_attempts) {
+    outcome.status = WalStatus::retry;
+    return outcome;
+  }
+  outcome.status = WalStatus::failed;
+  outcome.error_message = "gave up after " + std::to_string(attempts) + " attempts: " + text;
+  return outcome;
 }
 
 }  // namespace etcd_sync

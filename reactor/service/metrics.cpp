@@ -1,10 +1,10 @@
 #include "reactor/service/metrics.hpp"
 
 #include "adapters/errors.hpp"
+#include "reactor/loop/deadline.hpp"
 #include "reactor/loop/logging.hpp"
+#include "reactor/loop/spawn.hpp"
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
@@ -15,7 +15,6 @@
 namespace etcd_sync {
 
 namespace beast = boost::beast;
-namespace http = beast::http;
 
 std::optional<asio::ip::tcp::endpoint> parse_listen_address(const std::string& listen) {
   auto colon = listen.rfind(':');
@@ -101,8 +100,13 @@ std::string render_metrics(const SyncStats& s, const char* version) {
   sample(out, "etcd_sync_lag_revisions", "",
          static_cast<double>(s.etcd_revision > s.mirrored_revision ? s.etcd_revision - s.mirrored_revision : 0));
   metric(out, "etcd_sync_connection_up", "gauge", "1 when the connection works, by peer.");
-  sample(out, "etcd_sync_connection_up", "peer=\"etcd\"", s.etcd_up ? 1 : 0);
-  sample(out, "etcd_sync_connection_up", "peer=\"postgresql\"", s.postgres_up ? 1 : 0);
+  sample(out, "etcd_sync_connection_up", "peer=\"etcd\"", s.etcd.up() ? 1 : 0);
+  sample(out, "etcd_sync_connection_up", "peer=\"postgresql\"", s.postgresql.up() ? 1 : 0);
+  if (s.wal_rows_known) {
+    metric(out, "etcd_sync_wal_rows", "gauge", "etcd_wal rows by status (pending and failed), counted every few seconds.");
+    sample(out, "etcd_sync_wal_rows", "status=\"pending\"", static_cast<double>(s.wal_pending_rows));
+    sample(out, "etcd_sync_wal_rows", "status=\"failed\"", static_cast<double>(s.wal_failed_rows));
+  }
   metric(out, "etcd_sync_snapshot_done", "gauge", "1 once the first snapshot is in PostgreSQL.");
   sample(out, "etcd_sync_snapshot_done", "", s.snapshot_done ? 1 : 0);
   histogram(out, "etcd_sync_mirror_apply_seconds", "Time to write one batch of watch events to PostgreSQL.",
@@ -113,7 +117,7 @@ std::string render_metrics(const SyncStats& s, const char* version) {
 
 MetricsServer::MetricsServer(asio::io_context& io, const asio::ip::tcp::endpoint& endpoint,
                              std::function<std::string()> metrics, std::function<bool()> ready)
-    : io_(io), acceptor_(io), metrics_(std::move(metrics)), ready_(std::move(ready)) {
+    : io_(io), acceptor_(io), metrics_(std::move(metrics)), ready_(std::move(ready)), gate_(io) {
   boost::system::error_code ec;
   acceptor_.open(endpoint.protocol(), ec);
   if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
@@ -127,9 +131,11 @@ MetricsServer::MetricsServer(asio::io_context& io, const asio::ip::tcp::endpoint
 void MetricsServer::stop() {
   boost::system::error_code ignored;
   acceptor_.close(ignored);
+  for (auto* socket : sockets_) socket->close(ignored);
 }
 
 asio::awaitable<void> MetricsServer::run() {
+  auto inside = gate_.enter();
   while (acceptor_.is_open()) {
     boost::system::error_code ec;
     auto socket = co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
@@ -137,16 +143,43 @@ asio::awaitable<void> MetricsServer::run() {
       if (!acceptor_.is_open()) break;
       continue;
     }
-    asio::co_spawn(io_, serve(std::move(socket)), asio::detached);
+    if (sockets_.size() >= kMaxConnections) {
+      socket.close(ec);  // too many at once: a scraper retries, an idle flood costs nothing
+      continue;
+    }
+    spawn(io_, gate_, serve(std::move(socket)), "metrics connection");
   }
 }
 
 asio::awaitable<void> MetricsServer::serve(asio::ip::tcp::socket socket) {
+  sockets_.insert(&socket);
+  struct Forget {
+    std::set<asio::ip::tcp::socket*>& set;
+    asio::ip::tcp::socket* socket;
+    ~Forget() { set.erase(socket); }
+  } forget{sockets_, &socket};
   beast::flat_buffer buffer;
   http::request<http::string_body> request;
   boost::system::error_code ec;
-  co_await http::async_read(socket, buffer, request, asio::redirect_error(asio::use_awaitable, ec));
+  {
+    // A client that sends nothing (or too slowly) is closed after kRequestTimeout.
+    Deadline read_deadline(io_, kRequestTimeout, [&socket] {
+      boost::system::error_code ignored;
+      socket.close(ignored);
+    });
+    co_await http::async_read(socket, buffer, request, asio::redirect_error(asio::use_awaitable, ec));
+  }
   if (ec) co_return;
+  auto response = respond(request);
+  Deadline write_deadline(io_, kRequestTimeout, [&socket] {
+    boost::system::error_code ignored;
+    socket.close(ignored);
+  });
+  co_await http::async_write(socket, response, asio::redirect_error(asio::use_awaitable, ec));
+  socket.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+}
+
+http::response<http::string_body> MetricsServer::respond(const http::request<http::string_body>& request) {
   http::response<http::string_body> response;
   response.version(request.version());
   response.keep_alive(false);
@@ -171,8 +204,7 @@ asio::awaitable<void> MetricsServer::serve(asio::ip::tcp::socket socket) {
     response.body() = "not found: try /metrics, /healthz or /readyz\n";
   }
   response.prepare_payload();
-  co_await http::async_write(socket, response, asio::redirect_error(asio::use_awaitable, ec));
-  socket.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+  return response;
 }
 
 }  // namespace etcd_sync

@@ -2,7 +2,10 @@
 // Prometheus metrics (text exposition format 0.0.4) and the HTTP endpoint that serves them with
 // /healthz and /readyz, on the reactor (Boost.Beast).
 
-#include "reactor/service/sync_stats.hpp"
+#include "reactor/engine/sync_stats.hpp"
+#include "reactor/loop/gate.hpp"
+
+#include <boost/beast/http.hpp>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
@@ -10,11 +13,13 @@
 
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 
 namespace etcd_sync {
 
 namespace asio = boost::asio;
+namespace http = boost::beast::http;
 
 /// Parses "host:port" for [metrics] listen. The host must be an IP address or "localhost" (no DNS
 /// lookup on the reactor); "[::1]:9464" for IPv6. Returns nullopt when malformed.
@@ -24,24 +29,36 @@ std::optional<asio::ip::tcp::endpoint> parse_listen_address(const std::string& l
 std::string render_metrics(const SyncStats& stats, const char* version);
 
 /// Serves GET /metrics, /healthz (the loop answers) and /readyz (`ready()` is true: both
-/// connections up and the first snapshot done). One request per connection.
+/// connections up and the first snapshot done). One request per connection, read within
+/// kRequestTimeout; at most kMaxConnections at once (more are closed at once, unanswered).
 class MetricsServer {
  public:
+  static constexpr std::chrono::milliseconds kRequestTimeout{10000};
+  static constexpr std::size_t kMaxConnections = 64;
+
   /// Binds and listens at once; throws SyncError(permanent) naming the address when it cannot.
   MetricsServer(asio::io_context& io, const asio::ip::tcp::endpoint& endpoint, std::function<std::string()> metrics,
                 std::function<bool()> ready);
-  /// Accepts until stop().
+  /// Accepts until stop(); each connection is served by a coroutine of its own.
   asio::awaitable<void> run();
+  /// Stops accepting and closes every open connection.
   void stop();
+  /// Completes once run() and every connection have ended; then the server may be destroyed.
+  asio::awaitable<void> stopped() { co_await gate_.close(); }
   asio::ip::tcp::endpoint local_endpoint() const { return acceptor_.local_endpoint(); }
+  /// Connections being served now.
+  std::size_t connections() const { return sockets_.size(); }
 
  private:
   asio::awaitable<void> serve(asio::ip::tcp::socket socket);
+  http::response<http::string_body> respond(const http::request<http::string_body>& request);
 
   asio::io_context& io_;
   asio::ip::tcp::acceptor acceptor_;
   std::function<std::string()> metrics_;
   std::function<bool()> ready_;
+  Gate gate_;                                  ///< run() and every connection are inside
+  std::set<asio::ip::tcp::socket*> sockets_;   ///< open connections, closed by stop()
 };
 
 }  // namespace etcd_sync

@@ -1,10 +1,13 @@
 #include "reactor/service/service.hpp"
 
+#include "reactor/loop/deadline.hpp"
 #include "reactor/loop/logging.hpp"
-#include "reactor/service/database.hpp"
-
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
+#include "reactor/loop/spawn.hpp"
+#include "reactor/mirror/mirror.hpp"
+#include "reactor/outbox/outbox.hpp"
+#include "reactor/service/listener.hpp"
+#include "reactor/service/metrics.hpp"
+#include "reactor/service/migrations.hpp"
 
 #include <csignal>
 
@@ -15,6 +18,9 @@
 namespace etcd_sync {
 
 namespace {
+
+/// How long etcd calls in flight may finish after a stop before they are cancelled.
+constexpr std::chrono::milliseconds kStopGrace{1500};
 
 void notify_supervisor(const char* state) {
 #ifdef ETCD_SYNC_HAVE_SYSTEMD
@@ -31,16 +37,6 @@ std::chrono::milliseconds watchdog_interval() {
   if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) return std::chrono::milliseconds(usec / 2000);
 #endif
   return std::chrono::milliseconds(0);
-}
-
-bool same_connections(const Config& a, const Config& b) {
-  const auto &e1 = a.etcd, &e2 = b.etcd;
-  return a.postgresql.conninfo == b.postgresql.conninfo && a.postgresql.schema == b.postgresql.schema &&
-         e1.endpoints == e2.endpoints && e1.prefix == e2.prefix && e1.username == e2.username &&
-         e1.password == e2.password && e1.tls == e2.tls && e1.tls_files.ca_file == e2.tls_files.ca_file &&
-         e1.tls_files.cert_file == e2.tls_files.cert_file && e1.tls_files.key_file == e2.tls_files.key_file &&
-         e1.tls_files.server_name == e2.tls_files.server_name && e1.dial_timeout == e2.dial_timeout &&
-         e1.request_timeout == e2.request_timeout && a.sync.direction == b.sync.direction;
 }
 
 }  // namespace
@@ -65,80 +61,94 @@ EtcdClientOptions etcd_options(const EtcdConfig& config) {
   options.cert_file = config.tls_files.cert_file;
   options.key_file = config.tls_files.key_file;
   options.server_name = config.tls_files.server_name;
+  options.on_endpoint_skipped = [](const std::string& skipped, const std::string& chosen) {
+    log_warn("etcd endpoint does not answer; using another", {{"endpoint", skipped}, {"using", chosen}});
+  };
   return options;
 }
 
+bool same_connections(const Config& a, const Config& b) {
+  return a.postgresql == b.postgresql && a.etcd == b.etcd && a.sync.direction == b.sync.direction && a.ha == b.ha;
+}
+
+Service::Generation::Generation(asio::io_context& io) : gate(io) {}
+Service::Generation::~Generation() = default;
+
 Service::Service(Config config, ConfigOverrides overrides, bool dry_run)
-    : config_(std::move(config)),
+    : config_(std::make_shared<const Config>(std::move(config))),
       overrides_(std::move(overrides)),
       dry_run_(dry_run),
       bridge_(io_),
       signals_(io_, SIGINT, SIGTERM, SIGHUP),
-      force_stop_(io_),
       watchdog_(io_),
-      engines_done_(io_) {}
+      metrics_gate_(io_),
+      events_(io_) {}
 
 Service::~Service() {
-  // Engines and the client go before the bridge; every call was cancelled by then.
-  listener_.reset();
-  outbox_.reset();
-  mirror_.reset();
-  if (etcd_) etcd_->cancel_all();
-  etcd_.reset();
+  // Engines and their client go before the bridge; every call was cancelled by then.
+  generation_.reset();
+  metrics_.reset();
 }
 
-void Service::build_engines() {
-  etcd_ = std::make_unique<EtcdClient>(bridge_, etcd_options(config_.etcd));
-  bool mirror_on = config_.sync.direction != Direction::postgres_to_etcd;
-  bool outbox_on = config_.sync.direction != Direction::etcd_to_postgres;
-  mirror_ = mirror_on ? std::make_unique<Mirror>(io_, config_, *etcd_, stats_, dry_run_) : nullptr;
-  outbox_ = outbox_on ? std::make_unique<Outbox>(io_, config_, *etcd_, stats_, dry_run_) : nullptr;
-  listener_ = std::make_unique<Listener>(
-      io_, config_, stats_, outbox_on, dry_run_,
-      [this](std::optional<std::int64_t> lowest_id) {
-        if (outbox_) outbox_->wake(lowest_id);
-      },
-      [this] {
-        return std::pair<std::string, std::string>(mirror_ ? to_string(mirror_->state()) : "off",
-                                                   outbox_ ? to_string(outbox_->state()) : "off");
-      });
-}
+// --- the lifecycle ---------------------------------------------------------------------------
+//
+//   start_up (connect, migrate)  ->  generation 1 running  ->  [SIGHUP, new connections]
+//     -> stop generation 1, wait on its gate -> generation 2 running -> ... -> [SIGTERM/SIGINT or
+//   an engine's bug] -> stop the generation, wait on its gate -> exit.
+//
+// SIGHUP with only in-place changes offers the new snapshot to every engine (Engine::reconfigure),
+// which each takes at its own defined point.
 
-void Service::stop_engines() {
-  if (mirror_) mirror_->stop();
-  if (outbox_) outbox_->stop();
-  if (listener_) listener_->stop();
-  if (metrics_ && stopping_) metrics_->stop();
-}
-
-bool Service::ready() const {
-  bool mirror_ready = !mirror_ || (stats_.snapshot_done && mirror_->state() == MirrorState::watching);
-  return stats_.etcd_up && stats_.postgres_up && mirror_ready;
+asio::awaitable<void> Service::lifecycle() {
+  exit_code_ = co_await start_up();
+  if (exit_code_ != exit_ok || stop_requested_) co_return;
+  generation_ = build_generation(config_);
+  start_generation(*generation_);
+  started_ = true;
+  notify_supervisor("READY=1");
+  log_info("etcd-sync started", {{"direction", to_string(config_->sync.direction)},
+                                 {"conflict_resolution", to_string(config_->sync.conflict_resolution)},
+                                 {"prefix", config_->etcd.prefix}, {"dry_run", dry_run_}});
+  for (;;) {
+    co_await events_.wait();
+    if (stop_requested_) break;
+    if (!restart_with_) continue;
+    // A reload changed a connection: the old generation ends completely before the new one starts,
+    // so no engine ever sees two configurations (and the new mirror finds the checkpoint the old
+    // one committed).
+    auto next = std::move(restart_with_);
+    restart_with_.reset();
+    co_await stop_generation(*generation_);
+    generation_.reset();
+    if (stop_requested_) break;
+    config_ = std::move(next);
+    generation_ = build_generation(config_);
+    start_generation(*generation_);
+    notify_supervisor("READY=1");
+    log_info("reconnected with the reloaded configuration");
+  }
+  if (generation_) co_await stop_generation(*generation_);
+  if (metrics_) co_await retire_metrics(std::move(metrics_));
+  co_await metrics_gate_.close();
 }
 
 asio::awaitable<int> Service::start_up() {
+  const Config& config = *config_;
   try {
-    if (!config_.metrics.listen.empty()) {
-      auto endpoint = parse_listen_address(config_.metrics.listen);
-      if (!endpoint) throw SyncError(ErrorKind::permanent, "[metrics] listen: not host:port: " + config_.metrics.listen);
-      metrics_ = std::make_unique<MetricsServer>(
-          io_, *endpoint, [this] { return render_metrics(stats_, ETCD_SYNC_VERSION); }, [this] { return ready(); });
-      asio::co_spawn(io_, metrics_->run(), asio::detached);
-      log_info("serving /metrics, /healthz and /readyz", {{"listen", config_.metrics.listen}});
-    }
-    PgConnection pg(io_, config_.postgresql.conninfo, "startup");
-    co_await pg.connect(config_.etcd.dial_timeout);
+    if (!config.metrics.listen.empty()) start_metrics(config.metrics.listen);
+    PgConnection pg(io_, config.postgresql.conninfo, "startup");
+    co_await pg.connect(config.etcd.dial_timeout);
     if (dry_run_) {
-      co_await use_schema(pg, config_.postgresql.schema, false);
+      co_await use_schema(pg, config.postgresql.schema, false);
     } else {
-      co_await migrate(pg, config_.postgresql.schema);  // creates the tables when missing
+      co_await migrate(pg, config.postgresql.schema);  // creates the tables when missing
     }
-    log_info("connected to PostgreSQL", {{"endpoint", pg.endpoint()}, {"schema", config_.postgresql.schema}});
-    build_engines();
-    co_await etcd_->connect();
-    auto status = co_await etcd_->status();
+    log_info("connected to PostgreSQL", {{"endpoint", pg.endpoint()}, {"schema", config.postgresql.schema}});
+    EtcdClient etcd(bridge_, etcd_options(config.etcd));
+    co_await etcd.connect();
+    auto status = co_await etcd.status();
     stats_.etcd_revision = status.header().revision();
-    log_info("connected to etcd", {{"endpoint", etcd_->current_endpoint()}, {"version", status.version()},
+    log_info("connected to etcd", {{"endpoint", etcd.current_endpoint()}, {"version", status.version()},
                                    {"revision", status.header().revision()}});
   } catch (const SyncError& error) {
     log_error("startup failed", {{"error", error.what()}, {"kind", to_string(error.kind())}});
@@ -147,40 +157,78 @@ asio::awaitable<int> Service::start_up() {
   co_return exit_ok;
 }
 
-asio::awaitable<void> Service::run_engines() {
-  for (;;) {
-    auto spawn = [this](asio::awaitable<void> engine, const char* name) {
-      ++engines_running_;
-      asio::co_spawn(io_, std::move(engine), [this, name](std::exception_ptr failure) {
-        if (failure) {
-          try {
-            std::rethrow_exception(failure);
-          } catch (const std::exception& e) {
-            log_error("engine failed", {{"component", name}, {"error", e.what()}});
-          }
-          exit_code_ = exit_runtime;
-          begin_stop();
-        }
-        --engines_running_;
-        engines_done_.notify();
+std::unique_ptr<Service::Generation> Service::build_generation(std::shared_ptr<const Config> config) {
+  auto g = std::make_unique<Generation>(io_);
+  g->config = config;
+  g->etcd = std::make_unique<EtcdClient>(bridge_, etcd_options(config->etcd));
+  const bool mirror_on = config->sync.direction != Direction::postgres_to_etcd;
+  const bool outbox_on = config->sync.direction != Direction::etcd_to_postgres;
+  if (mirror_on) g->mirror = std::make_unique<Mirror>(io_, config, *g->etcd, stats_, dry_run_);
+  if (outbox_on) g->outbox = std::make_unique<Outbox>(io_, config, *g->etcd, stats_, dry_run_);
+  Generation* raw = g.get();
+  g->listener = std::make_unique<Listener>(
+      io_, config, stats_, outbox_on, dry_run_,
+      [raw](std::optional<std::int64_t> lowest_id) {
+        if (raw->outbox) raw->outbox->wake(lowest_id);
+      },
+      [raw] {
+        return std::pair<std::string, std::string>(raw->mirror ? raw->mirror->describe() : "off",
+                                                   raw->outbox ? raw->outbox->describe() : "off");
       });
-    };
-    if (mirror_) spawn(mirror_->run(), "mirror");
-    if (outbox_) spawn(outbox_->run(), "outbox");
-    spawn(listener_->run(), "listener");
-    while (engines_running_ > 0) co_await engines_done_.wait(std::chrono::seconds(1));
-    if (!restart_pending_ || stopping_) break;
-    // A reload changed a connection: rebuild with the new settings and go on.
-    restart_pending_ = false;
-    listener_.reset();
-    outbox_.reset();
-    mirror_.reset();
-    etcd_->cancel_all();
-    etcd_.reset();
-    build_engines();
-    notify_supervisor("READY=1");
-    log_info("reconnected with the reloaded configuration");
+  if (g->mirror) g->engines.push_back(g->mirror.get());
+  if (g->outbox) g->engines.push_back(g->outbox.get());
+  g->engines.push_back(g->listener.get());
+  return g;
+}
+
+void Service::start_generation(Generation& generation) {
+  Generation* g = &generation;  // outlives its engines' coroutines: stop_generation waits on its gate
+  for (Engine* engine : generation.engines) {
+    spawn(io_, generation.gate, engine->run(), engine->name(), [this, g, engine] {
+      // run() returns only once stop() was called; anything else is a bug worth stopping for.
+      if (!g->gate.closed()) {
+        log_error("engine ended without being stopped", {{"component", engine->name()}});
+        request_stop(exit_runtime);
+      }
+    });
   }
+}
+
+asio::awaitable<void> Service::stop_generation(Generation& generation) {
+  for (Engine* engine : generation.engines) engine->stop();
+  // In-flight work gets a moment to finish; then calls still waiting on etcd are cancelled.
+  EtcdClient* etcd = generation.etcd.get();
+  Deadline grace(io_, kStopGrace, [etcd] { etcd->cancel_all(); });
+  co_await generation.gate.close();
+  etcd->cancel_all();  // calls of no engine's (none expected): complete them before the client goes
+}
+
+void Service::start_metrics(const std::string& listen) {
+  auto endpoint = parse_listen_address(listen);
+  if (!endpoint) throw SyncError(ErrorKind::permanent, "[metrics] listen: not host:port: " + listen);
+  metrics_ = std::make_unique<MetricsServer>(
+      io_, *endpoint, [this] { return render_metrics(stats_, ETCD_SYNC_VERSION); }, [this] { return ready(); });
+  spawn(io_, metrics_gate_, metrics_->run(), "metrics server");
+  log_info("serving /metrics, /healthz and /readyz", {{"listen", listen}});
+}
+
+asio::awaitable<void> Service::retire_metrics(std::unique_ptr<MetricsServer> server) {
+  server->stop();
+  co_await server->stopped();
+}
+
+bool Service::ready() const {
+  if (!generation_) return false;
+  bool mirror_ready = !generation_->mirror || (stats_.snapshot_done && generation_->mirror->watching());
+  return stats_.etcd.up() && stats_.postgresql.up() && mirror_ready;
+}
+
+void Service::request_stop(int exit_code) {
+  if (exit_code != exit_ok && exit_code_ == exit_ok) exit_code_ = exit_code;
+  if (stop_requested_) return;
+  stop_requested_ = true;
+  notify_supervisor("STOPPING=1");
+  events_.notify();
 }
 
 void Service::on_signal(int signal_number) {
@@ -188,23 +236,11 @@ void Service::on_signal(int signal_number) {
     reload();
   } else {
     log_info("stopping", {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"}});
-    begin_stop();
+    request_stop(exit_ok);
   }
   // Keep listening: a second SIGTERM is harmless, and SIGHUP may come again.
-    signals_.async_wait([this](boost::system::error_code ec, int n) {
-      if (!ec) on_signal(n);
-    });
-}
-
-void Service::begin_stop() {
-  if (stopping_) return;
-  stopping_ = true;
-  notify_supervisor("STOPPING=1");
-  stop_engines();
-  // In-flight work gets a moment to finish; then calls still waiting on etcd are cancelled.
-  force_stop_.expires_after(std::chrono::milliseconds(1500));
-  force_stop_.async_wait([this](boost::system::error_code ec) {
-    if (!ec && etcd_) etcd_->cancel_all();
+  signals_.async_wait([this](boost::system::error_code ec, int n) {
+    if (!ec) on_signal(n);
   });
 }
 
@@ -217,19 +253,30 @@ void Service::reload() {
     notify_supervisor("READY=1");
     return;
   }
-  bool reconnect = !same_connections(config_, loaded.config);
-  config_ = std::move(loaded.config);
-  configure_logging(config_.logging.level, config_.logging.format);
-  log_info("configuration reloaded", {{"file", config_.source_file}, {"reconnect", reconnect},
-                                      {"log_level", to_string(config_.logging.level)},
-                                      {"batch_size", config_.sync.batch_size}});
-  if (reconnect) {
-    restart_pending_ = true;
-    stop_engines();
-  } else {
-    if (outbox_) outbox_->wake();
-    notify_supervisor("READY=1");
+  auto next = std::make_shared<const Config>(std::move(loaded.config));
+  const Config& running = restart_with_ ? *restart_with_ : *config_;
+  const bool reconnect = !same_connections(running, *next);
+  configure_logging(next->logging.level, next->logging.format);
+  log_info("configuration reloaded", {{"file", next->source_file}, {"reconnect", reconnect},
+                                      {"log_level", to_string(next->logging.level)},
+                                      {"batch_size", next->sync.batch_size}});
+  if (next->metrics.listen != running.metrics.listen) {
+    if (metrics_) spawn(io_, metrics_gate_, retire_metrics(std::move(metrics_)), "metrics server shutdown");
+    try {
+      if (!next->metrics.listen.empty()) start_metrics(next->metrics.listen);
+    } catch (const SyncError& error) {
+      log_error("cannot serve metrics at the reloaded address", {{"error", error.what()}});
+    }
   }
+  if (reconnect) {
+    restart_with_ = std::move(next);
+    events_.notify();
+    return;  // READY=1 once the new generation runs
+  }
+  config_ = next;
+  if (generation_)
+    for (Engine* engine : generation_->engines) engine->reconfigure(next);
+  notify_supervisor("READY=1");
 }
 
 void Service::pet_watchdog() {
@@ -237,38 +284,33 @@ void Service::pet_watchdog() {
   notify_supervisor("WATCHDOG=1");
   watchdog_.expires_after(watchdog_interval());
   watchdog_.async_wait([this](boost::system::error_code ec) {
-    if (!ec && !stopping_) pet_watchdog();
+    if (!ec && !stop_requested_) pet_watchdog();
   });
 }
 
 int Service::run() {
+  set_spawn_failure_handler([this](const std::string&, std::exception_ptr failure) {
+    // A permission an engine cannot work without stops the service like a missing one at startup.
+    int code = exit_runtime;
+    try {
+      std::rethrow_exception(failure);
+    } catch (const SyncError& error) {
+      if (error.kind() == ErrorKind::permission_denied) code = exit_permission;
+    } catch (...) {
+    }
+    request_stop(code);
+  });
   signals_.async_wait([this](boost::system::error_code ec, int n) {
     if (!ec) on_signal(n);
   });
   if (watchdog_interval().count() > 0) pet_watchdog();
-  int startup = exit_ok;
-  asio::co_spawn(io_, start_up(), [&](std::exception_ptr failure, int code) {
-    startup = failure ? exit_runtime : code;
-    if (startup != exit_ok || stopping_) {
-      signals_.cancel();
-      watchdog_.cancel();
-      io_.stop();
-      return;
-    }
-    notify_supervisor("READY=1");
-    log_info("etcd-sync started", {{"direction", to_string(config_.sync.direction)},
-                                   {"conflict_resolution", to_string(config_.sync.conflict_resolution)},
-                                   {"prefix", config_.etcd.prefix}, {"dry_run", dry_run_}});
-    asio::co_spawn(io_, run_engines(), [this](std::exception_ptr) {
-      signals_.cancel();
-      force_stop_.cancel();
-      watchdog_.cancel();
-      io_.stop();
-    });
+  spawn(io_, lifecycle(), "service lifecycle", [this] {
+    signals_.cancel();
+    watchdog_.cancel();
   });
   io_.run();
-  if (startup != exit_ok) return startup;
-  log_info("etcd-sync stopped", {{"exit_code", exit_code_}});
+  set_spawn_failure_handler({});
+  if (started_) log_info("etcd-sync stopped", {{"exit_code", exit_code_}});
   return exit_code_;
 }
 

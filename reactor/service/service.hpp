@@ -1,23 +1,32 @@
 #pragma once
-// `etcd-sync start`: one io_context on the main thread runs the mirror, the outbox, the listener,
-// signals and timers. SIGINT/SIGTERM stop gracefully; SIGHUP reloads the configuration file.
+// `etcd-sync start`: one io_context on the main thread runs everything. The engines of one
+// configuration generation (mirror, outbox, listener, one etcd client) run inside a Gate; SIGHUP
+// either hands in-place settings to them or replaces the whole generation; SIGINT/SIGTERM stop it.
+// The lifecycle is Service::lifecycle() in service.cpp.
 
 #include "adapters/etcd_client.hpp"
+#include "adapters/errors.hpp"
 #include "adapters/grpc_bridge.hpp"
 #include "reactor/config/config.hpp"
-#include "reactor/service/listener.hpp"
-#include "reactor/service/metrics.hpp"
-#include "reactor/mirror/mirror.hpp"
-#include "reactor/outbox/outbox.hpp"
-#include "reactor/service/sync_stats.hpp"
+#include "reactor/engine/engine.hpp"
+#include "reactor/engine/sync_stats.hpp"
+#include "reactor/loop/gate.hpp"
+#include "reactor/loop/wakeup.hpp"
 
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <memory>
+#include <vector>
 
 namespace etcd_sync {
 
-/// Process exit codes (CONTRACT.md §2).
+class Mirror;
+class Outbox;
+class Listener;
+class MetricsServer;
+
+/// Process exit codes (README, "Commands").
 enum ExitCode : int {
   exit_ok = 0,
   exit_config = 1,
@@ -33,6 +42,10 @@ int exit_code_for(const SyncError& error);
 /// Builds etcd client options from [etcd].
 EtcdClientOptions etcd_options(const EtcdConfig& config);
 
+/// Whether `b` can be applied to a generation started with `a` without new connections: every
+/// [postgresql], [etcd] and [ha] setting and the direction are the same (the rest applies in place).
+bool same_connections(const Config& a, const Config& b);
+
 class Service {
  public:
   /// `overrides` are kept to re-read the same file with the same flags on SIGHUP.
@@ -43,35 +56,51 @@ class Service {
   int run();
 
  private:
+  /// One configuration generation: the snapshot it runs on, its etcd client, its engines, and the
+  /// gate their coroutines run in.
+  struct Generation {
+    explicit Generation(asio::io_context& io);
+    ~Generation();
+    std::shared_ptr<const Config> config;
+    std::unique_ptr<EtcdClient> etcd;
+    std::unique_ptr<Mirror> mirror;
+    std::unique_ptr<Outbox> outbox;
+    std::unique_ptr<Listener> listener;
+    std::vector<Engine*> engines;  ///< the three above that exist, in start order
+    Gate gate;
+  };
+
+  asio::awaitable<void> lifecycle();
   asio::awaitable<int> start_up();
-  asio::awaitable<void> run_engines();
-  void build_engines();
-  void stop_engines();
+  std::unique_ptr<Generation> build_generation(std::shared_ptr<const Config> config);
+  void start_generation(Generation& generation);
+  /// Asks every engine to stop, cancels etcd calls still running after 1.5 s, and waits on the gate.
+  asio::awaitable<void> stop_generation(Generation& generation);
+  void start_metrics(const std::string& listen);
+  /// Stops `server` and waits until its connections have ended; it is destroyed after.
+  asio::awaitable<void> retire_metrics(std::unique_ptr<MetricsServer> server);
   void on_signal(int signal_number);
   void reload();
-  void begin_stop();
+  void request_stop(int exit_code);
   bool ready() const;
   void pet_watchdog();
 
   asio::io_context io_;
-  Config config_;
+  std::shared_ptr<const Config> config_;
   ConfigOverrides overrides_;
   bool dry_run_;
   GrpcBridge bridge_;
   asio::signal_set signals_;
-  asio::steady_timer force_stop_;
   asio::steady_timer watchdog_;
   SyncStats stats_;
-  std::unique_ptr<EtcdClient> etcd_;
-  std::unique_ptr<Mirror> mirror_;
-  std::unique_ptr<Outbox> outbox_;
-  std::unique_ptr<Listener> listener_;
+  std::unique_ptr<Generation> generation_;
   std::unique_ptr<MetricsServer> metrics_;
-  int engines_running_ = 0;
-  Wakeup engines_done_;
-  bool stopping_ = false;
-  bool restart_pending_ = false;
+  Gate metrics_gate_;
+  Wakeup events_;  ///< a stop or a restart was asked for
+  bool stop_requested_ = false;
+  std::shared_ptr<const Config> restart_with_;  ///< a reload that needs new connections
   int exit_code_ = exit_ok;
+  bool started_ = false;  ///< the first generation ran: "etcd-sync stopped" is logged at the end
 };
 
 }  // namespace etcd_sync

@@ -1,4 +1,4 @@
-// PostgreSQL -> etcd end to end (CONTRACT.md §4-5, issue 4): rows written into etcd_wal reach real
+// PostgreSQL -> etcd end to end (README, "Tables" and "How it works"): rows written into etcd_wal reach real
 // etcd once, in order, with compare-and-swap conflicts, retries, dead letters and requeue; the SQL
 // helpers; no loops back through the mirror; crash safety of an attempt in doubt.
 //

@@ -22,7 +22,7 @@
 
 #include "adapters/pg_connection.hpp"
 #include "reactor/keys/keys.hpp"
-#include "reactor/service/database.hpp"
+#include "reactor/service/migrations.hpp"
 #include "test/support/run_coroutine.hpp"
 #include "test/support/servers.hpp"
 

@@ -1,4 +1,4 @@
-// Durations as the configuration writes them (CONTRACT.md §3: strings with a unit).
+// Durations as the configuration writes them (README, "Configuration": strings with a unit).
 
 #include "reactor/config/durations.hpp"
 

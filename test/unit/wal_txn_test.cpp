@@ -1,5 +1,5 @@
-// The rules for applying one etcd_wal row (reactor/outbox/wal_txn.hpp): the Txn each row becomes, what
-// etcd's answer or error means for the row, and how an attempt in doubt after a crash is settled.
+// The rules for applying etcd_wal rows (reactor/outbox/wal_txn.hpp): the fenced Txn rows become,
+// their receipt, what etcd's answer or error means for each row.
 
 #include "reactor/outbox/wal_txn.hpp"
 
@@ -37,8 +37,10 @@ mvccpb::KeyValue kv(const std::string& key, const std::string& value, std::int64
   return out;
 }
 
-/// A Txn answer: header revision, whether the compares held, and for each key the mod_revision
-/// its Range saw (0: absent), in row order.
+const TxnFence kFence{outbox_keys("/etcd-sync/election/"), 7};
+
+/// A Txn answer: header revision, whether the compares held, and the mod_revision each Range saw
+/// (0: absent), in order. A failed etcd_wins Txn reads the barrier first: failed_etcd_wins() adds it.
 etcdserverpb::TxnResponse txn_response(std::int64_t header_revision, bool succeeded,
                                        const std::vector<std::int64_t>& read_mod_revisions) {
   etcdserverpb::TxnResponse response;
@@ -51,9 +53,22 @@ etcdserverpb::TxnResponse txn_response(std::int64_t header_revision, bool succee
   return response;
 }
 
+/// A failed etcd_wins answer: the barrier's read (as fenced: unchanged), then each key's.
+etcdserverpb::TxnResponse failed_etcd_wins(std::int64_t header_revision, std::vector<std::int64_t> reads) {
+  reads.insert(reads.begin(), kFence.barrier_revision);
+  return txn_response(header_revision, false, reads);
+}
+
+std::vector<std::optional<WalOutcome>> decide(const std::vector<const WalRow*>& rows,
+                                              const etcdserverpb::TxnResponse& response, ConflictResolution resolution) {
+  auto verdict = decide_txn(rows, response, resolution, kFence);
+  EXPECT_FALSE(verdict.fenced);
+  return verdict.outcomes;
+}
+
 /// The first row's outcome when `row` is sent alone.
 WalOutcome decide_one(const WalRow& row, const etcdserverpb::TxnResponse& response, ConflictResolution resolution) {
-  auto outcomes = decide_txn({&row}, response, resolution);
+  auto outcomes = decide({&row}, response, resolution);
   EXPECT_EQ(outcomes.size(), 1u);
   EXPECT_TRUE(outcomes.at(0).has_value()) << "a row sent alone always gets an outcome";
   return outcomes.at(0).value_or(WalOutcome{});
@@ -63,96 +78,170 @@ bool mentions(const std::string& text, const std::string& needle) { return text.
 
 // ---- reject_reason ----
 
+const std::string kElection = "/etcd-sync/election/";
+
 TEST(RejectReason, EmptyKey) {
-  auto reason = reject_reason(put_row("", "v", std::nullopt), "/");
+  auto reason = reject_reason(put_row("", "v", std::nullopt), "/", kElection);
   ASSERT_TRUE(reason.has_value());
   EXPECT_TRUE(mentions(*reason, "empty key")) << *reason;
 }
 
 TEST(RejectReason, KeyOutsidePrefixNamesThePrefix) {
-  auto reason = reject_reason(put_row("/elsewhere/x", "v", std::nullopt), "/app/");
+  auto reason = reject_reason(put_row("/elsewhere/x", "v", std::nullopt), "/app/", kElection);
   ASSERT_TRUE(reason.has_value());
   EXPECT_TRUE(mentions(*reason, "\"/app/\"")) << *reason;
   // The prefix is a byte prefix: "/app" without its slash is outside "/app/".
-  EXPECT_TRUE(reject_reason(put_row("/app", "v", std::nullopt), "/app/").has_value());
+  EXPECT_TRUE(reject_reason(put_row("/app", "v", std::nullopt), "/app/", kElection).has_value());
 }
 
 TEST(RejectReason, KeysUnderThePrefixPass) {
-  EXPECT_EQ(reject_reason(put_row("/app/x", "v", std::nullopt), "/app/"), std::nullopt);
-  EXPECT_EQ(reject_reason(delete_row("/app/x/y", 5), "/app/"), std::nullopt);
+  EXPECT_EQ(reject_reason(put_row("/app/x", "v", std::nullopt), "/app/", kElection), std::nullopt);
+  EXPECT_EQ(reject_reason(delete_row("/app/x/y", 5), "/app/", kElection), std::nullopt);
   // "/" (and "") synchronize the whole keyspace.
-  EXPECT_EQ(reject_reason(put_row("anything", "v", std::nullopt), "/"), std::nullopt);
-  EXPECT_EQ(reject_reason(put_row("anything", "v", std::nullopt), ""), std::nullopt);
+  EXPECT_EQ(reject_reason(put_row("anything", "v", std::nullopt), "/", kElection), std::nullopt);
+  EXPECT_EQ(reject_reason(put_row("anything", "v", std::nullopt), "", kElection), std::nullopt);
+}
+
+TEST(RejectReason, KeysUnderTheElectionPrefixAreEtcdSyncsOwn) {
+  auto reason = reject_reason(put_row("/etcd-sync/election/outbox/barrier", "v", std::nullopt), "/", kElection);
+  ASSERT_TRUE(reason.has_value());
+  EXPECT_TRUE(mentions(*reason, "election_prefix")) << *reason;
+  EXPECT_TRUE(mentions(*reason, kElection)) << *reason;
+  EXPECT_TRUE(reject_reason(delete_row("/etcd-sync/election/x", 3), "/etcd-sync/", kElection).has_value());
+  EXPECT_EQ(reject_reason(put_row("/etcd-sync/other", "v", std::nullopt), "/", kElection), std::nullopt);
+}
+
+// ---- receipts ----
+
+TEST(Receipt, NamesEveryRowByIdAndFingerprintAndParsesBack) {
+  auto a = put_row("/a", "1", 5);
+  a.id = 17;
+  auto b = delete_row("/b", std::nullopt);
+  b.id = 9000000001;
+  auto value = receipt_value({&a, &b});
+  EXPECT_TRUE(value.starts_with("v1 ")) << value;
+  auto entries = parse_receipt(value);
+  ASSERT_TRUE(entries.has_value()) << value;
+  ASSERT_EQ(entries->size(), 2u);
+  EXPECT_EQ((*entries)[0], (ReceiptEntry{17, row_fingerprint(a)}));
+  EXPECT_EQ((*entries)[1], (ReceiptEntry{9000000001, row_fingerprint(b)}));
+}
+
+TEST(Receipt, FingerprintTellsRowsThatShareAnIdApart) {
+  auto row = put_row("/k", "v", 5);
+  const auto fp = row_fingerprint(row);
+  auto other_value = row;
+  other_value.value = "w";
+  auto other_key = row;
+  other_key.key = "/j";
+  auto other_base = row;
+  other_base.revision = 6;
+  auto as_delete = row;
+  as_delete.value.reset();
+  for (const auto* other : {&other_value, &other_key, &other_base, &as_delete}) EXPECT_NE(row_fingerprint(*other), fp);
+  auto same = row;
+  same.retry_count = 2;  // not part of what the row asks for
+  same.attempt_token = 99;
+  EXPECT_EQ(row_fingerprint(same), fp);
+}
+
+TEST(Receipt, OtherValuesAreNotReceipts) {
+  EXPECT_FALSE(parse_receipt("").has_value());
+  EXPECT_FALSE(parse_receipt("v2 1:00000001").has_value());
+  EXPECT_FALSE(parse_receipt("v1 1").has_value());
+  EXPECT_FALSE(parse_receipt("v1 x:1").has_value());
+  EXPECT_FALSE(parse_receipt("v1 1:zz").has_value());
+  auto empty = parse_receipt("v1 ");
+  ASSERT_TRUE(empty.has_value());
+  EXPECT_TRUE(empty->empty());
 }
 
 // ---- build_txn ----
 
+TEST(BuildTxn, EveryTxnComparesTheBarrierAndPutsAReceipt) {
+  auto row = put_row("/k", "v", 42);
+  for (auto mode : {ConflictResolution::etcd_wins, ConflictResolution::postgres_wins}) {
+    auto txn = build_txn({&row}, mode, kFence);
+    ASSERT_GE(txn.compare_size(), 1);
+    EXPECT_EQ(txn.compare(0).key(), kFence.keys.barrier);
+    EXPECT_EQ(txn.compare(0).target(), etcdserverpb::Compare::MOD);
+    EXPECT_EQ(txn.compare(0).mod_revision(), kFence.barrier_revision);
+    ASSERT_GE(txn.success_size(), 2);
+    const auto& receipt = txn.success(txn.success_size() - 1);
+    ASSERT_TRUE(receipt.has_request_put());
+    EXPECT_EQ(receipt.request_put().key(), kFence.keys.receipt);
+    EXPECT_EQ(receipt.request_put().value(), receipt_value({&row}));
+    ASSERT_GE(txn.failure_size(), 1);
+    EXPECT_EQ(txn.failure(0).request_range().key(), kFence.keys.barrier) << "a failed Txn says whether it was fenced";
+  }
+}
+
 TEST(BuildTxn, RevisionComparesModRevision) {
   auto row = put_row("/k", "v", 42);
-  auto txn = build_txn({&row}, ConflictResolution::etcd_wins);
-  ASSERT_EQ(txn.compare_size(), 1);
-  const auto& compare = txn.compare(0);
+  auto txn = build_txn({&row}, ConflictResolution::etcd_wins, kFence);
+  ASSERT_EQ(txn.compare_size(), 2);
+  const auto& compare = txn.compare(1);
   EXPECT_EQ(compare.key(), "/k");
   EXPECT_EQ(compare.result(), etcdserverpb::Compare::EQUAL);
   EXPECT_EQ(compare.target(), etcdserverpb::Compare::MOD);
   EXPECT_EQ(compare.mod_revision(), 42);
 
-  ASSERT_EQ(txn.success_size(), 1);
+  ASSERT_EQ(txn.success_size(), 2);
   ASSERT_TRUE(txn.success(0).has_request_put());
   EXPECT_EQ(txn.success(0).request_put().key(), "/k");
   EXPECT_EQ(txn.success(0).request_put().value(), "v");
 
   // etcd_wins: a failed compare writes nothing and reads etcd's current revision.
-  ASSERT_EQ(txn.failure_size(), 1);
-  ASSERT_TRUE(txn.failure(0).has_request_range());
-  EXPECT_EQ(txn.failure(0).request_range().key(), "/k");
-  EXPECT_EQ(txn.failure(0).request_range().range_end(), "") << "one key, not a range";
-  EXPECT_TRUE(txn.failure(0).request_range().keys_only()) << "the value is not needed to name the revision";
+  ASSERT_EQ(txn.failure_size(), 2);
+  ASSERT_TRUE(txn.failure(1).has_request_range());
+  EXPECT_EQ(txn.failure(1).request_range().key(), "/k");
+  EXPECT_EQ(txn.failure(1).request_range().range_end(), "") << "one key, not a range";
+  EXPECT_TRUE(txn.failure(1).request_range().keys_only()) << "the value is not needed to name the revision";
 }
 
 TEST(BuildTxn, NullRevisionRequiresAbsentKey) {
   auto row = put_row("/k", "v", std::nullopt);
-  auto txn = build_txn({&row}, ConflictResolution::etcd_wins);
-  ASSERT_EQ(txn.compare_size(), 1);
-  EXPECT_EQ(txn.compare(0).target(), etcdserverpb::Compare::VERSION);
-  EXPECT_EQ(txn.compare(0).version(), 0);
-  EXPECT_EQ(txn.compare(0).result(), etcdserverpb::Compare::EQUAL);
+  auto txn = build_txn({&row}, ConflictResolution::etcd_wins, kFence);
+  ASSERT_EQ(txn.compare_size(), 2);
+  EXPECT_EQ(txn.compare(1).target(), etcdserverpb::Compare::VERSION);
+  EXPECT_EQ(txn.compare(1).version(), 0);
+  EXPECT_EQ(txn.compare(1).result(), etcdserverpb::Compare::EQUAL);
 }
 
 TEST(BuildTxn, TombstoneBaseRequiresAbsentKey) {
   auto row = put_row("/k", "v", 17);
   row.base_is_tombstone = true;
-  auto txn = build_txn({&row}, ConflictResolution::etcd_wins);
-  ASSERT_EQ(txn.compare_size(), 1);
-  EXPECT_EQ(txn.compare(0).target(), etcdserverpb::Compare::VERSION);
-  EXPECT_EQ(txn.compare(0).version(), 0);
+  auto txn = build_txn({&row}, ConflictResolution::etcd_wins, kFence);
+  ASSERT_EQ(txn.compare_size(), 2);
+  EXPECT_EQ(txn.compare(1).target(), etcdserverpb::Compare::VERSION);
+  EXPECT_EQ(txn.compare(1).version(), 0);
 }
 
 TEST(BuildTxn, NullValueDeletesTheKey) {
   auto row = delete_row("/k", 9);
-  auto txn = build_txn({&row}, ConflictResolution::etcd_wins);
+  auto txn = build_txn({&row}, ConflictResolution::etcd_wins, kFence);
   ASSERT_GE(txn.success_size(), 1);
   ASSERT_TRUE(txn.success(0).has_request_delete_range());
   EXPECT_EQ(txn.success(0).request_delete_range().key(), "/k");
   EXPECT_EQ(txn.success(0).request_delete_range().range_end(), "") << "deletes one key only";
-  EXPECT_EQ(txn.compare(0).target(), etcdserverpb::Compare::MOD);
-  EXPECT_EQ(txn.compare(0).mod_revision(), 9);
+  EXPECT_EQ(txn.compare(1).target(), etcdserverpb::Compare::MOD);
+  EXPECT_EQ(txn.compare(1).mod_revision(), 9);
 }
 
 TEST(BuildTxn, BinaryValueIsSentAsIs) {
   const std::string bytes("\x00\xff\x41", 3);
   auto row = put_row("/k", bytes, std::nullopt);
-  auto txn = build_txn({&row}, ConflictResolution::etcd_wins);
+  auto txn = build_txn({&row}, ConflictResolution::etcd_wins, kFence);
   EXPECT_EQ(txn.success(0).request_put().value(), bytes);
 }
 
-TEST(BuildTxn, PostgresWinsReadsThenWritesWithoutACompare) {
+TEST(BuildTxn, PostgresWinsReadsThenWritesComparingOnlyTheBarrier) {
   auto row = put_row("/k", "v", 42);
   auto del = delete_row("/d", std::nullopt);
-  auto txn = build_txn({&row, &del}, ConflictResolution::postgres_wins);
-  EXPECT_EQ(txn.compare_size(), 0) << "the writes happen whatever etcd holds";
-  EXPECT_EQ(txn.failure_size(), 0);
-  ASSERT_EQ(txn.success_size(), 4);
+  auto txn = build_txn({&row, &del}, ConflictResolution::postgres_wins, kFence);
+  EXPECT_EQ(txn.compare_size(), 1) << "the writes happen whatever etcd holds";
+  EXPECT_EQ(txn.failure_size(), 1);
+  ASSERT_EQ(txn.success_size(), 5);
   // The reads come first, so they see etcd before this Txn's writes.
   EXPECT_EQ(txn.success(0).request_range().key(), "/k");
   EXPECT_EQ(txn.success(1).request_range().key(), "/d");
@@ -165,19 +254,19 @@ TEST(BuildTxn, SeveralRowsOneCompareWriteAndReadEachInRowOrder) {
   auto a = put_row("/a", "1", 5);
   auto b = delete_row("/b", 6);
   auto c = put_row("/c", "3", std::nullopt);
-  auto txn = build_txn({&a, &b, &c}, ConflictResolution::etcd_wins);
-  ASSERT_EQ(txn.compare_size(), 3);
-  ASSERT_EQ(txn.success_size(), 3);
-  ASSERT_EQ(txn.failure_size(), 3);
-  EXPECT_EQ(txn.compare(0).mod_revision(), 5);
-  EXPECT_EQ(txn.compare(1).mod_revision(), 6);
-  EXPECT_EQ(txn.compare(2).target(), etcdserverpb::Compare::VERSION);
+  auto txn = build_txn({&a, &b, &c}, ConflictResolution::etcd_wins, kFence);
+  ASSERT_EQ(txn.compare_size(), 4);
+  ASSERT_EQ(txn.success_size(), 4);
+  ASSERT_EQ(txn.failure_size(), 4);
+  EXPECT_EQ(txn.compare(1).mod_revision(), 5);
+  EXPECT_EQ(txn.compare(2).mod_revision(), 6);
+  EXPECT_EQ(txn.compare(3).target(), etcdserverpb::Compare::VERSION);
   EXPECT_EQ(txn.success(0).request_put().key(), "/a");
   EXPECT_EQ(txn.success(1).request_delete_range().key(), "/b");
   EXPECT_EQ(txn.success(2).request_put().key(), "/c");
-  EXPECT_EQ(txn.failure(0).request_range().key(), "/a");
-  EXPECT_EQ(txn.failure(1).request_range().key(), "/b");
-  EXPECT_EQ(txn.failure(2).request_range().key(), "/c");
+  EXPECT_EQ(txn.failure(1).request_range().key(), "/a");
+  EXPECT_EQ(txn.failure(2).request_range().key(), "/b");
+  EXPECT_EQ(txn.failure(3).request_range().key(), "/c");
 }
 
 // ---- group_rows_for_txns ----
@@ -191,17 +280,26 @@ TEST(GroupRowsForTxns, FillsGroupsUpToEtcdsOperationLimit) {
   }
   auto groups = group_rows_for_txns(pointers, ConflictResolution::etcd_wins);
   ASSERT_EQ(groups.size(), 3u);
-  EXPECT_EQ(groups[0].size(), 128u) << "etcd's --max-txn-ops default";
-  EXPECT_EQ(groups[1].size(), 128u);
-  EXPECT_EQ(groups[2].size(), 44u);
+  EXPECT_EQ(groups[0].size(), 127u) << "etcd's --max-txn-ops default, less the barrier and the receipt";
+  EXPECT_EQ(groups[1].size(), 127u);
+  EXPECT_EQ(groups[2].size(), 46u);
   EXPECT_EQ(groups[0].front(), 0u);
   EXPECT_EQ(groups[2].back(), 299u) << "in order, every row once";
 
-  // postgres_wins: a read and a write per row in one branch.
+  // The largest group etcd accepts: every branch and the compare list within 128 operations.
+  std::vector<const WalRow*> largest(pointers.begin(), pointers.begin() + 127);
+  auto txn = build_txn(largest, ConflictResolution::etcd_wins, kFence);
+  EXPECT_LE(txn.compare_size(), kMaxTxnOps);
+  EXPECT_LE(txn.success_size(), kMaxTxnOps);
+  EXPECT_LE(txn.failure_size(), kMaxTxnOps);
+
+  // postgres_wins: a read and a write per row in one branch, and the receipt.
   groups = group_rows_for_txns(pointers, ConflictResolution::postgres_wins);
   ASSERT_EQ(groups.size(), 5u);
-  EXPECT_EQ(groups[0].size(), 64u);
-  EXPECT_EQ(groups[4].size(), 300u - 4 * 64);
+  EXPECT_EQ(groups[0].size(), 63u);
+  EXPECT_EQ(groups[4].size(), 300u - 4 * 63);
+  largest.assign(pointers.begin(), pointers.begin() + 63);
+  EXPECT_LE(build_txn(largest, ConflictResolution::postgres_wins, kFence).success_size(), kMaxTxnOps);
   EXPECT_TRUE(group_rows_for_txns({}, ConflictResolution::etcd_wins).empty());
 }
 
@@ -228,11 +326,23 @@ TEST(DecideTxn, SucceededIsSuccessAtTheHeaderRevision) {
   EXPECT_EQ(outcome.revision, 43);
   EXPECT_FALSE(outcome.conflict_resolved);
   EXPECT_FALSE(outcome.transient);
+  EXPECT_FALSE(outcome.nothing_deleted);
   EXPECT_EQ(outcome.error_message, "");
 }
 
+TEST(DecideTxn, AMovedBarrierMeansNothingWasAppliedAndNamesTheNewOne) {
+  auto row = put_row("/k", "v", 42);
+  for (auto mode : {ConflictResolution::etcd_wins, ConflictResolution::postgres_wins}) {
+    auto verdict = decide_txn({&row}, txn_response(90, false, {88, 42}), mode, kFence);
+    EXPECT_TRUE(verdict.fenced);
+    EXPECT_EQ(verdict.barrier_revision, 88);
+    ASSERT_EQ(verdict.outcomes.size(), 1u);
+    EXPECT_FALSE(verdict.outcomes[0].has_value()) << "not a conflict: the row is sent again";
+  }
+}
+
 TEST(DecideTxn, FailedCompareWithEtcdWinsIsConflictNamingBothRevisions) {
-  auto outcome = decide_one(put_row("/k", "v", 42), txn_response(57, false, {51}), ConflictResolution::etcd_wins);
+  auto outcome = decide_one(put_row("/k", "v", 42), failed_etcd_wins(57, {51}), ConflictResolution::etcd_wins);
   EXPECT_EQ(outcome.status, WalStatus::conflict);
   EXPECT_TRUE(outcome.conflict_resolved);
   EXPECT_FALSE(outcome.transient);
@@ -242,13 +352,13 @@ TEST(DecideTxn, FailedCompareWithEtcdWinsIsConflictNamingBothRevisions) {
 }
 
 TEST(DecideTxn, FailedCompareOnAbsentBaseSaysSo) {
-  auto outcome = decide_one(put_row("/k", "v", std::nullopt), txn_response(60, false, {55}), ConflictResolution::etcd_wins);
+  auto outcome = decide_one(put_row("/k", "v", std::nullopt), failed_etcd_wins(60, {55}), ConflictResolution::etcd_wins);
   EXPECT_EQ(outcome.status, WalStatus::conflict);
   EXPECT_TRUE(mentions(outcome.error_message, "absent")) << outcome.error_message;
   EXPECT_TRUE(mentions(outcome.error_message, "mod_revision 55")) << outcome.error_message;
 
   // The base revision exists but etcd has since deleted the key.
-  outcome = decide_one(put_row("/k", "v", 42), txn_response(60, false, {0}), ConflictResolution::etcd_wins);
+  outcome = decide_one(put_row("/k", "v", 42), failed_etcd_wins(60, {0}), ConflictResolution::etcd_wins);
   EXPECT_EQ(outcome.status, WalStatus::conflict);
   EXPECT_TRUE(mentions(outcome.error_message, "revision 42")) << outcome.error_message;
   EXPECT_TRUE(mentions(outcome.error_message, "no such key")) << outcome.error_message;
@@ -259,8 +369,8 @@ TEST(DecideTxn, FailedGroupConflictsOnlyTheRowsWhoseBaseIsStale) {
   auto stale = put_row("/b", "2", 11);
   auto created = put_row("/c", "3", std::nullopt);
   auto deleted_base = delete_row("/d", 12);
-  auto outcomes = decide_txn({&fresh, &stale, &created, &deleted_base}, txn_response(20, false, {10, 15, 0, 0}),
-                             ConflictResolution::etcd_wins);
+  auto outcomes = decide({&fresh, &stale, &created, &deleted_base}, failed_etcd_wins(20, {10, 15, 0, 0}),
+                         ConflictResolution::etcd_wins);
   ASSERT_EQ(outcomes.size(), 4u);
   EXPECT_FALSE(outcomes[0].has_value()) << "its base held: send it again";
   ASSERT_TRUE(outcomes[1].has_value());
@@ -274,7 +384,7 @@ TEST(DecideTxn, FailedGroupConflictsOnlyTheRowsWhoseBaseIsStale) {
 TEST(DecideTxn, FailedGroupWithNoVisibleConflictIsSentRowByRow) {
   auto a = put_row("/a", "1", 10);
   auto b = put_row("/b", "2", std::nullopt);
-  auto outcomes = decide_txn({&a, &b}, txn_response(20, false, {10, 0}), ConflictResolution::etcd_wins);
+  auto outcomes = decide({&a, &b}, failed_etcd_wins(20, {10, 0}), ConflictResolution::etcd_wins);
   ASSERT_EQ(outcomes.size(), 2u);
   EXPECT_FALSE(outcomes[0].has_value());
   EXPECT_FALSE(outcomes[1].has_value());
@@ -283,13 +393,28 @@ TEST(DecideTxn, FailedGroupWithNoVisibleConflictIsSentRowByRow) {
 TEST(DecideTxn, SucceededGroupIsSuccessForEveryRowAtOneRevision) {
   auto a = put_row("/a", "1", 10);
   auto b = delete_row("/b", 11);
-  auto outcomes = decide_txn({&a, &b}, txn_response(30, true, {}), ConflictResolution::etcd_wins);
+  auto outcomes = decide({&a, &b}, txn_response(30, true, {}), ConflictResolution::etcd_wins);
   ASSERT_EQ(outcomes.size(), 2u);
   for (const auto& outcome : outcomes) {
     ASSERT_TRUE(outcome.has_value());
     EXPECT_EQ(outcome->status, WalStatus::success);
     EXPECT_EQ(outcome->revision, 30);
   }
+}
+
+TEST(DecideTxn, ADeleteOfAnAbsentKeyIsASuccessThatDeletedNothing) {
+  // etcd_wins: the compare said the key was absent, so the delete had nothing to remove.
+  auto outcome = decide_one(delete_row("/k", std::nullopt), txn_response(30, true, {}), ConflictResolution::etcd_wins);
+  EXPECT_EQ(outcome.status, WalStatus::success);
+  EXPECT_TRUE(outcome.nothing_deleted);
+  EXPECT_EQ(outcome.revision, 0) << "no delete of the key happened at the Txn's revision";
+  EXPECT_TRUE(mentions(outcome.error_message, "already absent")) << outcome.error_message;
+  // postgres_wins: the read before the delete says whether the key was there.
+  outcome = decide_one(delete_row("/k", 5), txn_response(31, true, {0}), ConflictResolution::postgres_wins);
+  EXPECT_TRUE(outcome.nothing_deleted);
+  outcome = decide_one(delete_row("/k", std::nullopt), txn_response(32, true, {9}), ConflictResolution::postgres_wins);
+  EXPECT_FALSE(outcome.nothing_deleted);
+  EXPECT_EQ(outcome.revision, 32);
 }
 
 TEST(DecideTxn, PostgresWinsIsSuccessAndCountsStaleBasesAsResolved) {
@@ -303,8 +428,8 @@ TEST(DecideTxn, PostgresWinsIsSuccessAndCountsStaleBasesAsResolved) {
   auto absent = put_row("/b", "2", std::nullopt);
   auto tombstone_base = put_row("/c", "3", 7);
   tombstone_base.base_is_tombstone = true;
-  auto outcomes = decide_txn({&fresh, &absent, &tombstone_base}, txn_response(60, true, {10, 0, 9}),
-                             ConflictResolution::postgres_wins);
+  auto outcomes = decide({&fresh, &absent, &tombstone_base}, txn_response(60, true, {10, 0, 9}),
+                         ConflictResolution::postgres_wins);
   ASSERT_EQ(outcomes.size(), 3u);
   EXPECT_FALSE(outcomes[0]->conflict_resolved);
   EXPECT_FALSE(outcomes[1]->conflict_resolved);
@@ -312,118 +437,62 @@ TEST(DecideTxn, PostgresWinsIsSuccessAndCountsStaleBasesAsResolved) {
   for (const auto& o : outcomes) EXPECT_EQ(o->status, WalStatus::success);
 }
 
-// ---- decide_error ----
+// ---- errors ----
 
-TEST(DecideError, TransientErrorRetriesBeforeMaxAttempts) {
-  auto row = put_row("/k", "v", std::nullopt);
-  row.retry_count = 1;
-  auto outcome = decide_error(row, SyncError(ErrorKind::transient, "etcd Txn at 127.0.0.1:1: unavailable"), 3);
-  EXPECT_EQ(outcome.status, WalStatus::retry);
-  EXPECT_TRUE(outcome.transient);
-  EXPECT_EQ(outcome.error_message, "etcd Txn at 127.0.0.1:1: unavailable");
-  EXPECT_STREQ(to_string(outcome.status), "pending") << "a retry leaves the row pending";
+TEST(ClassifyTxnError, OutagesAreNotTheRowsFault) {
+  for (const char* text : {"etcd Txn at 127.0.0.1:1: etcdserver: no leader (grpc code 14)",
+                           "etcd Txn at 127.0.0.1:1: Deadline Exceeded (grpc code 4)",
+                           "etcd Txn at 127.0.0.1:1: abandoned: the member has no leader"})
+    EXPECT_EQ(classify_txn_error(SyncError(ErrorKind::transient, text)), TxnErrorKind::outage) << text;
+  EXPECT_EQ(classify_txn_error(SyncError(ErrorKind::cancelled, "stopping")), TxnErrorKind::outage);
 }
 
-TEST(DecideError, TransientErrorFailsAtMaxAttempts) {
+TEST(ClassifyTxnError, RefusalsOfTheRequestArePermanent) {
+  for (const char* text : {"etcd Txn: etcdserver: request is too large (grpc code 3)",
+                           "etcd Txn: grpc: received message larger than max (2200000 vs. 2097152) (grpc code 8)",
+                           "etcd Txn: etcdserver: too many operations in txn request (grpc code 3)",
+                           "etcd Txn: etcdserver: duplicate key given in txn request (grpc code 3)"})
+    EXPECT_EQ(classify_txn_error(SyncError(ErrorKind::permanent, text)), TxnErrorKind::row_permanent) << text;
+  EXPECT_EQ(classify_txn_error(SyncError(ErrorKind::permission_denied, "etcdserver: permission denied")),
+            TxnErrorKind::row_permanent);
+  EXPECT_EQ(classify_txn_error(SyncError(ErrorKind::permanent, "etcd Txn: something new (grpc code 2)")),
+            TxnErrorKind::row_transient)
+      << "an error not understood counts as an attempt";
+}
+
+TEST(DecideRowError, TooLargeFailsAtOnceNamingEtcdsLimit) {
+  auto row = put_row("/k", std::string(2 * 1024 * 1024, 'x'), std::nullopt);
+  auto outcome = decide_row_error(
+      row, SyncError(ErrorKind::permanent, "etcd Txn: grpc: received message larger than max (2097900 vs. 2097152)"), 3);
+  EXPECT_EQ(outcome.status, WalStatus::failed);
+  EXPECT_FALSE(outcome.transient);
+  EXPECT_TRUE(mentions(outcome.error_message, "--max-request-bytes")) << outcome.error_message;
+  EXPECT_TRUE(mentions(outcome.error_message, std::to_string(2 * 1024 * 1024 + 2))) << outcome.error_message;
+}
+
+TEST(DecideRowError, PermissionDeniedNamesTheKey) {
+  auto outcome = decide_row_error(put_row("/secret/k", "v", std::nullopt),
+                                  SyncError(ErrorKind::permission_denied, "etcd Txn: etcdserver: permission denied"), 3);
+  EXPECT_EQ(outcome.status, WalStatus::failed);
+  EXPECT_TRUE(mentions(outcome.error_message, "\"/secret/k\"")) << outcome.error_message;
+  EXPECT_TRUE(mentions(outcome.error_message, "readwrite")) << outcome.error_message;
+}
+
+TEST(DecideRowError, AnErrorNotUnderstoodRetriesUntilMaxAttempts) {
   auto row = put_row("/k", "v", std::nullopt);
+  row.retry_count = 1;
+  const SyncError odd(ErrorKind::permanent, "etcd Txn at 127.0.0.1:1: something odd (grpc code 2)");
+  auto outcome = decide_row_error(row, odd, 3);
+  EXPECT_EQ(outcome.status, WalStatus::retry);
+  EXPECT_TRUE(outcome.transient);
+  EXPECT_STREQ(to_string(outcome.status), "pending") << "a retry leaves the row pending";
   row.retry_count = 2;
-  auto outcome = decide_error(row, SyncError(ErrorKind::transient, "deadline exceeded"), 3);
+  outcome = decide_row_error(row, odd, 3);
   EXPECT_EQ(outcome.status, WalStatus::failed);
   EXPECT_TRUE(outcome.transient) << "the last attempt counts in retry_count too";
   EXPECT_TRUE(mentions(outcome.error_message, "3 attempts")) << outcome.error_message;
-  EXPECT_TRUE(mentions(outcome.error_message, "deadline exceeded")) << outcome.error_message;
-
-  // max_attempts = 1: the first failure is final.
   row.retry_count = 0;
-  EXPECT_EQ(decide_error(row, SyncError(ErrorKind::transient, "x"), 1).status, WalStatus::failed);
-}
-
-TEST(DecideError, PermanentErrorsFailAtOnce) {
-  auto row = put_row("/k", "v", std::nullopt);
-  for (auto kind : {ErrorKind::permanent, ErrorKind::permission_denied}) {
-    auto outcome = decide_error(row, SyncError(kind, "etcd Txn: request is too large"), 10);
-    EXPECT_EQ(outcome.status, WalStatus::failed) << to_string(kind);
-    EXPECT_FALSE(outcome.transient) << to_string(kind);
-    EXPECT_EQ(outcome.error_message, "etcd Txn: request is too large");
-  }
-}
-
-// ---- decide_unknown_attempt ----
-
-TEST(DecideUnknownAttempt, NoAttemptMeansApplyNormally) {
-  auto row = put_row("/k", "v", std::nullopt);
-  EXPECT_EQ(decide_unknown_attempt(row, kv("/k", "v", 10), 10, ConflictResolution::etcd_wins), std::nullopt);
-}
-
-TEST(DecideUnknownAttempt, PutThatTookEffectIsSuccessAtItsRevision) {
-  auto row = put_row("/k", "x", std::nullopt);
-  row.attempt_revision = 9;
-  auto decided = decide_unknown_attempt(row, kv("/k", "x", 10), 12, ConflictResolution::etcd_wins);
-  ASSERT_TRUE(decided.has_value());
-  EXPECT_EQ(decided->status, WalStatus::success);
-  EXPECT_EQ(decided->revision, 10) << "the revision the write created, not the read's header";
-  EXPECT_FALSE(decided->conflict_resolved);
-}
-
-TEST(DecideUnknownAttempt, PutThatDidNotHappenIsAppliedNormally) {
-  auto row = put_row("/k", "x", std::nullopt);
-  row.attempt_revision = 9;
-  // The key is absent, or unchanged since before the attempt.
-  EXPECT_EQ(decide_unknown_attempt(row, std::nullopt, 12, ConflictResolution::etcd_wins), std::nullopt);
-  EXPECT_EQ(decide_unknown_attempt(row, kv("/k", "old", 9), 12, ConflictResolution::etcd_wins), std::nullopt);
-  EXPECT_EQ(decide_unknown_attempt(row, kv("/k", "old", 5), 12, ConflictResolution::postgres_wins), std::nullopt);
-}
-
-TEST(DecideUnknownAttempt, KeyStillAtTheBaseRevisionMeansNothingWasWritten) {
-  // attempt_revision lagged behind the row's base: the key changed after it, but only to the base.
-  auto row = put_row("/k", "new", 20);
-  row.attempt_revision = 15;
-  EXPECT_EQ(decide_unknown_attempt(row, kv("/k", "old", 20), 25, ConflictResolution::etcd_wins), std::nullopt);
-  auto del = delete_row("/k", 20);
-  del.attempt_revision = 15;
-  EXPECT_EQ(decide_unknown_attempt(del, kv("/k", "old", 20), 25, ConflictResolution::etcd_wins), std::nullopt);
-  // A tombstone base says "absent": a live key at that revision number proves nothing.
-  row.base_is_tombstone = true;
-  auto decided = decide_unknown_attempt(row, kv("/k", "other", 20), 25, ConflictResolution::etcd_wins);
-  ASSERT_TRUE(decided.has_value());
-  EXPECT_EQ(decided->status, WalStatus::conflict);
-}
-
-TEST(DecideUnknownAttempt, KeyChangedToAnotherValue) {
-  auto row = put_row("/k", "x", 8);
-  row.attempt_revision = 9;
-  auto decided = decide_unknown_attempt(row, kv("/k", "someone-else", 11), 12, ConflictResolution::etcd_wins);
-  ASSERT_TRUE(decided.has_value());
-  EXPECT_EQ(decided->status, WalStatus::conflict);
-  EXPECT_EQ(decided->revision, 12);
-  EXPECT_TRUE(decided->conflict_resolved);
-  EXPECT_TRUE(mentions(decided->error_message, "mod_revision 11")) << decided->error_message;
-  EXPECT_TRUE(mentions(decided->error_message, "revision 8")) << decided->error_message;
-  // postgres_wins writes again, unconditionally.
-  EXPECT_EQ(decide_unknown_attempt(row, kv("/k", "someone-else", 11), 12, ConflictResolution::postgres_wins),
-            std::nullopt);
-}
-
-TEST(DecideUnknownAttempt, DeleteOfAnAbsentKeyIsDone) {
-  auto row = delete_row("/k", 8);
-  row.attempt_revision = 9;
-  auto decided = decide_unknown_attempt(row, std::nullopt, 14, ConflictResolution::etcd_wins);
-  ASSERT_TRUE(decided.has_value());
-  EXPECT_EQ(decided->status, WalStatus::success);
-  EXPECT_EQ(decided->revision, 14);
-}
-
-TEST(DecideUnknownAttempt, DeleteThatDidNotHappenOrWasOvertaken) {
-  auto row = delete_row("/k", 8);
-  row.attempt_revision = 9;
-  // Unchanged since before the attempt: the delete did not happen.
-  EXPECT_EQ(decide_unknown_attempt(row, kv("/k", "v", 8), 14, ConflictResolution::etcd_wins), std::nullopt);
-  // Written again after the attempt began.
-  auto decided = decide_unknown_attempt(row, kv("/k", "v", 12), 14, ConflictResolution::etcd_wins);
-  ASSERT_TRUE(decided.has_value());
-  EXPECT_EQ(decided->status, WalStatus::conflict);
-  EXPECT_TRUE(decided->conflict_resolved);
-  EXPECT_EQ(decide_unknown_attempt(row, kv("/k", "v", 12), 14, ConflictResolution::postgres_wins), std::nullopt);
+  EXPECT_EQ(decide_row_error(row, odd, 1).status, WalStatus::failed) << "max_attempts = 1: the first failure is final";
 }
 
 }  // namespace

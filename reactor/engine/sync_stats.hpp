@@ -28,6 +28,14 @@ struct LatencyHistogram {
   }
 };
 
+/// How the engines find one peer: up once some engine has worked with it and no engine is failing
+/// on it now. EngineStatus keeps the counts.
+struct PeerHealth {
+  int failing = 0;    ///< engines whose last attempt failed on this peer
+  bool seen = false;  ///< some engine has worked with it since the start
+  bool up() const { return seen && failing == 0; }
+};
+
 struct SyncStats {
   std::int64_t events_applied = 0;    ///< watch events written to `etcd` (puts + deletes)
   std::int64_t puts_applied = 0;
@@ -41,15 +49,17 @@ struct SyncStats {
   std::int64_t mirrored_revision = 0;  ///< the checkpoint: every revision <= this is in `etcd`
   std::int64_t etcd_revision = 0;      ///< etcd's revision as last seen in any response header
   bool snapshot_done = false;
-  bool etcd_up = false;      ///< the last etcd call or stream worked
-  bool postgres_up = false;  ///< the service's own PostgreSQL connection is open
+  PeerHealth etcd;        ///< etcd_sync_connection_up{peer="etcd"}
+  PeerHealth postgresql;  ///< etcd_sync_connection_up{peer="postgresql"}
   LatencyHistogram mirror_apply_seconds;  ///< one watch batch: PostgreSQL transaction time
   LatencyHistogram wal_apply_seconds;     ///< one etcd Txn carrying etcd_wal rows: round trip
+  bool wal_rows_known = false;        ///< the two counts below have been read at least once
+  std::int64_t wal_pending_rows = 0;  ///< etcd_wal rows pending, as counted by the heartbeat
+  std::int64_t wal_failed_rows = 0;   ///< etcd_wal rows failed, as counted by the heartbeat
   std::string last_error;
   // Unflushed deltas for the heartbeat (added to the persistent counters, then zeroed).
   std::int64_t pending_events = 0;
   std::int64_t pending_resyncs = 0;
-  std::int64_t pending_conflicts = 0;
 };
 
 }  // namespace etcd_sync

@@ -1,0 +1,34 @@
+#pragma once
+// What every engine of a generation (mirror, outbox, listener) is to the service: started with a
+// configuration snapshot, run until stopped, reconfigured in place at its own defined points. The
+// lifecycle that drives them is Service (reactor/service/service.cpp).
+
+#include "reactor/config/config.hpp"
+
+#include <boost/asio/awaitable.hpp>
+
+#include <memory>
+#include <string>
+
+namespace etcd_sync {
+
+namespace asio = boost::asio;
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  /// "mirror", "outbox", "listener": the `component` of its log lines.
+  virtual const char* name() const = 0;
+  /// Runs until stop(). Outages are handled inside (backoff and retry); an exception that escapes
+  /// is a bug, logged and escalated by the service.
+  virtual asio::awaitable<void> run() = 0;
+  /// Asks run() to return soon: no new work starts; work in flight finishes or is left safely
+  /// pending for the next start.
+  virtual void stop() = 0;
+  /// A reload of the settings that apply in place, taken at the engine's next defined point.
+  virtual void reconfigure(std::shared_ptr<const Config> config) = 0;
+  /// The engine's state for status and the heartbeat, e.g. "watching" or "backing_off (etcd)".
+  virtual std::string describe() const = 0;
+};
+
+}  // namespace etcd_sync

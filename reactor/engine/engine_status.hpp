@@ -1,0 +1,132 @@
+#pragma once
+// The status every engine keeps, in one helper: its state (an enum class with to_string), the
+// peer it is failing on, "log the failure once per outage", and the backoff before the next
+// attempt with limits from the engine's current configuration.
+
+#include "adapters/errors.hpp"
+#include "reactor/config/config.hpp"
+#include "reactor/engine/sync_stats.hpp"
+#include "reactor/loop/backoff.hpp"
+#include "reactor/loop/logging.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace etcd_sync {
+
+/// The name of a peer in logs and status: "etcd", "postgresql", or "" for unknown.
+const char* to_string(Peer peer);
+
+/// Counts an engine's failing peer in SyncStats (PeerHealth), one peer at a time.
+class PeerMark {
+ public:
+  explicit PeerMark(SyncStats& stats) : stats_(stats) {}
+  PeerMark(const PeerMark&) = delete;
+  PeerMark& operator=(const PeerMark&) = delete;
+  ~PeerMark() { clear(); }
+  /// The engine now fails on `peer` (unknown: on neither).
+  void failing(Peer peer);
+  /// The engine worked with `peer`: it is seen, and no longer failing if it was.
+  void working(Peer peer);
+  void clear() { failing(Peer::unknown); }
+  Peer peer() const { return peer_; }
+
+ private:
+  PeerHealth* health(Peer peer);
+  SyncStats& stats_;
+  Peer peer_ = Peer::unknown;
+};
+
+template <class State>
+class EngineStatus {
+ public:
+  /// `component` names the engine in log lines. `backing_off` is the state failed() enters.
+  /// Changes into a `routine` state (idle <-> applying flips with every batch) are logged at debug,
+  /// into `backing_off` at warn, the rest at info.
+  EngineStatus(std::string component, State initial, State backing_off, SyncStats& stats,
+               std::initializer_list<State> routine = {})
+      : component_(std::move(component)),
+        state_(initial),
+        backing_off_(backing_off),
+        routine_(routine),
+        stats_(stats),
+        peer_(stats),
+        backoff_(std::chrono::milliseconds(1000), std::chrono::milliseconds(30000)) {}
+
+  State state() const { return state_; }
+  /// The peer of the outage in progress, or Peer::unknown.
+  Peer failing_peer() const { return peer_.peer(); }
+  /// "backing_off (etcd)" while failing on a known peer, else to_string(state()).
+  std::string describe() const {
+    std::string text = to_string(state_);
+    if (state_ == backing_off_ && peer_.peer() != Peer::unknown) text += std::string(" (") + to_string(peer_.peer()) + ")";
+    return text;
+  }
+  /// Failed attempts since the engine last worked.
+  int attempts() const { return backoff_.attempts(); }
+
+  /// Moves to `to`, logging the change once (with `fields`). No-op when already there.
+  void set(State to, const LogFields& fields = {}) {
+    if (to == state_) return;
+    LogFields all{{"component", component_}, {"from", to_string(state_)}, {"to", to_string(to)}};
+    all.insert(all.end(), fields.begin(), fields.end());
+    state_ = to;
+    bool routine = std::find(routine_.begin(), routine_.end(), to) != routine_.end();
+    log(to == backing_off_ ? LogLevel::warn : routine ? LogLevel::debug : LogLevel::info,
+        component_ + " state changed", all);
+  }
+
+  /// Records a failure: the backing-off state (logged with the error when it is news), the peer
+  /// marked as failing, stats.last_error. Returns the wait before the next attempt: exponential
+  /// with jitter within `retry`'s limits (read on every call, so a reload applies at once).
+  std::chrono::milliseconds failed(const SyncError& error, const RetryConfig& retry) {
+    stats_.last_error = error.what();
+    peer_.failing(error.peer());
+    LogFields fields{{"error", error.what()}, {"kind", to_string(error.kind())}};
+    if (error.peer() != Peer::unknown) fields.push_back({"peer", to_string(error.peer())});
+    if (state_ != backing_off_) {
+      set(backing_off_, fields);
+    } else if (last_error_ != error.what()) {
+      fields.insert(fields.begin(), {"component", component_});
+      log_warn(component_ + " still backing off", fields);
+    }
+    last_error_ = error.what();
+    backoff_.set_limits(retry.initial_backoff, retry.max_backoff);
+    auto delay = backoff_.next();
+    log_debug(component_ + " retry scheduled",
+              {{"component", component_}, {"attempt", backoff_.attempts()}, {"delay_ms", delay.count()}});
+    return delay;
+  }
+
+  /// The engine worked with `peer`: clears that peer's outage and, once nothing is failing, the
+  /// backoff. Does not change the state (the engine sets the state it is in now).
+  void working(Peer peer) {
+    peer_.working(peer);
+    if (peer_.peer() == Peer::unknown) {
+      backoff_.reset();
+      last_error_.clear();
+    }
+  }
+  /// Forgets the outage (the engine is stopping or starting over).
+  void clear() {
+    peer_.clear();
+    backoff_.reset();
+    last_error_.clear();
+  }
+
+ private:
+  std::string component_;
+  State state_;
+  State backing_off_;
+  std::vector<State> routine_;
+  SyncStats& stats_;
+  PeerMark peer_;
+  Backoff backoff_;
+  std::string last_error_;
+};
+
+}  // namespace etcd_sync

@@ -1,0 +1,38 @@
+#include "reactor/outbox/in_doubt.hpp"
+
+namespace etcd_sync {
+
+void ReceiptLog::add(std::int64_t revision, std::string_view value) {
+  auto entries = parse_receipt(value);
+  if (!entries) return;
+  for (const auto& entry : *entries) entries_[entry.id].push_back({entry.fingerprint, revision});
+}
+
+std::int64_t ReceiptLog::find(std::int64_t id, std::uint32_t fingerprint) const {
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return 0;
+  for (const auto& [fp, revision] : it->second)
+    if (fp == fingerprint) return revision;
+  return 0;
+}
+
+DoubtVerdict decide_in_doubt(const WalRow& row, const ReceiptLog& log) {
+  const std::int64_t since = row.attempt_revision.value_or(0);
+  // A receipt at or below attempt_revision is older than every attempt of this row: another row
+  // that had this id and fingerprint before a PostgreSQL failover handed the id out again.
+  if (auto revision = log.find(row.id, row_fingerprint(row)); revision > since) return {DoubtVerdict::Kind::applied, revision};
+  if (log.from_revision() <= since + 1 && log.to_revision() > since) return {DoubtVerdict::Kind::not_applied, 0};
+  return {DoubtVerdict::Kind::unknown, 0};
+}
+
+WalOutcome unknown_outcome(const WalRow& row, const ReceiptLog& log) {
+  WalOutcome outcome;
+  outcome.status = WalStatus::failed;
+  outcome.error_message =
+      "outcome unknown: an attempt may have reached etcd after revision " + std::to_string(row.attempt_revision.value_or(0)) +
+      ", but etcd compacted the history that would tell (revisions before " + std::to_string(log.from_revision()) +
+      ") before etcd-sync could read it; the row is not sent again, check key \"" + row.key + "\" in etcd";
+  return outcome;
+}
+
+}  // namespace etcd_sync
