@@ -158,6 +158,9 @@ std::string row(const std::string& key, const std::string& value) {
 }
 
 TEST(QuickstartGuide, TestsOneToFourAsWrittenBesideScriptsQuickstart) {
+  // What GuideTerminal does first is what the README tells the user to do.
+  ASSERT_NE(read_text_file(source_dir / "README.md").find("\neval \"$(scripts/local-servers env)\"\n"),
+            std::string::npos);
   GuideTerminal terminal;
 
   // The README's first command (minus installing and building, done already) in a terminal.
