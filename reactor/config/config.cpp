@@ -4,12 +4,15 @@
 
 #include "reactor/config/config.hpp"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cctype>
 #include <climits>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -511,6 +514,18 @@ std::string read_whole_file(const std::string& path, std::string& text) {
   return {};
 }
 
+// The quickstart guide's config.yaml holds the contract's sections and keys; say where the TOML
+// spelling of it is rather than failing on YAML syntax.
+bool has_yaml_name(std::string_view path) {
+  std::string lower(path.substr(path.size() > 5 ? path.size() - 5 : 0));
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return lower.ends_with(".yaml") || lower.ends_with(".yml");
+}
+
+constexpr std::string_view yaml_refusal =
+    "YAML is not supported; the same sections and keys in TOML: conf/quickstart.toml "
+    "(packaged as /usr/share/doc/etcd-sync/examples/quickstart.toml)";
+
 // --- the environment and flag layers -------------------------------------------------------------
 
 std::string_view trim(std::string_view s) {
@@ -680,16 +695,40 @@ ConfigLoad load_config(const ConfigOverrides& overrides,
   if (overrides.config_file) {
     const std::string& path = *overrides.config_file;
     std::string text;
-    if (auto why = read_whole_file(path, text); !why.empty()) {
+    if (has_yaml_name(path)) {
+      load.config.source_file = path;
+      load.errors.push_back({path, 0, "", std::string(yaml_refusal)});
+    } else if (auto why = read_whole_file(path, text); !why.empty()) {
       load.config.source_file = path;
       load.errors.push_back({path, 0, "", why});
     } else {
       load = load_config_text(text, path);
+      // Judged on the file's own settings, before the environment and flags add theirs.
+      struct stat file_status {};
+      if (::stat(path.c_str(), &file_status) == 0)
+        load.warnings = config_file_warnings(path, file_status.st_mode, load.config);
     }
   }
   apply_environment(env, load.config, load.errors);
   apply_overrides(overrides, load.config, load.errors);
   return load;
+}
+
+bool holds_password(const Config& config) {
+  const std::string& conninfo = config.postgresql.conninfo;
+  return redact_conninfo(conninfo) != conninfo || !config.etcd.password.empty();
+}
+
+std::vector<ConfigWarning> config_file_warnings(const std::string& path, unsigned mode,
+                                                const Config& from_file) {
+  std::vector<ConfigWarning> warnings;
+  if ((mode & 0044) != 0 && holds_password(from_file)) {
+    char octal[8];
+    std::snprintf(octal, sizeof octal, "%04o", mode & 07777);
+    warnings.push_back({path, path + " holds a password but is readable by group or others (mode " +
+                                  octal + "): chmod 600 " + path});
+  }
+  return warnings;
 }
 
 std::map<std::string, std::string> process_environment() {

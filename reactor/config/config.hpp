@@ -114,9 +114,16 @@ struct ConfigOverrides {
   std::optional<std::string> log_level;
 };
 
+/// Something about the configuration an operator should fix that does not stop it from loading.
+struct ConfigWarning {
+  std::string file;     ///< the configuration file it concerns
+  std::string message;  ///< what is wrong and how to fix it; names the file (and a mode as "0644")
+};
+
 struct ConfigLoad {
   Config config;
   std::vector<ConfigError> errors;  ///< empty when the configuration is usable
+  std::vector<ConfigWarning> warnings;  ///< worth a log line at warn; never stop the load
   bool ok() const { return errors.empty(); }
 };
 
@@ -125,7 +132,9 @@ struct ConfigLoad {
 /// ETCD_SYNC_LOG_LEVEL, ETCDCTL_ENDPOINTS, ETCDCTL_USER (user[:password]), ETCDCTL_CACERT,
 /// ETCDCTL_CERT, ETCDCTL_KEY), then the flags. Collects every error rather than stopping at the first:
 /// unknown key, wrong type, bad duration, bad enum value, out-of-range number, unreadable file.
-/// Never throws for bad input.
+/// A file named *.yaml or *.yml is refused unread with one error that points to
+/// conf/quickstart.toml (the quickstart's YAML keys in TOML). A file that loads gets the
+/// config_file_warnings() for its mode. Never throws for bad input.
 ConfigLoad load_config(const ConfigOverrides& overrides, const std::map<std::string, std::string>& env);
 
 /// The process environment as a map, for load_config.
@@ -133,6 +142,17 @@ std::map<std::string, std::string> process_environment();
 
 /// Parses a TOML document given as text (for tests and for SIGHUP). `file_name` labels errors.
 ConfigLoad load_config_text(const std::string& text, const std::string& file_name);
+
+/// True when `config` carries a password: a PostgreSQL password (the `password` key, or one in
+/// `dsn`, keyword or URI form: whatever redact_conninfo() would hide) or `etcd.password`.
+bool holds_password(const Config& config);
+
+/// The warnings about a configuration file at `path` with permission bits `mode` (st_mode; only
+/// the low 12 bits count) whose own settings, read from it alone, are `from_file`. One rule: a
+/// file that holds_password() must not be readable by group or others (mode & 0044); the warning
+/// names the file and its mode ("0644") and says `chmod 600`. Empty when nothing is wrong.
+std::vector<ConfigWarning> config_file_warnings(const std::string& path, unsigned mode,
+                                                const Config& from_file);
 
 /// Returns the conninfo with any password replaced by "********" (both key=value and URI forms), for
 /// logs and error messages.

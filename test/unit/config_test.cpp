@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -586,6 +587,93 @@ TEST(ConfigError, ToStringLeavesOutUnknownParts) {
   EXPECT_EQ((ConfigError{"f.toml", 3, "", "syntax"}).to_string(), "f.toml:3: syntax");
   EXPECT_EQ((ConfigError{"environment", 0, "ETCDCTL_USER", "bad"}).to_string(),
             "environment: ETCDCTL_USER: bad");
+}
+
+// --- the quickstart guide's YAML, and files that give a password away -----------------------------
+
+TEST(ConfigRefusals, AYamlFileIsRefusedUnreadWithWhereItsTomlSpellingIs) {
+  // The guide's own path; the file need not exist for the answer to be the same.
+  for (const std::string path : {"/etc/etcd-sync/config.yaml", "conf/x.yml", "X.YAML"}) {
+    ConfigOverrides overrides;
+    overrides.config_file = path;
+    const ConfigLoad load = load_config(overrides, {});
+    ASSERT_EQ(load.errors.size(), 1u) << path << describe(load.errors);
+    EXPECT_EQ(load.errors[0].file, path);
+    EXPECT_EQ(load.errors[0].message.rfind(
+                  "YAML is not supported; the same sections and keys in TOML: conf/quickstart.toml", 0),
+              0u)
+        << load.errors[0].message;
+  }
+  // The guide's config, as it writes it: refused the same way, not with a TOML syntax error.
+  TempFile yaml("postgresql:\n  host: localhost\n  password: your_password\n");
+  const fs::path renamed = yaml.path() + ".yaml";
+  fs::copy_file(yaml.path(), renamed);
+  ConfigOverrides overrides;
+  overrides.config_file = renamed.string();
+  const ConfigLoad load = load_config(overrides, {});
+  fs::remove(renamed);
+  ASSERT_EQ(load.errors.size(), 1u) << describe(load.errors);
+  EXPECT_NE(load.errors[0].message.find("YAML is not supported"), std::string::npos);
+  EXPECT_EQ(load.errors[0].message.find("your_password"), std::string::npos);
+}
+
+TEST(ConfigRefusals, HoldsPasswordSeesEveryPlaceAPasswordCanBe) {
+  const auto holds = [](const std::string& text) {
+    const ConfigLoad load = load_text(text);
+    EXPECT_TRUE(load.ok()) << text << describe(load.errors);
+    return holds_password(load.config);
+  };
+  EXPECT_TRUE(holds("[postgresql]\nhost = \"db\"\npassword = \"s3cret\"\n"));
+  EXPECT_TRUE(holds("[postgresql]\ndsn = \"host=db password=s3cret\"\n"));
+  EXPECT_TRUE(holds("[postgresql]\ndsn = \"postgresql://u:s3cret@db/sync_db\"\n"));
+  EXPECT_TRUE(holds("[etcd]\nusername = \"u\"\npassword = \"s3cret\"\n"));
+  EXPECT_FALSE(holds("[postgresql]\ndsn = \"host=db user=u\"\n[etcd]\nusername = \"u\"\n"));
+  EXPECT_FALSE(holds("[postgresql]\ndsn = \"postgresql://u@db/sync_db\"\n"));
+  EXPECT_FALSE(holds(""));
+}
+
+TEST(ConfigRefusals, AFileWithAPasswordReadableByGroupOrOthersIsWarnedAbout) {
+  const Config secret = load_text("[postgresql]\ndsn = \"host=db password=s3cret\"\n").config;
+  const Config plain = load_text("[postgresql]\ndsn = \"host=db\"\n").config;
+  const std::string path = "/etc/etcd-sync/config.toml";
+  for (const unsigned mode : {0644u, 0640u, 0604u, 0100644u, 0660u}) {
+    const auto warnings = config_file_warnings(path, mode, secret);
+    ASSERT_EQ(warnings.size(), 1u) << std::oct << mode;
+    EXPECT_EQ(warnings[0].file, path);
+    char octal[8];
+    std::snprintf(octal, sizeof octal, "%04o", mode & 07777);
+    EXPECT_EQ(warnings[0].message, path + " holds a password but is readable by group or others (mode " +
+                                       octal + "): chmod 600 " + path);
+    EXPECT_EQ(warnings[0].message.find("s3cret"), std::string::npos);
+  }
+  for (const unsigned mode : {0600u, 0400u, 0700u, 0100600u, 0622u}) {
+    EXPECT_TRUE(config_file_warnings(path, mode, secret).empty()) << std::oct << mode;
+  }
+  EXPECT_TRUE(config_file_warnings(path, 0644, plain).empty());
+}
+
+TEST(ConfigRefusals, LoadConfigWarnsFromTheFilesOwnModeAndSettings) {
+  TempFile file("[postgresql]\nhost = \"db\"\npassword = \"s3cret\"\n");
+  ConfigOverrides overrides;
+  overrides.config_file = file.path();
+  fs::permissions(file.path(), fs::perms(0644));
+  ConfigLoad load = load_config(overrides, {});
+  ASSERT_TRUE(load.ok()) << describe(load.errors);
+  ASSERT_EQ(load.warnings.size(), 1u);
+  EXPECT_EQ(load.warnings[0].file, file.path());
+  EXPECT_NE(load.warnings[0].message.find("(mode 0644)"), std::string::npos) << load.warnings[0].message;
+
+  fs::permissions(file.path(), fs::perms(0600));
+  EXPECT_TRUE(load_config(overrides, {}).warnings.empty());
+
+  // A password from the environment is no fault of a world-readable file.
+  TempFile no_secret("[etcd]\nendpoints = [\"127.0.0.1:2379\"]\n");
+  fs::permissions(no_secret.path(), fs::perms(0644));
+  overrides.config_file = no_secret.path();
+  load = load_config(overrides, {{"ETCDCTL_USER", "root:s3cret"}});
+  ASSERT_TRUE(load.ok()) << describe(load.errors);
+  EXPECT_EQ(load.config.etcd.password, "s3cret");
+  EXPECT_TRUE(load.warnings.empty());
 }
 
 TEST(ProcessEnvironment, SeesTheProcessEnvironment) {
