@@ -159,8 +159,9 @@ std::filesystem::path SyncEnvironment::write_config(const SyncSettings& s, const
   return path;
 }
 
-void SyncEnvironment::start_service(ServiceProcess& service, const std::filesystem::path& config) {
-  service.start({"start", "-c", config.string()});
+void SyncEnvironment::start_service(ServiceProcess& service, const std::filesystem::path& config,
+                                    const std::map<std::string, std::string>& env) {
+  service.start({"start", "-c", config.string()}, env);
   if (!service.wait_for_log("etcd-sync started", std::chrono::seconds(20)))
     throw std::runtime_error("etcd-sync did not start:\n" + service.log_text());
   // With the mirror on, wait until it watches: changes made before its snapshot would be folded

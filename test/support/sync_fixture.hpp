@@ -72,8 +72,10 @@ class SyncEnvironment {
   std::string conninfo() const;
   /// Writes a config file for `settings` into the temp dir and returns its path.
   std::filesystem::path write_config(const SyncSettings& settings, const std::string& name = "etcd-sync.toml");
-  /// Starts etcd-sync with the config and waits until it logged "etcd-sync started".
-  void start_service(ServiceProcess& service, const std::filesystem::path& config);
+  /// Starts etcd-sync with the config (and `env` added to its environment, e.g. failpoints) and
+  /// waits until it logged "etcd-sync started" (and, with the mirror on, that it watches).
+  void start_service(ServiceProcess& service, const std::filesystem::path& config,
+                     const std::map<std::string, std::string>& env = {});
   /// A blocking client on the test database (reconnects if the server restarted).
   PgClient& db();
   /// The mirror's checkpoint for `prefix` ("" for the whole keyspace), or -1 when none.
