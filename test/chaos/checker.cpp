@@ -390,7 +390,9 @@ class Checker {
       std::sort(rows.begin(), rows.end(), [](const WalRow* a, const WalRow* b) { return a->id < b->id; });
       for (std::size_t i = 1; i < rows.size(); ++i) {
         if (*rows[i]->revision > *rows[i - 1]->revision) continue;
-        add(Check::success_in_id_order, "out of id order", describe_row(*rows[i]) + " reached etcd at or before the earlier " +
+        const bool same = *rows[i]->revision == *rows[i - 1]->revision;
+        add(Check::success_in_id_order, same ? "at the same revision as an earlier row" : "before an earlier row",
+            describe_row(*rows[i]) + " reached etcd " + (same ? "at the same revision as" : "before") + " the earlier " +
                                             describe_row(*rows[i - 1]) + "\n" +
                                             evidence_.context(key, rows[i]->revision));
       }

@@ -48,6 +48,7 @@ struct Options {
   std::string faults = "all";
   double rate = 50;  // writes per second per side
   int keys = 30;
+  double delete_share = 0.25;  // of the writes on each side
   std::string log_level = "debug";
   int settle_timeout = 120;
   bool keep = false;
@@ -61,6 +62,7 @@ std::string replay_command(const Options& options) {
   if (options.faults != "all") out << " --faults " << options.faults;
   if (options.rate != Options{}.rate) out << " --rate " << options.rate;
   if (options.keys != Options{}.keys) out << " --keys " << options.keys;
+  if (options.delete_share != Options{}.delete_share) out << " --delete-share " << options.delete_share;
   return out.str();
 }
 
@@ -148,6 +150,7 @@ int run(const Options& options) {
       WriterPlan plan;
       plan.keys = keys;
       plan.rate = options.rate / kWritersPerSide;
+      plan.delete_share = options.delete_share;
       plan.stream = stream;
       plan.seed = stream_seed(options.seed, 10 + static_cast<std::uint64_t>(stream));
       etcd_writers.push_back(std::make_unique<EtcdWriter>(deployment.etcd_endpoints(), kMarkerPrefix, plan, log));
@@ -242,6 +245,8 @@ int main(int argc, char** argv) {
                  "etcd-leader-kill9, pg-restart, pg-kill9; or all, none");
   app.add_option("--rate", options.rate, "writes per second on each side")->check(CLI::PositiveNumber);
   app.add_option("--keys", options.keys, "number of shared keys")->check(CLI::PositiveNumber);
+  app.add_option("--delete-share", options.delete_share, "share of the writes on each side that are deletes")
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--log-level", options.log_level, "etcd-sync's log level");
   app.add_option("--settle-timeout", options.settle_timeout, "seconds to wait for the outbox and the mirror to settle");
   app.add_flag("--keep", options.keep, "keep the temp dir also when the run passes");
