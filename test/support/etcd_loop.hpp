@@ -12,6 +12,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace etcd_sync::testing {
 
@@ -20,9 +21,13 @@ class EtcdLoop {
   /// A client of the etcd member at `endpoint` ("host:port") whose calls time out after
   /// `request_timeout`.
   EtcdLoop(const std::string& endpoint, std::chrono::milliseconds request_timeout)
+      : EtcdLoop(std::vector<std::string>{endpoint}, request_timeout) {}
+  /// A client of a cluster: calls go to the first of `endpoints` ("host:port" each) and fail over
+  /// to the next after a transient failure, as the service's own client does.
+  EtcdLoop(const std::vector<std::string>& endpoints, std::chrono::milliseconds request_timeout)
       : bridge_(std::make_unique<GrpcBridge>(io_)) {
     EtcdClientOptions options;
-    options.endpoints = {endpoint};
+    options.endpoints = endpoints;
     options.request_timeout = request_timeout;
     etcd_ = std::make_unique<EtcdClient>(*bridge_, options);
   }

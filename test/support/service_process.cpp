@@ -15,12 +15,6 @@ namespace {
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 
-std::uintmax_t file_size_or_zero(const fs::path& path) {
-  std::error_code ec;
-  const auto size = fs::file_size(path, ec);
-  return ec ? 0 : size;
-}
-
 /// Whether a log line is above debug level (JSON lines at debug or trace are not).
 bool above_debug(std::string_view line) {
   return line.find("\"level\":\"debug\"") == std::string_view::npos &&

@@ -1,0 +1,458 @@
+#include "test/chaos/checker.hpp"
+
+#include <algorithm>
+#include <set>
+#include <sstream>
+#include <utility>
+
+namespace etcd_sync::chaos {
+namespace {
+
+bool starts_with(const std::string& text, const std::string& prefix) {
+  return text.compare(0, prefix.size(), prefix) == 0;
+}
+
+std::string show(const std::optional<std::int64_t>& revision) {
+  return revision ? std::to_string(*revision) : std::string("NULL");
+}
+
+std::string show_value(const std::optional<std::string>& value) {
+  return value ? "put " + *value : std::string("delete");
+}
+
+/// The run's history and rows, indexed the ways the checks look them up.
+class Evidence {
+ public:
+  explicit Evidence(const CheckInput& input) {
+    for (const auto& event : input.history) {
+      if (starts_with(event.key, input.marker_prefix)) {
+        if (event.value) etcd_side_deletes_[event.revision].insert(*event.value);
+        continue;
+      }
+      if (!starts_with(event.key, input.prefix)) continue;
+      by_key_[event.key].push_back(&event);
+      at_[{event.key, event.revision}] = &event;
+      if (event.value) puts_by_value_[*event.value].push_back(&event);
+    }
+    for (auto& [key, events] : by_key_) {
+      std::stable_sort(events.begin(), events.end(),
+                       [](const EtcdEvent* a, const EtcdEvent* b) { return a->revision < b->revision; });
+    }
+    for (const auto& row : input.wal) {
+      if (row.value) rows_by_value_[*row.value].push_back(&row);
+      rows_by_key_[row.key].push_back(&row);
+      if (!row.value && row.status == "success" && row.revision) success_deletes_[{row.key, *row.revision}].push_back(&row);
+    }
+    for (auto& [key, rows] : rows_by_key_) {
+      std::sort(rows.begin(), rows.end(), [](const WalRow* a, const WalRow* b) { return a->id < b->id; });
+    }
+  }
+
+  const EtcdEvent* at(const std::string& key, std::int64_t revision) const {
+    const auto it = at_.find({key, revision});
+    return it == at_.end() ? nullptr : it->second;
+  }
+  /// The key's last event before `revision`, or nullptr.
+  const EtcdEvent* before(const std::string& key, std::int64_t revision) const {
+    const EtcdEvent* last = nullptr;
+    for (const auto* event : events_of(key)) {
+      if (event->revision >= revision) break;
+      last = event;
+    }
+    return last;
+  }
+  const std::vector<const EtcdEvent*>& events_of(const std::string& key) const {
+    static const std::vector<const EtcdEvent*> none;
+    const auto it = by_key_.find(key);
+    return it == by_key_.end() ? none : it->second;
+  }
+  const std::vector<const EtcdEvent*>& puts_of(const std::string& value) const {
+    static const std::vector<const EtcdEvent*> none;
+    const auto it = puts_by_value_.find(value);
+    return it == puts_by_value_.end() ? none : it->second;
+  }
+  const std::vector<const WalRow*>& rows_with_value(const std::string& value) const {
+    static const std::vector<const WalRow*> none;
+    const auto it = rows_by_value_.find(value);
+    return it == rows_by_value_.end() ? none : it->second;
+  }
+  const std::vector<const WalRow*>& rows_of(const std::string& key) const {
+    static const std::vector<const WalRow*> none;
+    const auto it = rows_by_key_.find(key);
+    return it == rows_by_key_.end() ? none : it->second;
+  }
+  const std::vector<const WalRow*>& success_deletes_at(const std::string& key, std::int64_t revision) const {
+    static const std::vector<const WalRow*> none;
+    const auto it = success_deletes_.find({key, revision});
+    return it == success_deletes_.end() ? none : it->second;
+  }
+  bool is_etcd_side_delete(const std::string& key, std::int64_t revision) const {
+    const auto it = etcd_side_deletes_.find(revision);
+    return it != etcd_side_deletes_.end() && it->second.count(key) > 0;
+  }
+  const std::map<std::string, std::vector<const EtcdEvent*>>& keys() const { return by_key_; }
+
+  /// Who wrote `event`, as far as the evidence tells.
+  std::string origin(const EtcdEvent& event) const {
+    if (!event.value) {
+      std::string who;
+      if (is_etcd_side_delete(event.key, event.revision)) who = "etcd-side delete";
+      for (const auto* row : success_deletes_at(event.key, event.revision))
+        who += (who.empty() ? "" : " + ") + std::string("row ") + std::to_string(row->id) + " success";
+      return who.empty() ? "unattributed" : who;
+    }
+    if (starts_with(*event.value, "e-")) return "etcd-side put";
+    std::string who;
+    for (const auto* row : rows_with_value(*event.value))
+      who += (who.empty() ? "" : ", ") + std::string("row ") + std::to_string(row->id) + " " + row->status +
+             " rev " + show(row->revision);
+    return who.empty() ? "no row has this value" : who;
+  }
+
+  /// The key's events around `revision` (up to `radius` either side), one per line, each with
+  /// its origin; a line marks where `revision` falls.
+  std::string context(const std::string& key, std::optional<std::int64_t> revision, std::size_t radius = 3) const {
+    const auto& events = events_of(key);
+    std::ostringstream out;
+    out << "    events of " << key << (revision ? " around revision " + std::to_string(*revision) : std::string()) << ":";
+    if (events.empty()) return out.str() + " none\n";
+    out << "\n";
+    std::size_t centre = events.size();
+    if (revision) {
+      centre = 0;
+      while (centre < events.size() && events[centre]->revision < *revision) ++centre;
+    }
+    const std::size_t from = centre > radius ? centre - radius : 0;
+    const std::size_t to = std::min(events.size(), centre + radius + 1);
+    if (from > 0) out << "      ... " << from << " earlier\n";
+    bool marked = !revision;
+    for (std::size_t i = from; i < to; ++i) {
+      if (!marked && events[i]->revision >= *revision) {
+        if (events[i]->revision != *revision) out << "      -> (no event of this key at " << *revision << ")\n";
+        marked = true;
+      }
+      out << (revision && events[i]->revision == *revision ? "      -> " : "         ") << "r" << events[i]->revision
+          << " " << show_value(events[i]->value) << "  [" << origin(*events[i]) << "]\n";
+    }
+    if (!marked) out << "      -> (no event of this key at " << *revision << ")\n";
+    if (to < events.size()) out << "      ... " << events.size() - to << " later\n";
+    return out.str();
+  }
+
+ private:
+  std::map<std::string, std::vector<const EtcdEvent*>> by_key_;
+  std::map<std::pair<std::string, std::int64_t>, const EtcdEvent*> at_;
+  std::map<std::string, std::vector<const EtcdEvent*>> puts_by_value_;
+  std::map<std::int64_t, std::set<std::string>> etcd_side_deletes_;  ///< revision -> keys deleted there
+  std::map<std::string, std::vector<const WalRow*>> rows_by_value_;
+  std::map<std::string, std::vector<const WalRow*>> rows_by_key_;
+  std::map<std::pair<std::string, std::int64_t>, std::vector<const WalRow*>> success_deletes_;
+};
+
+std::string describe_row(const WalRow& row) {
+  std::ostringstream out;
+  out << "row " << row.id << " (" << row.key << ", " << show_value(row.value) << ", status " << row.status
+      << ", revision " << show(row.revision) << ", base " << (row.base_known ? show(row.base) : "unknown")
+      << ", attempt_revision " << show(row.attempt_revision) << ", retry_count " << row.retry_count;
+  if (row.error_message) out << ", error_message \"" << *row.error_message << "\"";
+  out << ")";
+  return out.str();
+}
+
+class Checker {
+ public:
+  explicit Checker(const CheckInput& input) : input_(input), evidence_(input) {}
+
+  CheckReport run() {
+    check_mirror();
+    for (const auto& row : input_.wal) {
+      if (!is_known_status(row.status)) add(Check::known_status, "unknown status", describe_row(row) + ": unknown status");
+      if (row.status == "pending") add(Check::nothing_pending, "pending", describe_row(row) + " is still pending");
+      if (row.status == "success") check_success(row);
+      if (row.status == "conflict" || row.status == "failed") check_settled_unapplied(row);
+      if (row.status == "failed") {
+        add(Check::nothing_failed, "failed", describe_row(row) + " failed, although every row is valid and nothing is compacted\n" +
+                                       evidence_.context(row.key, row.attempt_revision));
+      }
+      if (row.status == "conflict" && input_.mode == ConflictMode::postgres_wins) {
+        add(Check::nothing_failed, "conflict under postgres_wins", describe_row(row) + " is a conflict under postgres_wins\n" +
+                                       evidence_.context(row.key, row.attempt_revision));
+      }
+    }
+    check_outbox_writes();
+    check_id_order();
+    report_.totals["etcd events"] = input_.history.size();
+    report_.totals["etcd table rows"] = input_.mirror.size();
+    report_.totals["etcd_wal rows"] = input_.wal.size();
+    for (const auto& row : input_.wal) ++report_.totals["rows " + row.status];
+    return std::move(report_);
+  }
+
+ private:
+  void add(Check check, std::string kind, std::string message) {
+    report_.violations.push_back({check, std::move(kind), std::move(message)});
+  }
+
+  // (A) The `etcd` table against etcd's history under the prefix, event by event.
+  void check_mirror() {
+    std::map<std::pair<std::string, std::int64_t>, const MirrorRow*> rows;
+    for (const auto& row : input_.mirror) {
+      if (!rows.emplace(std::make_pair(row.key, row.revision), &row).second)
+        add(Check::mirror_is_history, "duplicate row", "the etcd table holds (" + row.key + ", " + std::to_string(row.revision) + ") twice");
+    }
+    std::size_t events = 0;
+    for (const auto& [key, key_events] : evidence_.keys()) {
+      for (const auto* event : key_events) {
+        ++events;
+        const auto it = rows.find({key, event->revision});
+        if (it == rows.end()) {
+          add(Check::mirror_is_history, "missing row", "etcd's " + show_value(event->value) + " of " + key + " at revision " +
+                                            std::to_string(event->revision) + " is missing from the etcd table\n" +
+                                            evidence_.context(key, event->revision));
+          continue;
+        }
+        const MirrorRow& row = *it->second;
+        const bool same = event->value ? (!row.tombstone && row.value == event->value) : row.tombstone;
+        if (!same) {
+          add(Check::mirror_is_history, "different row",
+              "the etcd table has " + std::string(row.tombstone ? "a tombstone" : "put " + row.value.value_or("<NULL>")) +
+                  " for " + key + " at revision " + std::to_string(event->revision) + ", etcd has " +
+                  show_value(event->value) + "\n" + evidence_.context(key, event->revision));
+        }
+        rows.erase(it);
+      }
+    }
+    for (const auto& [where, row] : rows) {
+      add(Check::mirror_is_history, "extra row", "the etcd table has " +
+                                        std::string(row->tombstone ? "a tombstone" : "put " + row->value.value_or("<NULL>")) +
+                                        " for " + where.first + " at revision " + std::to_string(where.second) +
+                                        ", which is no event of etcd's history\n" +
+                                        evidence_.context(where.first, where.second));
+    }
+  }
+
+  // (C) A success row's write is in etcd exactly once, at its revision, and under etcd_wins on
+  // top of its base.
+  void check_success(const WalRow& row) {
+    if (!row.revision) {
+      add(Check::success_applied_once, "no revision", describe_row(row) + " is success without a revision");
+      return;
+    }
+    const std::int64_t revision = *row.revision;
+    const EtcdEvent* event = evidence_.at(row.key, revision);
+    if (row.value) {
+      const auto& puts = evidence_.puts_of(*row.value);
+      if (puts.size() > 1) {
+        std::string where;
+        for (const auto* put : puts) where += " " + put->key + "@" + std::to_string(put->revision);
+        add(Check::success_applied_once, "value applied more than once", describe_row(row) + ": its value reached etcd " + std::to_string(puts.size()) +
+                                             " times:" + where + "\n" + evidence_.context(row.key, revision));
+      }
+      if (event == nullptr || event->value != row.value) {
+        std::string found = event == nullptr ? "no event of the key" : show_value(event->value);
+        if (!puts.empty()) found += "; the value is at " + puts.front()->key + "@" + std::to_string(puts.front()->revision);
+        add(Check::success_applied_once, "value not at its revision", describe_row(row) + ": etcd has " + found + " at revision " +
+                                             std::to_string(revision) + "\n" + evidence_.context(row.key, revision));
+        return;
+      }
+    } else {
+      if (event == nullptr || event->value) {
+        const EtcdEvent* previous = evidence_.before(row.key, revision);
+        const bool was_gone = event == nullptr && (previous == nullptr || !previous->value);
+        add(Check::success_applied_once,
+            was_gone ? "no delete at its revision (the key was already gone)" : "no delete at its revision",
+            describe_row(row) + ": no delete of the key at revision " + std::to_string(revision) + " (etcd has " +
+                (event == nullptr ? std::string("no event of the key") : show_value(event->value)) + ")\n" +
+                evidence_.context(row.key, revision));
+        return;
+      }
+      if (evidence_.is_etcd_side_delete(row.key, revision)) {
+        add(Check::success_applied_once, "claims an etcd-side delete", describe_row(row) + ": the delete at revision " + std::to_string(revision) +
+                                             " is an etcd-side writer's (its marker has that revision)\n" +
+                                             evidence_.context(row.key, revision));
+        return;
+      }
+      const auto& claims = evidence_.success_deletes_at(row.key, revision);
+      if (claims.size() > 1 && claims.front() == &row) {
+        std::string ids;
+        for (const auto* claim : claims) ids += " " + std::to_string(claim->id);
+        add(Check::success_applied_once, "one delete claimed by several rows", "success delete rows" + ids + " all claim the one delete of " + row.key +
+                                             " at revision " + std::to_string(revision) + "\n" +
+                                             evidence_.context(row.key, revision));
+      }
+    }
+    if (input_.mode == ConflictMode::etcd_wins) check_on_top_of_base(row, revision);
+  }
+
+  void check_on_top_of_base(const WalRow& row, std::int64_t revision) {
+    if (!row.base_known) {
+      add(Check::success_applied_once, "base unknown", describe_row(row) + ": its base was not recorded, so etcd_wins cannot be checked");
+      return;
+    }
+    const EtcdEvent* previous = evidence_.before(row.key, revision);
+    if (!base_fits(row, previous)) {
+      add(Check::success_applied_once, "not on its base",
+          describe_row(row) + ": under etcd_wins it applied on top of " +
+              (previous == nullptr ? std::string("nothing (key absent)")
+                                   : show_value(previous->value) + " at revision " + std::to_string(previous->revision)) +
+              ", not on its base " + (base_means_absent(row) ? std::string("(absent)") : std::to_string(*row.base)) + "\n" +
+              evidence_.context(row.key, revision));
+    }
+  }
+
+  // (D) A conflict or failed row's value never reached etcd.
+  void check_settled_unapplied(const WalRow& row) {
+    if (!row.value) return;  // deletes: see check_outbox_writes
+    const auto& puts = evidence_.puts_of(*row.value);
+    if (puts.empty()) return;
+    std::string where;
+    for (const auto* put : puts) where += " " + put->key + "@" + std::to_string(put->revision);
+    add(Check::settled_never_applied, "value reached etcd", describe_row(row) + ": its value reached etcd at" + where + "\n" +
+                                          evidence_.context(puts.front()->key, puts.front()->revision));
+  }
+
+  // (E) Every outbox write in etcd belongs to a success row: "w-" puts by value, deletes by an
+  // etcd-side marker or a success delete row at the same revision.
+  void check_outbox_writes() {
+    for (const auto& [key, events] : evidence_.keys()) {
+      for (const auto* event : events) {
+        if (event->value) {
+          if (starts_with(*event->value, "e-")) continue;
+          const auto& rows = evidence_.rows_with_value(*event->value);
+          const bool settled_unapplied = std::any_of(rows.begin(), rows.end(), [](const WalRow* row) {
+            return row->status == "conflict" || row->status == "failed";
+          });
+          const bool success = std::any_of(rows.begin(), rows.end(), [](const WalRow* row) { return row->status == "success"; });
+          if (success || settled_unapplied) continue;  // C or D judges it
+          add(Check::no_write_without_success, "outbox put without a success row",
+              "put " + *event->value + " of " + key + " at revision " + std::to_string(event->revision) +
+                  (rows.empty() ? std::string(": no etcd_wal row has this value")
+                                : ": its " + describe_row(*rows.front()) + " is not success") +
+                  "\n" + evidence_.context(key, event->revision));
+          continue;
+        }
+        if (evidence_.is_etcd_side_delete(key, event->revision)) continue;
+        if (!evidence_.success_deletes_at(key, event->revision).empty()) continue;
+        const std::string suspects = delete_suspects(key, *event);
+        add(Check::no_write_without_success, "unattributed delete",
+            "delete of " + key + " at revision " + std::to_string(event->revision) +
+                " has no etcd-side marker and no success delete row" + suspects + "\n" +
+                evidence_.context(key, event->revision));
+      }
+    }
+  }
+
+  /// The rows that may have made an unattributed delete of `key`: success delete rows of the key
+  /// whose own revision holds no delete of it, and non-success delete rows whose base fits the
+  /// key's previous event (as the Txn's compare would have); others only counted past a few.
+  std::string delete_suspects(const std::string& key, const EtcdEvent& event) const {
+    const EtcdEvent* previous = evidence_.before(key, event.revision);
+    std::string likely, others;
+    std::size_t other_count = 0;
+    for (const auto* row : evidence_.rows_of(key)) {
+      if (row->value) continue;
+      if (row->status == "success") {
+        const EtcdEvent* own = row->revision ? evidence_.at(key, *row->revision) : nullptr;
+        if (own == nullptr || own->value) likely += "\n      suspect (success, but no delete at its revision): " + describe_row(*row);
+      } else if (base_fits(*row, previous)) {
+        likely += "\n      suspect (its base fits the previous event): " + describe_row(*row);
+      } else if (++other_count <= 3) {
+        others += "\n      suspect: " + describe_row(*row);
+      }
+    }
+    if (other_count > 3) others += "\n      ... and " + std::to_string(other_count - 3) + " more non-success delete rows of the key";
+    return likely + others;
+  }
+
+  /// Whether `row` would have applied on top of `previous` (the key's last event before it, or
+  /// nullptr) under etcd_wins: previous is its base, or the base says absent and the key is.
+  bool base_fits(const WalRow& row, const EtcdEvent* previous) const {
+    if (!row.base_known) return false;
+    return base_means_absent(row) ? (previous == nullptr || !previous->value)
+                                  : (previous != nullptr && previous->revision == *row.base);
+  }
+
+  /// NULL, or a base naming a tombstone's revision, means "the key is absent" (README, the
+  /// outbox's compare: version == 0).
+  bool base_means_absent(const WalRow& row) const {
+    if (!row.base) return true;
+    const EtcdEvent* base_event = evidence_.at(row.key, *row.base);
+    return base_event != nullptr && !base_event->value;
+  }
+
+  // (F) Success rows of one key reached etcd in id order.
+  void check_id_order() {
+    std::map<std::string, std::vector<const WalRow*>> successes;
+    for (const auto& row : input_.wal) {
+      if (row.status == "success" && row.revision) successes[row.key].push_back(&row);
+    }
+    for (auto& [key, rows] : successes) {
+      std::sort(rows.begin(), rows.end(), [](const WalRow* a, const WalRow* b) { return a->id < b->id; });
+      for (std::size_t i = 1; i < rows.size(); ++i) {
+        if (*rows[i]->revision > *rows[i - 1]->revision) continue;
+        const bool same = *rows[i]->revision == *rows[i - 1]->revision;
+        add(Check::success_in_id_order, same ? "at the same revision as an earlier row" : "before an earlier row",
+            describe_row(*rows[i]) + " reached etcd " + (same ? "at the same revision as" : "before") + " the earlier " +
+                                            describe_row(*rows[i - 1]) + "\n" +
+                                            evidence_.context(key, rows[i]->revision));
+      }
+    }
+  }
+
+  const CheckInput& input_;
+  Evidence evidence_;
+  CheckReport report_;
+};
+
+}  // namespace
+
+const std::vector<Check>& all_checks() {
+  static const std::vector<Check> checks = {
+      Check::mirror_is_history,    Check::nothing_pending,     Check::success_applied_once,
+      Check::settled_never_applied, Check::no_write_without_success, Check::success_in_id_order,
+      Check::nothing_failed,       Check::known_status};
+  return checks;
+}
+
+const char* describe(Check check) {
+  switch (check) {
+    case Check::mirror_is_history: return "the etcd table equals etcd's history under the prefix";
+    case Check::nothing_pending: return "no etcd_wal row is left pending";
+    case Check::success_applied_once:
+      return "each success row's write is in etcd exactly once, at its revision (etcd_wins: on its base)";
+    case Check::settled_never_applied: return "no conflict or failed row's value reached etcd";
+    case Check::no_write_without_success: return "every outbox write in etcd belongs to a success row";
+    case Check::success_in_id_order: return "success rows of one key reached etcd in id order";
+    case Check::nothing_failed: return "no row failed; under postgres_wins no row is a conflict";
+    case Check::known_status: return "every status is pending, success, conflict or failed";
+  }
+  return "?";
+}
+
+bool is_known_status(const std::string& status) {
+  return status == "pending" || status == "success" || status == "conflict" || status == "failed";
+}
+
+std::size_t CheckReport::count(Check check) const {
+  return static_cast<std::size_t>(
+      std::count_if(violations.begin(), violations.end(), [&](const Violation& v) { return v.check == check; }));
+}
+
+std::string CheckReport::summary() const {
+  std::ostringstream out;
+  for (const Check check : all_checks()) {
+    out << "  (" << static_cast<char>(check) << ") " << count(check) << "  " << describe(check) << "\n";
+    std::map<std::string, std::size_t> kinds;
+    for (const auto& v : violations)
+      if (v.check == check) ++kinds[v.kind];
+    for (const auto& [kind, n] : kinds) out << "        " << n << " " << kind << "\n";
+  }
+  out << " ";
+  for (const auto& [name, n] : totals) out << " " << name << " " << n << ";";
+  out << "\n";
+  return out.str();
+}
+
+CheckReport check_run(const CheckInput& input) { return Checker(input).run(); }
+
+}  // namespace etcd_sync::chaos

@@ -1,0 +1,82 @@
+#include "test/chaos/evidence.hpp"
+
+#include "test/chaos/writers.hpp"
+#include "test/support/sync_fixture.hpp"
+
+namespace etcd_sync::chaos {
+
+namespace {
+
+std::optional<std::int64_t> to_revision(const std::optional<std::string>& text) {
+  if (!text) return std::nullopt;
+  return std::stoll(*text);
+}
+
+std::int64_t scalar_or(Deployment& deployment, const std::string& sql, const std::vector<std::optional<std::string>>& params) {
+  try {
+    testing::PgClient db(deployment.conninfo() + " connect_timeout=2");
+    const auto rows = db.exec_params(sql, params);
+    if (rows.empty() || !rows[0][0]) return -1;
+    return std::stoll(*rows[0][0]);
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
+
+}  // namespace
+
+std::int64_t etcd_revision(Deployment& deployment) {
+  testing::EtcdTestClient client(deployment.etcd_endpoints().front());
+  return client.revision();
+}
+
+std::int64_t mirror_checkpoint(Deployment& deployment) {
+  return scalar_or(deployment, "SELECT revision FROM etcd_sync_checkpoint WHERE prefix = $1",
+                   {deployment.settings().prefix});
+}
+
+std::int64_t pending_rows(Deployment& deployment) {
+  return scalar_or(deployment, "SELECT count(*) FROM etcd_wal WHERE status = 'pending'", {});
+}
+
+CheckInput collect_check_input(Deployment& deployment, const std::string& marker_prefix) {
+  CheckInput input;
+  input.prefix = deployment.settings().prefix;
+  input.marker_prefix = marker_prefix;
+  input.mode = deployment.settings().mode;
+
+  testing::EtcdTestClient client(deployment.etcd_endpoints().front());
+  const std::int64_t revision = client.revision();
+  for (auto& entry : client.history("", 1, revision)) {
+    if (entry.key.rfind(input.prefix, 0) != 0 && entry.key.rfind(marker_prefix, 0) != 0) continue;
+    input.history.push_back({std::move(entry.key), std::move(entry.value), entry.revision});
+  }
+
+  testing::PgClient db(deployment.conninfo());
+  for (const auto& row : db.exec_params(
+           "SELECT key, coalesce(value, encode(value_bytes, 'escape')), revision, tombstone FROM etcd "
+           "WHERE starts_with(key, $1) ORDER BY revision, key",
+           {input.prefix})) {
+    input.mirror.push_back({*row[0], row[1], std::stoll(*row[2]), *row[3] == "t"});
+  }
+  for (const auto& row : db.exec(std::string(
+           "SELECT w.id, w.key, coalesce(w.value, encode(w.value_bytes, 'escape')), w.revision, w.status, w.retry_count, "
+           "w.error_message, w.attempt_revision, b.base, b.id IS NOT NULL FROM etcd_wal w LEFT JOIN ") +
+           kBaseTable + " b ON b.id = w.id ORDER BY w.id")) {
+    WalRow wal;
+    wal.id = std::stoll(*row[0]);
+    wal.key = *row[1];
+    wal.value = row[2];
+    wal.revision = to_revision(row[3]);
+    wal.status = *row[4];
+    wal.retry_count = std::stoi(*row[5]);
+    wal.error_message = row[6];
+    wal.attempt_revision = to_revision(row[7]);
+    wal.base = to_revision(row[8]);
+    wal.base_known = *row[9] == "t";
+    input.wal.push_back(std::move(wal));
+  }
+  return input;
+}
+
+}  // namespace etcd_sync::chaos

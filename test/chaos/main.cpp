@@ -1,0 +1,263 @@
+// etcd-sync-chaos: the randomized fault suite's driver (README "Tests"; scripts/chaos runs it).
+//
+// One run: real etcd (a 3-member cluster by default) and PostgreSQL on loopback, etcd-sync
+// started from the build, concurrent writers on both sides of ~30 shared keys for --seconds, faults
+// at random moments (kill -9, SIGTERM and SIGSTOP of etcd-sync; etcd member restarts and leader
+// kills; PostgreSQL restarts and crashes). Then it settles (writers stop, every server and
+// etcd-sync runs, no etcd_wal row pending, the mirror's checkpoint at etcd's revision), stops
+// etcd-sync with SIGTERM and checks etcd's history against the tables (checker.hpp).
+//
+// Every decision comes from --seed. Exit status: 0 when every check holds, 1 when one does not
+// (the temp dir with every log is kept and named), 2 when the run itself could not be carried out.
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <random>
+#include <sstream>
+
+#include "test/chaos/chaos_log.hpp"
+#include "test/chaos/checker.hpp"
+#include "test/chaos/deployment.hpp"
+#include "test/chaos/evidence.hpp"
+#include "test/chaos/faults.hpp"
+#include "test/chaos/random.hpp"
+#include "test/chaos/writers.hpp"
+
+namespace etcd_sync::chaos {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using std::chrono::steady_clock;
+
+constexpr const char* kMarkerPrefix = "/chaos-meta/del/";
+constexpr int kWritersPerSide = 2;
+constexpr std::size_t kExamplesShownPerKind = 3;
+
+struct Options {
+  std::uint64_t seed = 0;
+  bool seed_given = false;
+  int seconds = 30;
+  std::string mode = "etcd_wins";
+  std::size_t etcd_members = 3;
+  std::string faults = "all";
+  double rate = 50;  // writes per second per side
+  int keys = 30;
+  double delete_share = 0.25;  // of the writes on each side
+  std::string log_level = "debug";
+  int settle_timeout = 120;
+  bool keep = false;
+};
+
+/// The command line that replays this run.
+std::string replay_command(const Options& options) {
+  std::ostringstream out;
+  out << "scripts/chaos --seed " << options.seed << " --seconds " << options.seconds << " --mode " << options.mode
+      << " --etcd-members " << options.etcd_members;
+  if (options.faults != "all") out << " --faults " << options.faults;
+  if (options.rate != Options{}.rate) out << " --rate " << options.rate;
+  if (options.keys != Options{}.keys) out << " --keys " << options.keys;
+  if (options.delete_share != Options{}.delete_share) out << " --delete-share " << options.delete_share;
+  return out.str();
+}
+
+double seconds_since(steady_clock::time_point since) {
+  return std::chrono::duration<double>(steady_clock::now() - since).count();
+}
+
+std::string fixed(double value, int decimals = 1) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.*f", decimals, value);
+  return text;
+}
+
+/// Waits until nothing is pending and the mirror's checkpoint has reached etcd's revision;
+/// logs where it stands every 10 s. Returns whether it got there within `deadline`.
+bool settle(Deployment& deployment, ChaosLog& log, seconds deadline) {
+  const auto began = steady_clock::now();
+  auto next_report = began + seconds(10);
+  while (true) {
+    const std::int64_t pending = pending_rows(deployment);
+    std::int64_t revision = -1;
+    try {
+      revision = etcd_revision(deployment);
+    } catch (const std::exception&) {
+    }
+    const std::int64_t checkpoint = mirror_checkpoint(deployment);
+    if (pending == 0 && revision > 0 && checkpoint >= revision) return true;
+    const auto now = steady_clock::now();
+    if (now - began >= deadline) {
+      log.line("settle: gave up after " + std::to_string(deadline.count()) + " s: " + std::to_string(pending) +
+               " rows pending, checkpoint " + std::to_string(checkpoint) + ", etcd revision " + std::to_string(revision));
+      return false;
+    }
+    if (now >= next_report) {
+      log.line("settle: " + std::to_string(pending) + " rows pending, checkpoint " + std::to_string(checkpoint) +
+               ", etcd revision " + std::to_string(revision));
+      next_report = now + seconds(10);
+    }
+    std::this_thread::sleep_for(milliseconds(250));
+  }
+}
+
+int run(const Options& options) {
+  std::cout << "chaos: seed " << options.seed << std::endl;
+  const auto began = steady_clock::now();
+  ChaosLog log;
+  DeploymentSettings settings;
+  settings.mode = options.mode == "etcd_wins" ? ConflictMode::etcd_wins : ConflictMode::postgres_wins;
+  settings.etcd_members = options.etcd_members;
+  settings.log_level = options.log_level;
+  const auto kinds = parse_fault_kinds(options.faults);
+  Deployment deployment(settings, log);
+  log.tee_to(deployment.dir.path() / "chaos.log");
+  log.line("seed " + std::to_string(options.seed) + ", mode " + options.mode + ", " +
+           std::to_string(options.etcd_members) + " etcd members, " + std::to_string(options.seconds) +
+           " s of writing, faults " + join_fault_kinds(kinds) + ", " + fixed(options.rate, 0) +
+           " writes/s per side on " + std::to_string(options.keys) + " keys; files in " + deployment.dir.path().string());
+
+  const auto fail_with_files = [&](const std::string& verdict) {
+    deployment.dir.keep();
+    std::cout << "chaos: " << verdict << "\nchaos: replay with: " << replay_command(options)
+              << "\nchaos: logs kept in " << deployment.dir.path().string() << " (etcd-sync.log, chaos.log, "
+              << "violations.txt, etcd-*/etcd.log, postgres/postgres.log)" << std::endl;
+  };
+
+  CheckReport report;
+  std::vector<ServiceFinding> findings;
+  bool settled = false;
+  std::string timings;
+  try {
+    deployment.start();
+    create_base_table(deployment.conninfo());
+    const double startup = seconds_since(began);
+    log.line("etcd-sync started (" + fixed(startup) + " s); writers start");
+
+    std::vector<std::string> keys;
+    for (int i = 0; i < options.keys; ++i) {
+      char key[32];
+      std::snprintf(key, sizeof key, "%sk%02d", settings.prefix.c_str(), i);
+      keys.push_back(key);
+    }
+    std::vector<std::unique_ptr<EtcdWriter>> etcd_writers;
+    std::vector<std::unique_ptr<PgWriter>> pg_writers;
+    for (int stream = 0; stream < kWritersPerSide; ++stream) {
+      WriterPlan plan;
+      plan.keys = keys;
+      plan.rate = options.rate / kWritersPerSide;
+      plan.delete_share = options.delete_share;
+      plan.stream = stream;
+      plan.seed = stream_seed(options.seed, 10 + static_cast<std::uint64_t>(stream));
+      etcd_writers.push_back(std::make_unique<EtcdWriter>(deployment.etcd_endpoints(), kMarkerPrefix, plan, log));
+      plan.seed = stream_seed(options.seed, 20 + static_cast<std::uint64_t>(stream));
+      pg_writers.push_back(std::make_unique<PgWriter>(deployment.conninfo(), plan, log));
+    }
+    for (auto& writer : etcd_writers) writer->start();
+    for (auto& writer : pg_writers) writer->start();
+
+    const auto writing = steady_clock::now();
+    FaultInjector faults(deployment, kinds, stream_seed(options.seed, 1), log);
+    faults.run_until(writing + seconds(options.seconds));
+    log.line("writing ends; faults injected: " + faults.summary());
+    for (auto& writer : etcd_writers) writer->stop();
+    for (auto& writer : pg_writers) writer->stop();
+    for (auto& writer : etcd_writers) log.line(writer->summary());
+    for (auto& writer : pg_writers) log.line(writer->summary());
+    const double wrote = seconds_since(writing);
+
+    const auto settling = steady_clock::now();
+    deployment.ensure_servers_up();
+    faults.revive_instances();
+    settled = settle(deployment, log, seconds(options.settle_timeout));
+    const double settle_time = seconds_since(settling);
+    log.line(std::string(settled ? "settled" : "did not settle") + " after " + fixed(settle_time) + " s");
+
+    const auto checking = steady_clock::now();
+    faults.terminate_instances();
+    findings = faults.findings();
+    const CheckInput input = collect_check_input(deployment, kMarkerPrefix);
+    report = check_run(input);
+    const double check_time = seconds_since(checking);
+    timings = "startup " + fixed(startup) + " s, writing " + fixed(wrote) + " s, settle " + fixed(settle_time) +
+              " s, stop+check " + fixed(check_time) + " s, total " + fixed(seconds_since(began)) + " s";
+  } catch (const std::exception& e) {
+    log.line(std::string("the run could not be carried out: ") + e.what());
+    fail_with_files("ERROR (harness)");
+    return 2;
+  }
+
+  std::ofstream all(deployment.dir.path() / "violations.txt");
+  std::cout << "chaos: checks (violations per check, and per kind):\n" << report.summary();
+  std::map<std::pair<Check, std::string>, std::size_t> shown;
+  std::size_t hidden = 0;
+  for (const Check check : all_checks()) {
+    for (const auto& violation : report.violations) {
+      if (violation.check != check) continue;
+      const std::string line = "(" + std::string(1, static_cast<char>(check)) + ", " + violation.kind + ") " + violation.message;
+      all << line << "\n";
+      if (shown[{check, violation.kind}]++ < kExamplesShownPerKind) {
+        std::cout << line << "\n";
+      } else {
+        ++hidden;
+      }
+    }
+  }
+  if (hidden > 0) std::cout << "chaos: " << hidden << " more violations in violations.txt\n";
+  for (const auto& finding : findings) {
+    all << "(service) at " << fixed(finding.at_seconds, 3) << " s: " << finding.message << "\n";
+    std::cout << "(service) at " << fixed(finding.at_seconds, 3) << " s: " << finding.message << "\n";
+  }
+  std::cout << "chaos: " << timings << std::endl;
+
+  if (report.ok() && findings.empty() && settled) {
+    std::cout << "chaos: PASSED (seed " << options.seed << ")" << std::endl;
+    if (options.keep) {
+      deployment.dir.keep();
+      std::cout << "chaos: files kept in " << deployment.dir.path().string() << std::endl;
+    }
+    return 0;
+  }
+  fail_with_files("FAILED (seed " + std::to_string(options.seed) + ": " + std::to_string(report.violations.size()) +
+                  " violations, " + std::to_string(findings.size()) + " service findings" +
+                  (settled ? "" : ", did not settle") + ")");
+  return 1;
+}
+
+}  // namespace
+}  // namespace etcd_sync::chaos
+
+int main(int argc, char** argv) {
+  using etcd_sync::chaos::Options;
+  Options options;
+  CLI::App app{"etcd-sync's randomized fault suite: writers on both sides, faults, then a check of "
+               "etcd's history against the etcd and etcd_wal tables"};
+  app.add_option("--seed", options.seed, "PRNG seed (default: a random one, printed first)");
+  app.add_option("--seconds", options.seconds, "seconds of writing under faults")->check(CLI::PositiveNumber);
+  app.add_option("--mode", options.mode, "conflict_resolution")->check(CLI::IsMember({"etcd_wins", "postgres_wins"}));
+  app.add_option("--etcd-members", options.etcd_members, "etcd cluster size")->check(CLI::IsMember({1, 3}));
+  app.add_option("--faults", options.faults,
+                 "fault kinds, comma-separated: service-kill9, service-term, service-stop, etcd-restart, "
+                 "etcd-leader-kill9, pg-restart, pg-kill9; or all, none");
+  app.add_option("--rate", options.rate, "writes per second on each side")->check(CLI::PositiveNumber);
+  app.add_option("--keys", options.keys, "number of shared keys")->check(CLI::PositiveNumber);
+  app.add_option("--delete-share", options.delete_share, "share of the writes on each side that are deletes")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--log-level", options.log_level, "etcd-sync's log level");
+  app.add_option("--settle-timeout", options.settle_timeout, "seconds to wait for the outbox and the mirror to settle");
+  app.add_flag("--keep", options.keep, "keep the temp dir also when the run passes");
+  CLI11_PARSE(app, argc, argv);
+  options.seed_given = app.count("--seed") > 0;
+  if (!options.seed_given) options.seed = std::random_device{}() % 1000000000;
+  try {
+    etcd_sync::chaos::parse_fault_kinds(options.faults);
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "etcd-sync-chaos: " << e.what() << "\n";
+    return 64;
+  }
+  return etcd_sync::chaos::run(options);
+}

@@ -1,0 +1,257 @@
+// The fault suite's checker on small hand-made histories: a clean run passes, and each kind of
+// violation is found and named.
+#include "test/chaos/checker.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace etcd_sync::chaos {
+namespace {
+
+/// A run built event by event: each helper appends to etcd's history and, for the outbox, the row.
+class History {
+ public:
+  explicit History(ConflictMode mode = ConflictMode::etcd_wins) {
+    input.prefix = "/c/";
+    input.marker_prefix = "/m/del/";
+    input.mode = mode;
+  }
+
+  /// An event in etcd and, unless `mirrored` is false, its row in the etcd table.
+  void event(const std::string& key, std::optional<std::string> value, std::int64_t revision, bool mirrored = true) {
+    input.history.push_back({key, value, revision});
+    if (mirrored && key.rfind(input.prefix, 0) == 0) input.mirror.push_back({key, value, revision, !value.has_value()});
+  }
+  void etcd_put(const std::string& key, const std::string& value, std::int64_t revision) { event(key, value, revision); }
+  /// An etcd-side delete: the delete and its marker at one revision.
+  void etcd_delete(const std::string& key, std::int64_t revision) {
+    event(key, std::nullopt, revision);
+    event("/m/del/" + std::to_string(revision), key, revision);
+  }
+  WalRow& row(std::int64_t id, const std::string& key, std::optional<std::string> value, std::optional<std::int64_t> base,
+              const std::string& status, std::optional<std::int64_t> revision) {
+    WalRow r;
+    r.id = id;
+    r.key = key;
+    r.value = std::move(value);
+    r.base = base;
+    r.status = status;
+    r.revision = status == "success" ? revision : base;
+    input.wal.push_back(r);
+    return input.wal.back();
+  }
+
+  CheckReport check() const { return check_run(input); }
+
+  CheckInput input;
+};
+
+/// The violations of `check` in `report`, joined, for failure messages.
+std::string messages(const CheckReport& report) {
+  std::string out;
+  for (const auto& v : report.violations) out += std::string(1, static_cast<char>(v.check)) + ": " + v.message + "\n";
+  return out;
+}
+
+/// A run in which every rule holds: writers on both sides of one key and another.
+History clean_run(ConflictMode mode = ConflictMode::etcd_wins) {
+  History run(mode);
+  run.etcd_put("/c/a", "e-1", 2);
+  run.event("/c/a", "w-1", 3);                 // row 1: put on base 2
+  run.row(1, "/c/a", "w-1", 2, "success", 3);
+  run.row(2, "/c/a", "w-2", 2, "conflict", {});  // stale base: etcd kept its value
+  run.etcd_delete("/c/a", 4);
+  run.row(3, "/c/a", std::nullopt, std::nullopt, "success", 5);  // a put on an absent key
+  run.input.wal.back().value = "w-3";
+  run.event("/c/a", "w-3", 5);
+  run.event("/c/a", std::nullopt, 6);          // row 4: delete on base 5
+  run.row(4, "/c/a", std::nullopt, 5, "success", 6);
+  run.etcd_put("/c/b", "e-2", 7);
+  run.event("/outside", "x", 8);               // neither prefix nor marker: ignored
+  return run;
+}
+
+TEST(ChaosChecker, CleanRunPasses) {
+  const auto report = clean_run().check();
+  EXPECT_TRUE(report.ok()) << messages(report);
+  EXPECT_EQ(report.totals.at("etcd_wal rows"), 4u);
+  EXPECT_NE(report.summary().find("(C) 0"), std::string::npos) << report.summary();
+}
+
+TEST(ChaosChecker, CleanRunPassesUnderPostgresWinsWithoutItsConflict) {
+  auto run = clean_run(ConflictMode::postgres_wins);
+  run.input.wal.erase(run.input.wal.begin() + 1);  // postgres_wins has no conflicts
+  const auto report = run.check();
+  EXPECT_TRUE(report.ok()) << messages(report);
+}
+
+TEST(ChaosChecker, BaseNamingATombstoneMeansAbsent) {
+  History run;
+  run.etcd_put("/c/a", "e-1", 2);
+  run.etcd_delete("/c/a", 3);
+  run.event("/c/a", "w-1", 4);
+  run.row(1, "/c/a", "w-1", 3, "success", 4);  // base 3 is the tombstone: "absent"
+  const auto report = run.check();
+  EXPECT_TRUE(report.ok()) << messages(report);
+}
+
+TEST(ChaosChecker, MirrorDifferencesAreA) {
+  auto run = clean_run();
+  run.input.mirror.erase(run.input.mirror.begin());       // missing (a, 2)
+  run.input.mirror.push_back({"/c/a", "w-9", 99, false});  // extra
+  run.input.mirror[0].value = "changed";                   // different (a, 3)
+  const auto report = run.check();
+  EXPECT_EQ(report.count(Check::mirror_is_history), 3u) << messages(report);
+  EXPECT_EQ(report.violations.size(), 3u) << messages(report);
+  EXPECT_NE(messages(report).find("missing from the etcd table"), std::string::npos);
+  EXPECT_NE(messages(report).find("no event of etcd's history"), std::string::npos);
+}
+
+TEST(ChaosChecker, PendingRowIsB) {
+  auto run = clean_run();
+  run.row(5, "/c/b", "w-5", 7, "pending", {});
+  const auto report = run.check();
+  EXPECT_EQ(report.count(Check::nothing_pending), 1u) << messages(report);
+  EXPECT_EQ(report.violations.size(), 1u) << messages(report);
+}
+
+TEST(ChaosChecker, SuccessAtAnotherRevisionIsC) {
+  auto run = clean_run();
+  run.input.wal[0].revision = 4;  // row 1's value is at 3
+  const auto report = run.check();
+  ASSERT_GE(report.count(Check::success_applied_once), 1u) << messages(report);
+  EXPECT_NE(messages(report).find("row 1 "), std::string::npos) << messages(report);
+  EXPECT_NE(messages(report).find("the value is at /c/a@3"), std::string::npos) << messages(report);
+}
+
+TEST(ChaosChecker, DoubleApplyIsC) {
+  auto run = clean_run(ConflictMode::postgres_wins);
+  run.input.wal.erase(run.input.wal.begin() + 1);
+  run.event("/c/b", "w-1", 8);  // row 1's value written again
+  const auto report = run.check();
+  EXPECT_EQ(report.count(Check::success_applied_once), 1u) << messages(report);
+  EXPECT_NE(messages(report).find("reached etcd 2 times"), std::string::npos) << messages(report);
+  EXPECT_EQ(report.violations[0].kind, "value applied more than once");
+}
+
+TEST(ChaosChecker, SuccessDeleteWithoutADeleteIsC) {
+  // Issue 10, finding 3: a delete that found the key gone, recorded at the Txn's header revision.
+  auto run = clean_run();
+  run.etcd_put("/c/b", "e-3", 8);
+  run.row(5, "/c/a", std::nullopt, std::nullopt, "success", 8);
+  const auto report = run.check();
+  EXPECT_EQ(report.count(Check::success_applied_once), 1u) << messages(report);
+  EXPECT_NE(messages(report).find("no delete of the key at revision 8"), std::string::npos) << messages(report);
+  ASSERT_EQ(report.violations.size(), 1u);
+  EXPECT_EQ(report.violations[0].kind, "no delete at its revision (the key was already gone)");
+  EXPECT_NE(report.summary().find("        1 no delete at its revision (the key was already gone)\n"), std::string::npos)
+      << report.summary();
+}
+
+TEST(ChaosChecker, SuccessDeleteClaimingAnEtcdSideDeleteIsC) {
+  auto run = clean_run();
+  run.row(5, "/c/a", std::nullopt, 3, "success", 4);  // revision 4 is the etcd writer's delete
+  const auto report = run.check();
+  EXPECT_EQ(report.count(Check::success_applied_once), 1u) << messages(report);
+  EXPECT_NE(messages(report).find("etcd-side writer's"), std::string::npos) << messages(report);
+}
+
+TEST(ChaosChecker, TwoSuccessRowsClaimingOneDeleteIsC) {
+  auto run = clean_run();
+  run.row(5, "/c/a", std::nullopt, 5, "success", 6);  // row 4 already claims the delete at 6
+  const auto report = run.check();
+  EXPECT_EQ(report.count(Check::success_applied_once), 1u) << messages(report);
+  EXPECT_NE(messages(report).find("all claim the one delete"), std::string::npos) << messages(report);
+}
+
+TEST(ChaosChecker, SuccessOffItsBaseIsCUnderEtcdWinsOnly) {
+  History run;
+  run.etcd_put("/c/a", "e-1", 2);
+  run.etcd_put("/c/a", "e-2", 3);
+  run.event("/c/a", "w-1", 4);
+  run.row(1, "/c/a", "w-1", 2, "success", 4);  // applied on top of 3, not its base 2
+  run.event("/c/a", "w-2", 5);
+  run.row(2, "/c/a", "w-2", std::nullopt, "success", 5);  // NULL base while the key exists
+  const auto report = run.check();
+  EXPECT_EQ(report.count(Check::success_applied_once), 2u) << messages(report);
+  EXPECT_NE(messages(report).find("not on its base 2"), std::string::npos) << messages(report);
+  EXPECT_NE(messages(report).find("not on its base (absent)"), std::string::npos) << messages(report);
+
+  run.input.mode = ConflictMode::postgres_wins;
+  EXPECT_TRUE(run.check().ok()) << messages(run.check());
+}
+
+TEST(ChaosChecker, AppliedConflictOrFailedValueIsD) {
+  auto run = clean_run();
+  run.event("/c/b", "w-2", 8);  // row 2 (conflict) reached etcd after all
+  run.row(5, "/c/b", "w-5", 7, "failed", {});
+  run.event("/c/b", "w-5", 9);  // and a failed one
+  const auto report = run.check();
+  EXPECT_EQ(report.count(Check::settled_never_applied), 2u) << messages(report);
+  EXPECT_EQ(report.count(Check::no_write_without_success), 0u) << messages(report);
+  EXPECT_EQ(report.count(Check::nothing_failed), 1u) << messages(report);
+}
+
+TEST(ChaosChecker, OutboxWriteWithoutSuccessRowIsE) {
+  auto run = clean_run();
+  run.event("/c/b", "w-77", 8);          // a value no row has
+  run.event("/c/b", std::nullopt, 9);    // a delete without marker or success row
+  run.row(5, "/c/b", std::nullopt, 8, "conflict", {});
+  const auto report = run.check();
+  EXPECT_EQ(report.count(Check::no_write_without_success), 2u) << messages(report);
+  EXPECT_NE(messages(report).find("no etcd_wal row has this value"), std::string::npos) << messages(report);
+  EXPECT_NE(messages(report).find("suspect (its base fits the previous event): row 5"), std::string::npos)
+      << messages(report);
+}
+
+TEST(ChaosChecker, MisplacedSuccessDeleteIsSuspectOfTheUnattributedOne) {
+  // An in-doubt delete that landed at 3 but was recorded at a later no-op revision.
+  History run;
+  run.etcd_put("/c/a", "e-1", 2);
+  run.event("/c/a", std::nullopt, 3);
+  run.etcd_put("/c/b", "e-2", 4);
+  run.row(1, "/c/a", std::nullopt, 2, "success", 4);
+  const auto report = run.check();
+  EXPECT_EQ(report.count(Check::no_write_without_success), 1u) << messages(report);
+  EXPECT_EQ(report.count(Check::success_applied_once), 1u) << messages(report);
+  EXPECT_NE(messages(report).find("suspect (success, but no delete at its revision): row 1"), std::string::npos)
+      << messages(report);
+}
+
+TEST(ChaosChecker, SuccessOutOfIdOrderIsF) {
+  History run(ConflictMode::postgres_wins);
+  run.event("/c/a", "w-2", 2);
+  run.event("/c/a", "w-1", 3);
+  run.row(1, "/c/a", "w-1", std::nullopt, "success", 3);
+  run.row(2, "/c/a", "w-2", std::nullopt, "success", 2);
+  const auto report = run.check();
+  EXPECT_EQ(report.count(Check::success_in_id_order), 1u) << messages(report);
+  EXPECT_EQ(report.violations.size(), 1u) << messages(report);
+}
+
+TEST(ChaosChecker, ConflictUnderPostgresWinsIsG) {
+  auto run = clean_run(ConflictMode::postgres_wins);  // still holds row 2's conflict
+  const auto report = run.check();
+  EXPECT_EQ(report.count(Check::nothing_failed), 1u) << messages(report);
+  EXPECT_EQ(report.violations.size(), 1u) << messages(report);
+}
+
+TEST(ChaosChecker, UnknownStatusIsS) {
+  auto run = clean_run();
+  run.row(5, "/c/b", "w-5", 7, "done", {});
+  const auto report = run.check();
+  EXPECT_EQ(report.count(Check::known_status), 1u) << messages(report);
+}
+
+TEST(ChaosChecker, ContextShowsTheKeysEventsAndWhoWroteThem) {
+  auto run = clean_run();
+  run.input.wal[0].revision = 4;
+  const auto text = messages(run.check());
+  EXPECT_NE(text.find("r3 put w-1  [row 1 success rev 4]"), std::string::npos) << text;
+  EXPECT_NE(text.find("-> r4 delete  [etcd-side delete]"), std::string::npos) << text;
+  EXPECT_NE(text.find("r2 put e-1  [etcd-side put]"), std::string::npos) << text;
+}
+
+}  // namespace
+}  // namespace etcd_sync::chaos
