@@ -15,8 +15,10 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "reactor/outbox/wal_txn.hpp"
 #include "test/support/sync_fixture.hpp"
 
 namespace etcd_sync::testing {
@@ -226,21 +228,24 @@ TEST_F(OutboxTest, ThousandUpdatesToOneKeyApplyInOrder) {
   EXPECT_EQ(kv->version(), 1000);
 }
 
-// Rows wait out an etcd outage; if it lasts beyond max_attempts they fail with the error, and
-// `sync --force` requeues them for the running service.
-TEST_F(OutboxTest, EtcdOutageRetriesThenFailsThenRequeues) {
+// An etcd outage is not an error of the rows: rows inserted while etcd is down for 10 s wait (the
+// outbox backs off as a whole, naming etcd) and are applied when it is back, with max_attempts = 3
+// and none of their attempts spent. `sync --force` requeues failed rows for the running service.
+TEST_F(OutboxTest, EtcdOutageOfTenSecondsSpendsNoAttemptAndRowsApplyWhenItEnds) {
   auto settings = settings_for("/t6/");
-  settings.max_attempts = 50;
-  settings.initial_backoff = "100ms";
-  settings.max_backoff = "500ms";
+  settings.max_attempts = 3;
+  settings.initial_backoff = "200ms";
+  settings.max_backoff = "1s";
   settings.request_timeout = "1s";
-  start(settings);
+  auto config = start(settings);
 
   env_->etcd.stop();
+  const auto down_at = std::chrono::steady_clock::now();
   auto first = insert_wal("/t6/a", "1", std::nullopt);
   auto second = insert_wal("/t6/b", "2", std::nullopt);
-  EXPECT_TRUE(wait_until([&] { return wal(first).retry_count >= 1 && wal(second).retry_count >= 1; }, 15s))
-      << "attempts made while etcd is down count as retries";
+  EXPECT_TRUE(wait_until([&] { return db().scalar("SELECT outbox_state FROM etcd_sync_service") == "backing_off (etcd)"; }, 10s))
+      << "status shows the outbox as " << db().scalar("SELECT outbox_state FROM etcd_sync_service").value_or("NULL");
+  std::this_thread::sleep_until(down_at + 10s);  // the outage itself: 10 s of etcd down
   EXPECT_EQ(wal(first).status, "pending");
   EXPECT_EQ(wal(second).status, "pending");
   env_->etcd.start();
@@ -248,33 +253,44 @@ TEST_F(OutboxTest, EtcdOutageRetriesThenFailsThenRequeues) {
   for (auto id : {first, second}) {
     auto row = wait_processed(id, 20s);
     EXPECT_EQ(row.status, "success") << "row " << id << ": " << row.error_message.value_or("");
+    EXPECT_EQ(row.retry_count, 0) << "an outage spent an attempt of row " << id;
   }
   EXPECT_EQ(etcd_value("/t6/a"), "1");
   EXPECT_EQ(etcd_value("/t6/b"), "2");
   EXPECT_EQ(wal(first).revision, etcd().get("/t6/a")->mod_revision());
+  EXPECT_EQ(etcd().get("/t6/a")->version(), 1) << "written once";
 
-  // Now an outage longer than max_attempts: the row fails with the error.
-  settings.max_attempts = 2;
-  auto config = start(settings);
-  env_->etcd.stop();
+  // A failed row stays failed until requeued; `sync --force` sends it again at once.
   auto doomed = insert_wal("/t6/doomed", "late", std::nullopt);
-  auto row = wait_processed(doomed, 15s);
-  ASSERT_EQ(row.status, "failed");
-  ASSERT_TRUE(row.error_message.has_value());
-  EXPECT_FALSE(row.error_message->empty());
-  EXPECT_GE(row.retry_count, 1);
-  env_->etcd.start();
-  EXPECT_EQ(wal(doomed).status, "failed") << "a failed row stays failed until requeued";
-
+  ASSERT_EQ(wait_processed(doomed).status, "success");
+  db().exec_params("UPDATE etcd_wal SET status = 'failed', revision = NULL, error_message = 'by hand' WHERE id = $1",
+                   {std::to_string(doomed)});
+  etcd().del("/t6/doomed");
   auto requeue = run_binary({"sync", "--force", "-c", config.string()});
   EXPECT_EQ(requeue.exit_code, 0) << requeue.stderr_text;
   EXPECT_NE(requeue.stdout_text.find("requeued 1"), std::string::npos) << requeue.stdout_text;
-  row = wait_processed(doomed, 20s);
+  auto row = wait_processed(doomed, 20s);
   EXPECT_EQ(row.status, "success") << row.error_message.value_or("");
   EXPECT_EQ(etcd_value("/t6/doomed"), "late");
 }
 
-// Keys etcd must not get fail at once, with a message and no retries.
+// A value larger than etcd accepts fails at once, naming etcd's request limit (not after
+// max_attempts retries of gRPC's "received message larger than max").
+TEST_F(OutboxTest, ValueLargerThanEtcdAcceptsFailsAtOnceNamingTheLimit) {
+  auto settings = settings_for("/big/");
+  settings.max_attempts = 3;
+  start(settings);
+  auto id = insert_wal("/big/huge", std::string(2 * 1024 * 1024, 'x'), std::nullopt);
+  auto ok = insert_wal("/big/small", "fine", std::nullopt);
+  auto row = wait_processed(id);
+  EXPECT_EQ(row.status, "failed");
+  EXPECT_NE(row.error_message.value_or("").find("--max-request-bytes"), std::string::npos)
+      << contains_message(row.error_message, "--max-request-bytes");
+  EXPECT_EQ(row.retry_count, 0) << "a permanent refusal is not retried";
+  EXPECT_EQ(etcd_value("/big/huge"), std::nullopt);
+  EXPECT_EQ(wait_processed(ok).status, "success") << "the row beside it is not held back";
+}
+
 TEST_F(OutboxTest, KeyOutsidePrefixAndEmptyKeyFail) {
   start(settings_for("/t7/"));
   auto outside = insert_wal("/elsewhere/x", "v", std::nullopt);
@@ -476,7 +492,8 @@ TEST_F(OutboxTest, KilledOutboxSessionsLoseNoRowAndRepeatNoWrite) {
     if (!kv || kv->version() != 1) ++written_twice;
   }
   EXPECT_EQ(written_twice, 0) << "keys missing or written more than once";
-  EXPECT_NE(service_->log_text().find("outbox could not write outcomes"), std::string::npos)
+  const auto log = service_->log_text();
+  EXPECT_NE(log.find("\"component\":\"outbox outcomes\",\"from\":\"writing\",\"to\":\"backing_off\""), std::string::npos)
       << "the test never made an outcome write fail";
 }
 
@@ -528,23 +545,13 @@ TEST_F(OutboxTest, CommitToEtcdLatency) {
   EXPECT_LT(worst, 1000.0);
 }
 
-// An attempt in doubt (its outcome never written back) is not blindly applied again.
-TEST_F(OutboxTest, InDoubtAttemptIsNotAppliedTwice) {
+// Rows in doubt (an attempt recorded, its outcome never written back) are decided from the
+// outbox's receipts in etcd, never from the keys' current values, and never applied twice.
+TEST_F(OutboxTest, InDoubtRowsAreDecidedFromReceipts) {
   auto settings = settings_for("/t11/");
   auto config = env_->write_config(settings);
   auto migrate = run_binary({"migrate", "-c", config.string()});
   ASSERT_EQ(migrate.exit_code, 0) << migrate.stdout_text << migrate.stderr_text;
-
-  // The write took effect before the crash: etcd has the row's value after the attempt's revision.
-  const std::string done_key = "/t11/done";
-  auto m = etcd().put(done_key, "x");
-  // The write never happened: etcd has not changed the key since the attempt began.
-  const std::string undone_key = "/t11/undone";
-  auto before_undone = etcd().revision();
-  // The write never happened, and the attempt's revision is older than the row's base (a lagging
-  // view of etcd's revision): the key still sits at the base, so nothing was written.
-  const std::string based_key = "/t11/based";
-  auto base = etcd().put(based_key, "old");
 
   auto insert = [&](const std::string& key, const std::string& value, std::optional<std::int64_t> revision,
                     std::int64_t attempt_revision) {
@@ -554,9 +561,23 @@ TEST_F(OutboxTest, InDoubtAttemptIsNotAppliedTwice) {
         {key, value, revision ? std::optional(std::to_string(*revision)) : std::nullopt, std::to_string(attempt_revision)});
     return std::stoll(*rows.at(0).at(0));
   };
-  auto done_id = insert(done_key, "x", std::nullopt, m - 1);
-  auto undone_id = insert(undone_key, "y", std::nullopt, before_undone);
-  auto based_id = insert(based_key, "new", base, base - 1);
+  const auto keys = outbox_keys("/etcd-sync/election/");
+
+  // Applied before the crash: its Txn wrote the value and the receipt. Since then another writer
+  // changed the key, so its current value says nothing about the row.
+  const std::string done_key = "/t11/done";
+  auto since = etcd().revision();
+  auto done_id = insert(done_key, "x", std::nullopt, since);
+  WalRow done;
+  done.id = done_id;
+  done.key = done_key;
+  done.value = "x";
+  const auto applied_at = etcd().txn_puts({{done_key, "x"}, {keys.receipt, receipt_value({&done})}});
+  etcd().put(done_key, "someone else");
+
+  // Never applied: the same value was written by someone else, with no receipt for the row.
+  const std::string undone_key = "/t11/undone";
+  auto undone_id = insert(undone_key, "y", std::nullopt, etcd().revision());
   // A plain conflict in the very first batch of a fresh database still counts as resolved.
   const std::string conflict_key = "/t11/conflict";
   auto stale = etcd().put(conflict_key, "c1");
@@ -566,27 +587,41 @@ TEST_F(OutboxTest, InDoubtAttemptIsNotAppliedTwice) {
   start(settings);
   auto row = wait_processed(done_id);
   EXPECT_EQ(row.status, "success") << row.error_message.value_or("");
-  EXPECT_EQ(row.revision, m);
-  auto kv = etcd().get(done_key);
-  ASSERT_TRUE(kv.has_value());
-  EXPECT_EQ(kv->mod_revision(), m) << "the write was repeated";
-  EXPECT_EQ(kv->version(), 1);
+  EXPECT_EQ(row.revision, applied_at);
+  EXPECT_EQ(etcd_value(done_key), "someone else") << "the row was applied again";
+  EXPECT_EQ(etcd().get(done_key)->version(), 2);
 
   row = wait_processed(undone_id);
   EXPECT_EQ(row.status, "success") << row.error_message.value_or("");
-  kv = etcd().get(undone_key);
+  auto kv = etcd().get(undone_key);
   ASSERT_TRUE(kv.has_value());
   EXPECT_EQ(kv->value(), "y");
   EXPECT_EQ(row.revision, kv->mod_revision());
-
-  row = wait_processed(based_id);
-  EXPECT_EQ(row.status, "success") << row.error_message.value_or("");
-  EXPECT_EQ(etcd_value(based_key), "new");
 
   EXPECT_EQ(wait_processed(conflict_id).status, "conflict");
   EXPECT_EQ(etcd_value(conflict_key), "c2");
   EXPECT_TRUE(wait_until([&] { return db().scalar("SELECT conflicts_resolved FROM etcd_sync_service") == "1"; }, 5s))
       << "conflicts_resolved = " << db().scalar("SELECT conflicts_resolved FROM etcd_sync_service").value_or("NULL");
+}
+
+// When the history that would tell was compacted, the outcome is reported unknown (failed, saying
+// so) and the row is not sent again.
+TEST_F(OutboxTest, InDoubtRowWhoseReceiptsWereCompactedIsUnknownAndNotSentAgain) {
+  auto settings = settings_for("/t12/");
+  auto config = env_->write_config(settings);
+  ASSERT_EQ(run_binary({"migrate", "-c", config.string()}).exit_code, 0);
+  auto since = etcd().revision();
+  auto id = std::stoll(*db().exec_params("INSERT INTO etcd_wal (key, value, attempt_revision) VALUES ($1, $2, $3::bigint) RETURNING id",
+                                         {"/t12/k", "v", std::to_string(since)}).at(0).at(0));
+  etcd().put("/t12/other", "1");
+  etcd().put("/t12/other", "2");
+  etcd().compact(etcd().revision());
+  start(settings);
+  auto row = wait_processed(id);
+  EXPECT_EQ(row.status, "failed");
+  EXPECT_NE(row.error_message.value_or("").find("outcome unknown"), std::string::npos)
+      << contains_message(row.error_message, "outcome unknown");
+  EXPECT_EQ(etcd_value("/t12/k"), std::nullopt) << "an unknown outcome must not be sent again";
 }
 
 }  // namespace

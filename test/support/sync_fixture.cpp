@@ -26,6 +26,16 @@ std::int64_t EtcdTestClient::put(const std::string& key, const std::string& valu
   return loop_.run(loop_.etcd().put(request)).header().revision();
 }
 
+std::int64_t EtcdTestClient::txn_puts(const std::vector<std::pair<std::string, std::string>>& items) {
+  etcdserverpb::TxnRequest request;
+  for (const auto& [key, value] : items) {
+    auto* put = request.add_success()->mutable_request_put();
+    put->set_key(key);
+    put->set_value(value);
+  }
+  return loop_.run(loop_.etcd().txn(request)).header().revision();
+}
+
 std::int64_t EtcdTestClient::del(const std::string& key) {
   etcdserverpb::DeleteRangeRequest request;
   request.set_key(key);

@@ -48,6 +48,8 @@ class EtcdTestClient {
 
   std::int64_t put(const std::string& key, const std::string& value);  ///< returns the revision
   std::int64_t del(const std::string& key);                             ///< returns the revision
+  /// Puts every (key, value) in one Txn; returns its revision.
+  std::int64_t txn_puts(const std::vector<std::pair<std::string, std::string>>& items);
   std::optional<mvccpb::KeyValue> get(const std::string& key);
   std::int64_t revision();  ///< etcd's current revision
   void compact(std::int64_t revision);
