@@ -175,6 +175,7 @@ asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
       ++keys;
     }
     if (!chunk.empty()) co_await pg_.copy_data(chunk);
+    failpoint("mirror.snapshot_page");
     if (!page.more() || page.kvs().empty()) break;
     request.set_limit(next_range_page_limit(page.ByteSizeLong(), page.kvs_size()));
     request.set_key(page.kvs(page.kvs_size() - 1).key() + '\0');

@@ -143,21 +143,25 @@ asio::awaitable<void> MetricsServer::run() {
       if (!acceptor_.is_open()) break;
       continue;
     }
-    if (sockets_.size() >= kMaxConnections) {
-      socket.close(ec);  // too many at once: a scraper retries, an idle flood costs nothing
-      continue;
+    std::size_t open = 0;
+    for (auto* other : sockets_) open += other->is_open() ? 1 : 0;
+    if (open >= kMaxConnections) {
+      for (auto* oldest : sockets_) {
+        if (!oldest->is_open()) continue;
+        oldest->close(ec);  // the oldest makes room
+        break;
+      }
     }
     spawn(io_, gate_, serve(std::move(socket)), "metrics connection");
   }
 }
 
 asio::awaitable<void> MetricsServer::serve(asio::ip::tcp::socket socket) {
-  sockets_.insert(&socket);
   struct Forget {
-    std::set<asio::ip::tcp::socket*>& set;
-    asio::ip::tcp::socket* socket;
-    ~Forget() { set.erase(socket); }
-  } forget{sockets_, &socket};
+    std::list<asio::ip::tcp::socket*>& list;
+    std::list<asio::ip::tcp::socket*>::iterator at;
+    ~Forget() { list.erase(at); }
+  } forget{sockets_, sockets_.insert(sockets_.end(), &socket)};
   beast::flat_buffer buffer;
   http::request<http::string_body> request;
   boost::system::error_code ec;

@@ -13,7 +13,7 @@
 
 #include <functional>
 #include <optional>
-#include <set>
+#include <list>
 #include <string>
 
 namespace etcd_sync {
@@ -30,7 +30,8 @@ std::string render_metrics(const SyncStats& stats, const char* version);
 
 /// Serves GET /metrics, /healthz (the loop answers) and /readyz (`ready()` is true: both
 /// connections up and the first snapshot done). One request per connection, read within
-/// kRequestTimeout; at most kMaxConnections at once (more are closed at once, unanswered).
+/// kRequestTimeout; at most kMaxConnections at once: a new one beyond closes the oldest, so idle
+/// or slow clients can never keep a scraper out.
 class MetricsServer {
  public:
   static constexpr std::chrono::milliseconds kRequestTimeout{10000};
@@ -58,7 +59,7 @@ class MetricsServer {
   std::function<std::string()> metrics_;
   std::function<bool()> ready_;
   Gate gate_;                                  ///< run() and every connection are inside
-  std::set<asio::ip::tcp::socket*> sockets_;   ///< open connections, closed by stop()
+  std::list<asio::ip::tcp::socket*> sockets_;  ///< open connections, oldest first; closed by stop()
 };
 
 }  // namespace etcd_sync

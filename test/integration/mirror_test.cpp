@@ -279,6 +279,53 @@ TEST_F(MirrorTest, QuietPrefixCheckpointFollowsEtcdRevision) {
   EXPECT_EQ(service.terminate(5s), 0);
 }
 
+// A reload that changes the prefix while the first snapshot runs: the old generation ends (its
+// snapshot abandoned or committed under the old prefix), and the new one mirrors the new prefix.
+// The reload arrives while etcd-sync is frozen after the snapshot's first page (a failpoint).
+TEST_F(MirrorTest, ReloadThatChangesThePrefixDuringTheFirstSnapshotMirrorsTheNewPrefix) {
+  std::vector<std::pair<std::string, std::string>> items;
+  for (int i = 0; i < 3000; ++i) items.push_back({"/old/" + std::to_string(i), "o"});
+  for (int i = 0; i < 200; ++i) items.push_back({"/new/" + std::to_string(i), "n"});
+  env_->client->put_many(items);
+  auto s = settings("/old/");
+  auto config = env_->write_config(s);
+  ServiceProcess service(env_->dir.path(), "reload-during-snapshot");
+  service.start({"start", "-c", config.string()}, {{"ETCD_SYNC_FAILPOINTS", "mirror.snapshot_page=stop"}});
+  ASSERT_TRUE(service.wait_for_log("failpoint reached", 20s)) << service.log_text();
+  s.prefix = "/new/";
+  env_->write_config(s);
+  service.signal(SIGHUP);
+  service.signal(SIGCONT);
+  ASSERT_TRUE(service.wait_for_log("reconnected with the reloaded configuration", 20s)) << service.log_text();
+  auto now = env_->client->revision();
+  ASSERT_TRUE(env_->wait_mirrored(now, 20s, "/new/")) << "no checkpoint for the new prefix";
+  EXPECT_EQ(env_->mirror_rows("/new/").size(), 200u);
+  EXPECT_EQ(*env_->db().scalar("SELECT count(*) FROM etcd WHERE key LIKE '/new/%'"), "200");
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
+// [sync] batch_size caps the watch events per transaction: a backlog of 500 single-key puts is
+// written in transactions of at most 10 rows (the rows of one transaction share its xmin).
+TEST_F(MirrorTest, TransactionsHoldAtMostBatchSizeEvents) {
+  auto s = settings("/batched/");
+  s.batch_size = 10;
+  auto config = env_->write_config(s);
+  ServiceProcess service(env_->dir.path(), "batched");
+  env_->start_service(service, config);
+  ASSERT_EQ(service.terminate(5s), 0);
+  std::vector<std::pair<std::string, std::string>> items;
+  for (int i = 0; i < 500; ++i) items.push_back({"/batched/" + std::to_string(i % 37), std::to_string(i)});
+  env_->client->put_many(items, 1);  // one put at a time: one event per revision
+  env_->start_service(service, config);
+  ASSERT_TRUE(env_->wait_mirrored(env_->client->revision(), 20s, "/batched/"));
+  EXPECT_EQ(env_->mirror_rows("/batched/").size(), 500u);
+  auto per_transaction = env_->db().exec(
+      "SELECT max(n), count(*) FROM (SELECT count(*) AS n FROM etcd WHERE key LIKE '/batched/%' GROUP BY xmin::text) t");
+  EXPECT_LE(std::stoi(*per_transaction.at(0).at(0)), 10) << "the largest transaction";
+  EXPECT_GE(std::stoi(*per_transaction.at(0).at(1)), 50) << "transactions";
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
 TEST_F(MirrorTest, SigtermStopsWithinAboutASecond) {
   ServiceProcess service(env_->dir.path(), "sigterm");
   env_->start_service(service, env_->write_config(settings("/term/")));

@@ -269,6 +269,45 @@ TEST_F(OperationsTest, MetricsHealthAndReadinessOverHttp) {
   EXPECT_EQ(service.terminate(5s), 0);
 }
 
+// The metrics server is not held hostage by idle clients: past its connection cap a new
+// connection closes the oldest, and a connection that sends no request is closed after 10 s.
+TEST_F(OperationsTest, IdleMetricsConnectionsAreCappedAndTimedOut) {
+  int port = free_loopback_port();
+  auto config = env_->write_config(settings("/idle-metrics/"));
+  {
+    std::ofstream out(config, std::ios::app);
+    out << "\n[metrics]\nlisten = \"127.0.0.1:" << port << "\"\n";
+  }
+  ServiceProcess service(env_->dir.path(), "idle-metrics");
+  env_->start_service(service, config);
+  const auto opened_at = std::chrono::steady_clock::now();
+  std::vector<int> idle;
+  for (int i = 0; i < 100; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<std::uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+    idle.push_back(fd);
+  }
+  // A scraper still gets its answer.
+  EXPECT_EQ(http_get(port, "/healthz"), "200\nok\n");
+  auto closed_by_server = [&] {
+    int closed = 0;
+    for (int fd : idle) {
+      char byte;
+      if (::recv(fd, &byte, 1, MSG_DONTWAIT) == 0) ++closed;  // orderly end of stream
+    }
+    return closed;
+  };
+  EXPECT_TRUE(wait_until([&] { return closed_by_server() >= 37; }, 5s)) << closed_by_server() << " of 100 closed";
+  EXPECT_TRUE(wait_until([&] { return closed_by_server() == 100; }, 15s)) << closed_by_server() << " of 100 closed";
+  EXPECT_GE(std::chrono::steady_clock::now() - opened_at, 9s) << "idle connections closed before the request timeout";
+  for (int fd : idle) ::close(fd);
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
 TEST_F(OperationsTest, PasswordsNeverReachTheLogs) {
   const std::string secret = "Sup3rSecretPw";
   // A DSN on the command line with a password (trust auth ignores it) and debug logging.
