@@ -148,7 +148,7 @@ asio::awaitable<void> PgConnection::wait(Wait what) {
   using base = asio::posix::descriptor_base;
   if (what != Wait::either) {
     boost::system::error_code ec;
-    co_await descriptor_->async_wait(what == Wait::read ? base::wait_read : base::wait_write,
+    co_await descriptor_->async_wait(what == Wait::read ? base::wait_read : base::wait_write,  // coroutine-safe: enum arms
                                      asio::redirect_error(asio::use_awaitable, ec));
     if (ec == asio::error::operation_aborted) throw wait_ended_error();
     if (ec) throw_connection_error(ec.message());
@@ -275,7 +275,7 @@ asio::awaitable<void> PgConnection::connect(std::chrono::milliseconds timeout) {
     release_descriptor();  // libpq may have opened a new socket: fetch it again after every poll
     refresh_descriptor();
     try {
-      co_await wait(poll == PGRES_POLLING_READING ? Wait::read : Wait::write);
+      co_await wait(poll == PGRES_POLLING_READING ? Wait::read : Wait::write);  // coroutine-safe: enum arms
     } catch (const SyncError&) {
       std::string host = endpoint();
       close();
@@ -431,17 +431,23 @@ asio::awaitable<std::vector<PgResult>> PgConnection::pipeline(std::vector<PgStat
   co_return results;
 }
 
+// A plain function, not coroutine code: g++ 12 mishandles a ?: of class temporaries in a coroutine.
+SyncError PgConnection::copy_start_error(const PgResult& result) const {
+  std::string message = result ? result.error_message() : "no result";
+  return SyncError(result ? classify_sqlstate(result.sqlstate()) : ErrorKind::transient,
+                   "PostgreSQL (" + name_ + "): COPY did not start: " + message, Peer::postgresql);
+}
+
 asio::awaitable<void> PgConnection::copy_start(std::string copy_sql) {
   if (!connected()) throw_connection_error("COPY");
   if (!PQsendQuery(conn_, copy_sql.c_str())) throw_connection_error("sending COPY");
   co_await flush();
   PgResult result = co_await next_result();
   if (!result || result.status() != PGRES_COPY_IN) {
-    std::string message = result ? result.error_message() : "no result";
+    SyncError error = copy_start_error(result);
     while (co_await next_result()) {
     }
-    throw SyncError(result ? classify_sqlstate(result.sqlstate()) : ErrorKind::transient,
-                    "PostgreSQL (" + name_ + "): COPY did not start: " + message, Peer::postgresql);
+    throw error;
   }
   busy_ = true;
 }

@@ -168,6 +168,8 @@ class PgConnection {
                              std::string& addresses);
   /// The SyncError for a failed result: classify_sqlstate, with the server's message.
   SyncError result_error(const PgResult& result) const;
+  /// The SyncError for a COPY that did not start: the server's error, or "no result".
+  SyncError copy_start_error(const PgResult& result) const;
   /// Sends a PgStatement; returns how many results it yields (2 when it is prepared first).
   int send_statement(const PgStatement& statement);
 

@@ -213,7 +213,7 @@ asio::awaitable<std::int64_t> etcd_revision(EtcdClient& etcd) {
 asio::awaitable<std::int64_t> mirror_checkpoint(PgConnection& pg) {
   auto result = co_await pg.query("SELECT revision FROM etcd_sync_checkpoint WHERE prefix = $1",
                                   pg_params(PgParam::text(bench_prefix)));
-  co_return result.rows() == 0 ? -1 : result.int64(0, 0);
+  co_return result.rows() == 0 ? -1 : result.int64(0, 0);  // coroutine-safe: int64 arms
 }
 
 ServiceUnderTest::ServiceUnderTest(fs::path binary, fs::path log_path)

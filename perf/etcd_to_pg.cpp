@@ -125,7 +125,7 @@ asio::awaitable<void> saturate(Loop& loop, PgConnection& pg, Saturation& state, 
 
   auto checkpoint_before = co_await mirror_checkpoint(pg);
   auto watched_before = state.watched_revision;
-  auto etcdctl_before = state.etcdctl_output.empty() ? 0 : last_etcdctl_revision(state.etcdctl_output);
+  auto etcdctl_before = state.etcdctl_output.empty() ? 0 : last_etcdctl_revision(state.etcdctl_output);  // coroutine-safe: int64 arms
   auto began = Clock::now();
   auto puts_before = state.puts;
   auto revision_before = state.max_revision;

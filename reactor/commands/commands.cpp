@@ -17,15 +17,20 @@ int command_config_validate(const ConfigLoad& load) {
   return exit_ok;
 }
 
+namespace {
+// Outside the coroutine: g++ 12 mishandles a ?: of class temporaries inside a coroutine body.
+std::string migrated_text(int applied) {
+  return applied == 0 ? std::string("schema is up to date") : "applied " + std::to_string(applied) + " migration(s)";
+}
+}  // namespace
+
 int command_migrate(const Config& config) {
   asio::io_context io;
   return run_command(io, [&]() -> asio::awaitable<int> {
     PgConnection pg(io, config.postgresql.conninfo, "migrate");
     co_await pg.connect(config.etcd.dial_timeout);
     int applied = co_await migrate(pg, config.postgresql.schema);
-    std::cout << (applied == 0 ? std::string("schema is up to date")
-                               : "applied " + std::to_string(applied) + " migration(s)")
-              << " in schema " << config.postgresql.schema << "\n";
+    std::cout << migrated_text(applied) << " in schema " << config.postgresql.schema << "\n";
     co_return exit_ok;
   });
 }

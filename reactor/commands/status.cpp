@@ -3,6 +3,7 @@
 #include "reactor/commands/command_support.hpp"
 #include "reactor/commands/commands.hpp"
 #include "adapters/grpc_bridge.hpp"
+#include "reactor/commands/status_report.hpp"
 #include "reactor/keys/keys.hpp"
 
 #include <boost/asio/steady_timer.hpp>
@@ -17,6 +18,27 @@ namespace {
 /// ?: of class temporaries inside coroutine bodies.
 nlohmann::json nullable_int(const PgResult& r, int column) {
   return r.is_null(0, column) ? nlohmann::json() : nlohmann::json(r.int64(0, column));
+}
+
+/// A seconds cell (an extract(epoch ...)), nullopt when NULL.
+std::optional<double> optional_seconds(const PgResult& r, int column) {
+  if (r.is_null(0, column)) return std::nullopt;
+  return std::stod(std::string(r.text(0, column)));
+}
+
+/// A bigint cell, nullopt when NULL; and a JSON number, nullopt when not one.
+std::optional<std::int64_t> optional_int(const PgResult& r, int column) {
+  if (r.is_null(0, column)) return std::nullopt;
+  return r.int64(0, column);
+}
+std::optional<std::int64_t> optional_int(const nlohmann::json& value) {
+  if (!value.is_number()) return std::nullopt;
+  return value.get<std::int64_t>();
+}
+
+template <class T>
+nlohmann::json optional_json(const std::optional<T>& value) {
+  return value ? nlohmann::json(*value) : nlohmann::json();
 }
 
 asio::awaitable<nlohmann::ordered_json> collect_status(asio::io_context& io, GrpcBridge& bridge, const Config& config) {
@@ -37,13 +59,10 @@ asio::awaitable<nlohmann::ordered_json> collect_status(asio::io_context& io, Grp
       pg_params(PgParam::text(effective_prefix(config.etcd.prefix))));
   nlohmann::ordered_json out;
   auto text_or_null = [&](int c) { return r.is_null(0, c) ? nlohmann::json() : nlohmann::json(std::string(r.text(0, c))); };
-  std::string state = r.optional_text(0, 0).value_or("never started");
-  double heartbeat_age = r.is_null(0, 7) ? 1e9 : std::stod(std::string(r.text(0, 7)));
-  bool running = (state == "running" || state == "starting") && heartbeat_age < 10.0;
-  if (!running && (state == "running" || state == "starting")) state = "stopped (no heartbeat)";
+  const auto live = liveness(r.optional_text(0, 0), optional_seconds(r, 7));
   auto& service = out["service"];
-  service["running"] = running;
-  service["state"] = state;
+  service["running"] = live.running;
+  service["state"] = live.state;
   service["host"] = text_or_null(1);
   service["pid"] = nullable_int(r, 2);
   service["version"] = text_or_null(3);
@@ -52,7 +71,6 @@ asio::awaitable<nlohmann::ordered_json> collect_status(asio::io_context& io, Grp
   service["stopped_at"] = text_or_null(6);
   service["mirror_state"] = text_or_null(8);
   service["outbox_state"] = text_or_null(9);
-  std::int64_t mirrored = r.int64(0, 15, 0);
   nlohmann::json etcd_revision;
   nlohmann::json etcd_error;
   try {
@@ -65,14 +83,9 @@ asio::awaitable<nlohmann::ordered_json> collect_status(asio::io_context& io, Grp
   nlohmann::ordered_json sync;
   sync["mirrored_revision"] = nullable_int(r, 15);
   sync["etcd_revision"] = etcd_revision;
-  if (etcd_revision.is_number() && !r.is_null(0, 15)) {
-    std::int64_t lag = std::max<std::int64_t>(0, etcd_revision.get<std::int64_t>() - mirrored);
-    sync["lag_revisions"] = lag;
-    sync["lag_seconds"] = lag == 0 ? 0.0 : std::stod(std::string(r.text(0, 16)));
-  } else {
-    sync["lag_revisions"] = nullptr;
-    sync["lag_seconds"] = nullptr;
-  }
+  const auto lag = mirror_lag(optional_int(etcd_revision), optional_int(r, 15), optional_seconds(r, 16));
+  sync["lag_revisions"] = optional_json(lag.revisions);
+  sync["lag_seconds"] = optional_json(lag.seconds);
   sync["events_applied"] = r.int64(0, 10, 0);
   sync["conflicts_resolved"] = r.int64(0, 11, 0);
   sync["resyncs"] = r.int64(0, 12, 0);

@@ -140,7 +140,7 @@ class Comparison {
         if (a_->value != b_->value || a_->revision != b_->revision)
           report("different", a_->key,
                  "etcd mod_revision " + std::to_string(a_->revision) + ", mirror revision " +
-                     std::to_string(b_->revision) + (a_->value != b_->value ? ", values differ" : ", values equal"));
+                     std::to_string(b_->revision) + (a_->value != b_->value ? ", values differ" : ", values equal"));  // coroutine-safe: const char* arms
         a_ = co_await left_.next();
         b_ = co_await right_.next();
       }
@@ -192,7 +192,7 @@ int command_validate(const Config& config, bool fix) {
     auto revision = co_await mirror.resync_once();
     differences = co_await compare(pg, etcd, config, at);
     std::cout << "resynchronized at revision " << revision << "; " << differences << " difference(s) remain\n";
-    co_return differences == 0 ? exit_ok : 1;
+    co_return differences == 0 ? exit_ok : 1;  // coroutine-safe: int arms
   });
 }
 

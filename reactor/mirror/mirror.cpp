@@ -140,7 +140,7 @@ std::chrono::milliseconds Mirror::on_failure(const SyncError& error) {
 }
 
 asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
-  status_.set(resync ? MirrorState::resyncing : MirrorState::snapshotting);
+  status_.set(resync ? MirrorState::resyncing : MirrorState::snapshotting);  // coroutine-safe: enum arms
   auto range = prefix_range(config_->etcd.prefix);
   co_await pg_.execute_script(
       "BEGIN; CREATE TEMP TABLE etcd_sync_snapshot (key text NOT NULL, value text, value_bytes bytea, "

@@ -140,7 +140,7 @@ asio::awaitable<void> Outbox::claim_loop() {
         on_etcd_working();
         log_info("outbox barrier raised", {{"component", "outbox"}, {"barrier_revision", fence_.barrier_revision}});
       }
-      set_activity(unsettled_ids_.empty() ? OutboxState::idle : OutboxState::applying);
+      set_activity(unsettled_ids_.empty() ? OutboxState::idle : OutboxState::applying);  // coroutine-safe: enum arms
       const auto limit = ClaimSchedule::claim_limit(config.sync.batch_size, unsettled_ids_.size(), batches_applying_);
       if (limit == 0) {
         co_await wakeup_.wait(schedule_.sleep_limit(std::chrono::steady_clock::now(), config.sync.sync_interval));

@@ -85,7 +85,7 @@ asio::awaitable<void> Listener::run() {
         status_.set(ListenerState::listening);
         if (listen_) on_notify_(std::nullopt);  // notifications sent while disconnected are lost: sweep now
       }
-      if (!dry_run_) co_await write_heartbeat(pg_, started ? "running" : "starting", stats_, describe_engines_);
+      if (!dry_run_) co_await write_heartbeat(pg_, started ? "running" : "starting", stats_, describe_engines_);  // coroutine-safe: const char* arms
       if (beats_++ % kBeatsPerCount == 0) co_await count_wal_rows(pg_, stats_);
       started = true;
       co_await listen_until(std::chrono::steady_clock::now() + heartbeat_interval);

@@ -144,7 +144,7 @@ asio::awaitable<void> MetricsServer::run() {
       continue;
     }
     std::size_t open = 0;
-    for (auto* other : sockets_) open += other->is_open() ? 1 : 0;
+    for (auto* other : sockets_) open += other->is_open() ? 1 : 0;  // coroutine-safe: int arms
     if (open >= kMaxConnections) {
       for (auto* oldest : sockets_) {
         if (!oldest->is_open()) continue;
