@@ -147,5 +147,37 @@ TEST(Keys, IsTextAcceptsValidUtf8WithoutNul) {
   EXPECT_FALSE(is_text("\xe2\x82"));              // truncated at the end
 }
 
+TEST(MirrorBatches, CutsTransactionsAtBatchSizeBetweenRevisionsOnly) {
+  MirrorBatches batches(3);
+  auto event = [](const std::string& key, std::int64_t revision) {
+    mvccpb::Event e;
+    e.mutable_kv()->set_key(key);
+    e.mutable_kv()->set_value("v");
+    e.mutable_kv()->set_mod_revision(revision);
+    return e;
+  };
+  for (std::int64_t r = 1; r <= 4; ++r) batches.add_event(event("/k" + std::to_string(r), r));
+  // One Txn of five keys at revision 5 stays whole, past the cap.
+  for (int i = 0; i < 5; ++i) batches.add_event(event("/t" + std::to_string(i), 5));
+  batches.add_event(event("/z", 6));
+  batches.advance_to(9);
+  ASSERT_EQ(batches.batches().size(), 3u);
+  EXPECT_EQ(batches.batches()[0].events(), 3u);
+  EXPECT_EQ(batches.batches()[0].revision(), 3);
+  EXPECT_EQ(batches.batches()[1].events(), 6u) << "revision 4, then all of revision 5";
+  EXPECT_EQ(batches.batches()[2].events(), 1u);
+  EXPECT_EQ(batches.revision(), 9) << "progress moves the last transaction's checkpoint";
+  EXPECT_EQ(batches.events(), 10u);
+  auto statements = batches.statements("");
+  EXPECT_EQ(statements.front().sql, "BEGIN");
+  EXPECT_EQ(statements.back().sql, "COMMIT");
+  int commits = 0;
+  for (const auto& s : statements) commits += s.sql == "COMMIT";
+  EXPECT_EQ(commits, 3) << "each transaction commits on its own";
+  MirrorBatches one(100);
+  one.add_event(event("/a", 1));
+  EXPECT_NE(one.statements("").front().sql, "BEGIN") << "a single transaction needs no BEGIN";
+}
+
 }  // namespace
 }  // namespace etcd_sync
