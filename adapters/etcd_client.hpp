@@ -95,6 +95,7 @@ class EtcdClient {
   void prepare_context(grpc::ClientContext& context, std::chrono::milliseconds deadline) const;
   GrpcBridge& bridge() { return bridge_; }
   etcdserverpb::Watch::Stub& watch_stub() { return *endpoints_[current_].watch; }
+  etcdserverpb::Lease::Stub& lease_stub() { return *endpoints_[current_].lease; }
 
   /// Called after a transient failure: later calls go to the next endpoint.
   void fail_over();
