@@ -46,6 +46,7 @@ const char* to_string(ErrorKind kind) {
     case ErrorKind::permission_denied: return "permission_denied";
     case ErrorKind::compacted: return "compacted";
     case ErrorKind::cancelled: return "cancelled";
+    case ErrorKind::fenced: return "fenced";
   }
   return "unknown";
 }

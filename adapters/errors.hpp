@@ -19,6 +19,7 @@ enum class ErrorKind {
   permission_denied,  ///< authentication or authorization failed (exit code 3 at startup)
   compacted,          ///< etcd: the requested revision is compacted: resync instead of retrying
   cancelled,          ///< the service is stopping
+  fenced,             ///< another leader took over (PostgreSQL's epoch row, or etcd's election key): write nothing more
 };
 
 /// Which side an error came from, for connection-state reporting.

@@ -98,6 +98,7 @@ asio::awaitable<void> EtcdClient::connect() {
           options_.on_endpoint_skipped(options_.endpoints[(current_ + skipped) % endpoints_.size()], options_.endpoints[i]);
       current_ = i;
       if (!options_.username.empty()) co_await authenticate();
+      connected_ = true;
       co_return;
     }
     if (std::chrono::system_clock::now() >= give_up_at) break;
@@ -114,6 +115,10 @@ asio::awaitable<void> EtcdClient::connect() {
   throw SyncError(ErrorKind::transient, "cannot connect to etcd at " + tried + " within " +
                                             std::to_string(options_.dial_timeout.count()) + " ms",
                   Peer::etcd);
+}
+
+asio::awaitable<void> EtcdClient::ensure_connected() {
+  if (!connected_) co_await connect();
 }
 
 asio::awaitable<void> EtcdClient::authenticate() {

@@ -63,6 +63,9 @@ class EtcdClient {
   /// set, authenticates. Throws SyncError: transient when no endpoint answers (the message names
   /// every host:port), permission_denied when auth fails.
   asio::awaitable<void> connect();
+  /// connect() unless an earlier one succeeded (a failed call does not undo it: calls fail over
+  /// and authenticate again by themselves).
+  asio::awaitable<void> ensure_connected();
 
   /// KV calls. Each throws SyncError classified by from_grpc_status (e.g. compacted for a Range at a
   /// compacted revision, permanent for "request is too large"). A transient failure moves to the
@@ -141,6 +144,7 @@ class EtcdClient {
   std::vector<Endpoint> endpoints_;
   std::size_t current_ = 0;
   std::string token_;
+  bool connected_ = false;
   std::list<Call> calls_;
   std::set<grpc::ClientContext*> streams_;
   asio::steady_timer probe_timer_;

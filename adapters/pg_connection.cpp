@@ -87,8 +87,9 @@ std::string pg_array(const std::vector<std::optional<std::string>>& elements) {
 }
 
 ErrorKind classify_sqlstate(const std::string& state) {
+  if (state == kFencedSqlstate) return ErrorKind::fenced;
   if (state.rfind("08", 0) == 0 || state.rfind("57P0", 0) == 0 || state == "40001" || state == "40P01" ||
-      state.rfind("53", 0) == 0 || state.empty())
+      state.rfind("53", 0) == 0 || state == "25P03" || state.empty())
     return ErrorKind::transient;
   if (state.rfind("28", 0) == 0 || state == "42501") return ErrorKind::permission_denied;
   return ErrorKind::permanent;

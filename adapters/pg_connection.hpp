@@ -70,9 +70,13 @@ struct PgNotification {
   int sender_pid = 0;
 };
 
-/// Classifies a failed result by SQLSTATE: class 08 (connection), 57P0x (shutdown), 40001/40P01
-/// (serialization, deadlock), 53xxx (resources) are transient; 28xxx and 42501 are
-/// permission_denied; anything else is permanent (PostgreSQL docs, Appendix A "Error Codes").
+/// The SQLSTATE etcd_sync_fence() raises when another leader's epoch has taken over (schema/006).
+inline constexpr const char* kFencedSqlstate = "ES001";
+
+/// Classifies a failed result by SQLSTATE: kFencedSqlstate is fenced; class 08 (connection), 57P0x
+/// (shutdown), 40001/40P01 (serialization, deadlock), 53xxx (resources) and 25P03 (idle in
+/// transaction timeout) are transient; 28xxx and 42501 are permission_denied; anything else is
+/// permanent (PostgreSQL docs, Appendix A "Error Codes").
 ErrorKind classify_sqlstate(const std::string& sqlstate);
 
 /// A host name libpq would look up itself, with a blocking getaddrinfo inside PQconnectPoll.

@@ -1,4 +1,5 @@
-// `etcd-sync status`: the service row, the checkpoint, etcd's revision and the etcd_wal counts.
+// `etcd-sync status`: the instances' rows (the leader and every standby), the checkpoint, etcd's
+// revision and the etcd_wal counts.
 
 #include "reactor/commands/command_support.hpp"
 #include "reactor/commands/commands.hpp"
@@ -13,12 +14,6 @@
 namespace etcd_sync {
 
 namespace {
-
-/// A bigint cell as JSON, null when NULL. Not inline in the coroutine below: g++ 12 mishandles a
-/// ?: of class temporaries inside coroutine bodies.
-nlohmann::json nullable_int(const PgResult& r, int column) {
-  return r.is_null(0, column) ? nlohmann::json() : nlohmann::json(r.int64(0, column));
-}
 
 /// A seconds cell (an extract(epoch ...)), nullopt when NULL.
 std::optional<double> optional_seconds(const PgResult& r, int column) {
@@ -41,36 +36,131 @@ nlohmann::json optional_json(const std::optional<T>& value) {
   return value ? nlohmann::json(*value) : nlohmann::json();
 }
 
+/// Cell `column` of row `row` as JSON text, or null.
+nlohmann::json text_cell(const PgResult& r, int row, int column) {
+  return r.is_null(row, column) ? nlohmann::json() : nlohmann::json(std::string(r.text(row, column)));
+}
+nlohmann::json int_cell(const PgResult& r, int row, int column) {
+  return r.is_null(row, column) ? nlohmann::json() : nlohmann::json(r.int64(row, column));
+}
+
+// The instances' rows: 0 instance_id, 1 state, 2 host, 3 pid, 4 version, 5 started_at,
+// 6 heartbeat_at, 7 stopped_at, 8 heartbeat age (s), 9 mirror_state, 10 outbox_state,
+// 11 events_applied, 12 conflicts_resolved, 13 resyncs, 14 last_error, 15 last_error_at, 16 role,
+// 17 ha_state, 18 epoch, 19 leader_since.
+const char* const kInstancesQuery =
+    "SELECT instance_id, state, host, pid, version, started_at, heartbeat_at, stopped_at, "
+    "  extract(epoch FROM now() - heartbeat_at), mirror_state, outbox_state, events_applied, conflicts_resolved, "
+    "  resyncs, last_error, last_error_at, role, ha_state, epoch, leader_since "
+    "FROM etcd_sync_service ORDER BY heartbeat_at DESC NULLS LAST, instance_id";
+
+/// The report from what was read: `instances` (kInstancesQuery), `totals` (checkpoint and counts),
+/// `leader` (the epoch row), etcd's revision or the error reaching it. A plain function.
+nlohmann::ordered_json build_report(const Config& config, const PgResult& instances, const PgResult& totals,
+                                    const PgResult& leader, const nlohmann::json& etcd_revision,
+                                    const nlohmann::json& etcd_error, const std::string& pg_endpoint) {
+  nlohmann::ordered_json out;
+  // The row `service` shows: the live leader's; else the freshest.
+  int shown = instances.rows() > 0 ? 0 : -1;
+  const std::string leader_id = leader.rows() > 0 ? std::string(leader.text(0, 1)) : std::string();
+  nlohmann::ordered_json live = nlohmann::ordered_json::array();
+  std::int64_t events = 0, conflicts = 0, resyncs = 0;
+  for (int i = 0; i < instances.rows(); ++i) {
+    events += instances.int64(i, 11, 0);
+    conflicts += instances.int64(i, 12, 0);
+    resyncs += instances.int64(i, 13, 0);
+    auto age = instances.is_null(i, 8) ? std::optional<double>() : std::stod(std::string(instances.text(i, 8)));
+    auto alive = liveness(instances.optional_text(i, 1), age);
+    if (!alive.running) continue;
+    const std::string id(instances.text(i, 0));
+    const bool leads = id == leader_id && instances.optional_text(i, 16).value_or("") == "leader";
+    if (leads) shown = i;
+    nlohmann::ordered_json entry;
+    entry["instance_id"] = id;
+    entry["host"] = text_cell(instances, i, 2);
+    entry["pid"] = int_cell(instances, i, 3);
+    entry["role"] = leads ? "leader" : "standby";
+    entry["heartbeat_at"] = text_cell(instances, i, 6);
+    entry["ha_state"] = text_cell(instances, i, 17);
+    live.push_back(entry);
+  }
+  auto& service = out["service"];
+  if (shown >= 0) {
+    auto age = instances.is_null(shown, 8) ? std::optional<double>() : std::stod(std::string(instances.text(shown, 8)));
+    auto alive = liveness(instances.optional_text(shown, 1), age);
+    service["running"] = alive.running;
+    service["state"] = alive.state;
+    service["instance_id"] = text_cell(instances, shown, 0);
+    service["host"] = text_cell(instances, shown, 2);
+    service["pid"] = int_cell(instances, shown, 3);
+    service["version"] = text_cell(instances, shown, 4);
+    service["started_at"] = text_cell(instances, shown, 5);
+    service["heartbeat_at"] = text_cell(instances, shown, 6);
+    service["stopped_at"] = text_cell(instances, shown, 7);
+    service["mirror_state"] = text_cell(instances, shown, 9);
+    service["outbox_state"] = text_cell(instances, shown, 10);
+  } else {
+    service["running"] = false;
+    service["state"] = "never started";
+    for (const char* field : {"instance_id", "host", "pid", "version", "started_at", "heartbeat_at", "stopped_at",
+                              "mirror_state", "outbox_state"})
+      service[field] = nullptr;
+  }
+  nlohmann::ordered_json sync;
+  sync["mirrored_revision"] = int_cell(totals, 0, 0);
+  sync["etcd_revision"] = etcd_revision;
+  const auto lag = mirror_lag(optional_int(etcd_revision), optional_int(totals, 0), optional_seconds(totals, 1));
+  sync["lag_revisions"] = optional_json(lag.revisions);
+  sync["lag_seconds"] = optional_json(lag.seconds);
+  sync["events_applied"] = events;
+  sync["conflicts_resolved"] = conflicts;
+  sync["resyncs"] = resyncs;
+  sync["rejected_keys"] = totals.int64(0, 6, 0);
+  sync["last_error"] = shown >= 0 ? text_cell(instances, shown, 14) : nlohmann::json();
+  sync["last_error_at"] = shown >= 0 ? text_cell(instances, shown, 15) : nlohmann::json();
+  out["synchronization"] = sync;
+  out["wal"]["pending"] = totals.int64(0, 2);
+  out["wal"]["success"] = totals.int64(0, 3);
+  out["wal"]["conflict"] = totals.int64(0, 4);
+  out["wal"]["failed"] = totals.int64(0, 5);
+  auto& ha = out["ha"];
+  ha["leader"] = nullptr;
+  for (const auto& entry : live) {
+    if (entry["role"] != "leader") continue;
+    nlohmann::ordered_json l;
+    l["instance_id"] = entry["instance_id"];
+    l["host"] = entry["host"];
+    l["pid"] = entry["pid"];
+    l["since"] = text_cell(leader, 0, 2);
+    l["epoch"] = int_cell(leader, 0, 0);
+    ha["leader"] = l;
+  }
+  ha["instances"] = live;
+  ha["election_prefix"] = config.ha.election_prefix;
+  out["etcd"]["endpoints"] = config.etcd.endpoints;
+  out["etcd"]["prefix"] = config.etcd.prefix;
+  out["etcd"]["error"] = etcd_error;
+  out["postgresql"]["endpoint"] = pg_endpoint;
+  out["postgresql"]["schema"] = config.postgresql.schema;
+  return out;
+}
+
 asio::awaitable<nlohmann::ordered_json> collect_status(asio::io_context& io, GrpcBridge& bridge, const Config& config) {
   PgConnection pg(io, config.postgresql.conninfo, "status");
   co_await open_database(pg, config);
-  auto r = co_await pg.query(
-      "SELECT s.state, s.host, s.pid, s.version, s.started_at, s.heartbeat_at, s.stopped_at, "
-      "  extract(epoch FROM now() - s.heartbeat_at), s.mirror_state, s.outbox_state, s.events_applied, "
-      "  s.conflicts_resolved, s.resyncs, s.last_error, s.last_error_at, "
-      "  (SELECT revision FROM etcd_sync_checkpoint WHERE prefix = $1), "
+  const auto prefix = effective_prefix(config.etcd.prefix);
+  auto instances = co_await pg.query(kInstancesQuery);
+  auto totals = co_await pg.query(
+      "SELECT (SELECT revision FROM etcd_sync_checkpoint WHERE prefix = $1), "
       "  (SELECT extract(epoch FROM now() - updated_at) FROM etcd_sync_checkpoint WHERE prefix = $1), "
       "  (SELECT count(*) FROM etcd_wal WHERE status = 'pending'), "
       "  (SELECT count(*) FROM etcd_wal WHERE status = 'success'), "
       "  (SELECT count(*) FROM etcd_wal WHERE status = 'conflict'), "
       "  (SELECT count(*) FROM etcd_wal WHERE status = 'failed'), "
-      "  (SELECT count(*) FROM etcd_sync_rejected) "
-      "FROM (SELECT 1) one LEFT JOIN etcd_sync_service s ON s.id = 1",
-      pg_params(PgParam::text(effective_prefix(config.etcd.prefix))));
-  nlohmann::ordered_json out;
-  auto text_or_null = [&](int c) { return r.is_null(0, c) ? nlohmann::json() : nlohmann::json(std::string(r.text(0, c))); };
-  const auto live = liveness(r.optional_text(0, 0), optional_seconds(r, 7));
-  auto& service = out["service"];
-  service["running"] = live.running;
-  service["state"] = live.state;
-  service["host"] = text_or_null(1);
-  service["pid"] = nullable_int(r, 2);
-  service["version"] = text_or_null(3);
-  service["started_at"] = text_or_null(4);
-  service["heartbeat_at"] = text_or_null(5);
-  service["stopped_at"] = text_or_null(6);
-  service["mirror_state"] = text_or_null(8);
-  service["outbox_state"] = text_or_null(9);
+      "  (SELECT count(*) FROM etcd_sync_rejected)",
+      pg_params(PgParam::text(prefix)));
+  auto leader = co_await pg.query("SELECT epoch, instance_id, since FROM etcd_sync_leader WHERE prefix = $1",
+                                  pg_params(PgParam::text(prefix)));
   nlohmann::json etcd_revision;
   nlohmann::json etcd_error;
   try {
@@ -80,29 +170,7 @@ asio::awaitable<nlohmann::ordered_json> collect_status(asio::io_context& io, Grp
   } catch (const SyncError& e) {
     etcd_error = e.what();
   }
-  nlohmann::ordered_json sync;
-  sync["mirrored_revision"] = nullable_int(r, 15);
-  sync["etcd_revision"] = etcd_revision;
-  const auto lag = mirror_lag(optional_int(etcd_revision), optional_int(r, 15), optional_seconds(r, 16));
-  sync["lag_revisions"] = optional_json(lag.revisions);
-  sync["lag_seconds"] = optional_json(lag.seconds);
-  sync["events_applied"] = r.int64(0, 10, 0);
-  sync["conflicts_resolved"] = r.int64(0, 11, 0);
-  sync["resyncs"] = r.int64(0, 12, 0);
-  sync["rejected_keys"] = r.int64(0, 21, 0);
-  sync["last_error"] = text_or_null(13);
-  sync["last_error_at"] = text_or_null(14);
-  out["synchronization"] = sync;
-  out["wal"]["pending"] = r.int64(0, 17);
-  out["wal"]["success"] = r.int64(0, 18);
-  out["wal"]["conflict"] = r.int64(0, 19);
-  out["wal"]["failed"] = r.int64(0, 20);
-  out["etcd"]["endpoints"] = config.etcd.endpoints;
-  out["etcd"]["prefix"] = config.etcd.prefix;
-  out["etcd"]["error"] = etcd_error;
-  out["postgresql"]["endpoint"] = pg.endpoint();
-  out["postgresql"]["schema"] = config.postgresql.schema;
-  co_return out;
+  co_return build_report(config, instances, totals, leader, etcd_revision, etcd_error, pg.endpoint());
 }
 
 std::string text_report(const nlohmann::ordered_json& s) {
@@ -121,6 +189,17 @@ std::string text_report(const nlohmann::ordered_json& s) {
   out += "etcd_wal     pending " + v(wal["pending"]) + ", success " + v(wal["success"]) + ", conflict " +
          v(wal["conflict"]) + ", failed " + v(wal["failed"]) + "; conflicts resolved " + v(sync["conflicts_resolved"]) + "\n";
   out += "last error   " + v(sync["last_error"]) + (sync["last_error_at"].is_null() ? "" : " at " + v(sync["last_error_at"])) + "\n";
+  const auto& ha = s["ha"];
+  if (ha["leader"].is_null()) {
+    out += "leader       none\n";
+  } else {
+    const auto& l = ha["leader"];
+    out += "leader       " + v(l["instance_id"]) + " on " + v(l["host"]) + " pid " + v(l["pid"]) + ", epoch " + v(l["epoch"]) +
+           ", since " + v(l["since"]) + "\n";
+  }
+  for (const auto& i : ha["instances"])
+    out += "instance     " + v(i["instance_id"]) + " " + v(i["role"]) + " on " + v(i["host"]) + " pid " + v(i["pid"]) +
+           ", heartbeat " + v(i["heartbeat_at"]) + "\n";
   if (!s["etcd"]["error"].is_null()) out += "etcd         unreachable: " + v(s["etcd"]["error"]) + "\n";
   return out;
 }

@@ -17,6 +17,10 @@ std::string quote_literal(const std::string& text) {
 asio::awaitable<void> open_database(PgConnection& pg, const Config& config) {
   co_await pg.connect(config.etcd.dial_timeout);
   co_await use_schema(pg, config.postgresql.schema, false);
+  // A frozen leader must not hold a fence's share lock (or any other) for ever: the server ends a
+  // session idle inside a transaction for longer than the election's ttl.
+  co_await pg.query("SELECT set_config('idle_in_transaction_session_timeout', $1, false)",
+                    pg_params(PgParam::text(std::to_string(config.ha.ttl.count()))));
 }
 
 asio::awaitable<void> use_schema(PgConnection& pg, const std::string& schema, bool create) {

@@ -13,8 +13,9 @@ namespace etcd_sync {
 /// turns JIT off for the session. Throws SyncError as PgConnection::query.
 asio::awaitable<void> use_schema(PgConnection& pg, const std::string& schema, bool create);
 
-/// Connects `pg` (giving up after [etcd] dial_timeout, the one connect deadline of the config) and
-/// selects the configured schema, which must exist. Throws SyncError as PgConnection::connect.
+/// Connects `pg` (giving up after [etcd] dial_timeout, the one connect deadline of the config),
+/// selects the configured schema, which must exist, and sets idle_in_transaction_session_timeout
+/// to [ha] ttl. Throws SyncError as PgConnection::connect.
 asio::awaitable<void> open_database(PgConnection& pg, const Config& config);
 
 /// `name` quoted as an SQL identifier ("a""b"), and `text` as an SQL string literal ('it''s').

@@ -49,6 +49,9 @@ struct SyncStats {
   std::int64_t mirrored_revision = 0;  ///< the checkpoint: every revision <= this is in `etcd`
   std::int64_t etcd_revision = 0;      ///< etcd's revision as last seen in any response header
   bool snapshot_done = false;
+  bool is_leader = false;           ///< this instance leads now (etcd_sync_leader)
+  std::int64_t leader_changes = 0;  ///< times this instance became or stopped being the leader
+  std::int64_t fenced = 0;          ///< times a write of this instance was fenced (another led)
   PeerHealth etcd;        ///< etcd_sync_connection_up{peer="etcd"}
   PeerHealth postgresql;  ///< etcd_sync_connection_up{peer="postgresql"}
   LatencyHistogram mirror_apply_seconds;  ///< one watch batch: PostgreSQL transaction time

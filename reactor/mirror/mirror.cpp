@@ -45,7 +45,7 @@ struct Mirror::WatchSession {
 };
 
 Mirror::Mirror(asio::io_context& io, std::shared_ptr<const Config> config, EtcdClient& etcd, SyncStats& stats,
-               bool dry_run)
+               bool dry_run, Fencing fencing)
     : io_(io),
       config_(std::move(config)),
       etcd_(etcd),
@@ -53,7 +53,13 @@ Mirror::Mirror(asio::io_context& io, std::shared_ptr<const Config> config, EtcdC
       pg_(io, config_->postgresql.conninfo, "mirror"),
       status_("mirror", MirrorState::starting, MirrorState::backing_off, stats),
       stop_wakeup_(io),
-      dry_run_(dry_run) {}
+      dry_run_(dry_run),
+      fencing_(std::move(fencing)) {}
+
+std::optional<PgStatement> Mirror::fence_statement() const {
+  if (!fencing_.term) return std::nullopt;
+  return etcd_sync::fence_statement(*fencing_.term);
+}
 
 std::string Mirror::prefix() const { return effective_prefix(config_->etcd.prefix); }
 
@@ -129,6 +135,7 @@ asio::awaitable<void> Mirror::run() {
 std::chrono::milliseconds Mirror::on_failure(const SyncError& error) {
   pg_.close();  // drops any transaction in flight; the checkpoint says where to resume
   if (stopping_) return std::chrono::milliseconds(0);
+  if (fencing_.fenced(error)) return config_->sync.retry.max_backoff;  // another leads: wait to be stopped
   if (error.kind() == ErrorKind::compacted) {
     // Never retry a compacted revision: take a new snapshot instead, at once.
     resync_needed_ = true;
@@ -204,6 +211,7 @@ asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
        {}});
   append_rejected_inserts(rejected, statements);
   statements.push_back(checkpoint_statement(prefix(), revision));
+  fencing_.append(statements);
   auto results = co_await pg_.pipeline(std::move(statements));
   co_await pg_.execute_script("COMMIT");
   status_.working(Peer::postgresql);
@@ -364,7 +372,8 @@ asio::awaitable<void> Mirror::apply(const MirrorBatches& batches) {
   if (!dry_run_) {
     auto started = std::chrono::steady_clock::now();
     failpoint("mirror.before_commit");
-    co_await pg_.pipeline(batches.statements(prefix()));
+    auto statements = batches.statements(prefix(), fence_statement());
+    co_await pg_.pipeline(std::move(statements));
     stats_.mirror_apply_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     status_.working(Peer::postgresql);
   }

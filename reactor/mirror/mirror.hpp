@@ -11,6 +11,7 @@
 #include "reactor/engine/config_view.hpp"
 #include "reactor/engine/engine.hpp"
 #include "reactor/engine/engine_status.hpp"
+#include "reactor/engine/fencing.hpp"
 #include "reactor/engine/sync_stats.hpp"
 #include "reactor/loop/wakeup.hpp"
 #include "reactor/mirror/mirror_rows.hpp"
@@ -34,8 +35,9 @@ const char* to_string(MirrorState state);
 class Mirror final : public Engine {
  public:
   /// With `dry_run`, events are logged instead of written and the checkpoint only moves in memory.
+  /// Every transaction is fenced with `fencing` (none without a term).
   Mirror(asio::io_context& io, std::shared_ptr<const Config> config, EtcdClient& etcd, SyncStats& stats,
-         bool dry_run = false);
+         bool dry_run = false, Fencing fencing = {});
 
   const char* name() const override { return "mirror"; }
   /// Runs until stop(). Transient failures back off and resume from the checkpoint.
@@ -86,6 +88,9 @@ class Mirror final : public Engine {
   bool stopping_ = false;
   bool resync_needed_ = false;
   std::optional<std::int64_t> lost_from_;  ///< first revision whose history a compaction removed
+  Fencing fencing_;
+  /// The fence check as a statement, for the pure builders (nullopt without a term).
+  std::optional<PgStatement> fence_statement() const;
 };
 
 }  // namespace etcd_sync

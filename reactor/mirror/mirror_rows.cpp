@@ -55,12 +55,13 @@ std::size_t MirrorBatches::events() const {
   return n;
 }
 
-std::vector<PgStatement> MirrorBatches::statements(const std::string& prefix) const {
+std::vector<PgStatement> MirrorBatches::statements(const std::string& prefix,
+                                                   const std::optional<PgStatement>& fence) const {
   std::vector<PgStatement> out;
   const bool wrap = batches_.size() > 1;
   for (const auto& batch : batches_) {
     if (wrap) out.push_back({"BEGIN", {}, true});
-    auto statements = batch.statements(prefix);
+    auto statements = batch.statements(prefix, fence);
     out.insert(out.end(), std::make_move_iterator(statements.begin()), std::make_move_iterator(statements.end()));
     if (wrap) out.push_back({"COMMIT", {}, true});
   }
@@ -121,11 +122,12 @@ PgStatement checkpoint_statement(const std::string& prefix, std::int64_t revisio
           true};
 }
 
-std::vector<PgStatement> MirrorBatch::statements(const std::string& prefix) const {
+std::vector<PgStatement> MirrorBatch::statements(const std::string& prefix, const std::optional<PgStatement>& fence) const {
   std::vector<PgStatement> out;
   append_row_inserts(rows_, out);
   append_rejected_inserts(rejected_, out);
   out.push_back(checkpoint_statement(prefix, revision_));
+  if (fence) out.push_back(*fence);
   return out;
 }
 

@@ -47,8 +47,9 @@ class MirrorBatch {
   std::size_t events() const { return rows_.size() + rejected_.size(); }
 
   /// The statements that apply the batch and move the checkpoint for `prefix` (effective_prefix
-  /// form) to revision(); run them in one transaction (a pipeline does).
-  std::vector<PgStatement> statements(const std::string& prefix) const;
+  /// form) to revision(), then `fence` when given (the leader's check, last before COMMIT); run
+  /// them in one transaction (a pipeline does).
+  std::vector<PgStatement> statements(const std::string& prefix, const std::optional<PgStatement>& fence = {}) const;
 
  private:
   std::vector<MirrorRow> rows_;
@@ -73,9 +74,10 @@ class MirrorBatches {
   /// The highest revision covered (the checkpoint once all are applied); 0 when empty.
   std::int64_t revision() const { return batches_.empty() ? 0 : batches_.back().revision(); }
   std::size_t events() const;
-  /// Every transaction's statements (MirrorBatch::statements) in one list for one pipeline; with
-  /// several transactions each is wrapped in BEGIN ... COMMIT, so each commits on its own.
-  std::vector<PgStatement> statements(const std::string& prefix) const;
+  /// Every transaction's statements (MirrorBatch::statements, each with `fence`) in one list for
+  /// one pipeline; with several transactions each is wrapped in BEGIN ... COMMIT, so each commits
+  /// on its own.
+  std::vector<PgStatement> statements(const std::string& prefix, const std::optional<PgStatement>& fence = {}) const;
 
  private:
   std::size_t max_events_;

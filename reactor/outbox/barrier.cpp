@@ -12,13 +12,18 @@ namespace etcd_sync {
 Barrier::Barrier(asio::io_context& io, EtcdClient& etcd, OutboxKeys keys, std::chrono::milliseconds request_timeout)
     : io_(io), etcd_(etcd), keys_(std::move(keys)), request_timeout_(request_timeout), resolved_(io) {}
 
-asio::awaitable<std::int64_t> Barrier::raise() {
-  etcdserverpb::PutRequest put;
-  put.set_key(keys_.barrier);
-  put.set_value("etcd-sync outbox barrier");
-  auto response = co_await etcd_.put(put);
+asio::awaitable<std::int64_t> Barrier::raise(const TxnFence& fence) {
+  auto response = co_await etcd_.txn(barrier_txn(fence));
+  if (!response.succeeded()) throw deposed_error(fence);
   revision_ = std::max(revision_, response.header().revision());
   co_return response.header().revision();
+}
+
+SyncError deposed_error(const TxnFence& fence) {
+  return SyncError(ErrorKind::fenced,
+                   "fenced: the election key " + fence.leader_key + " of epoch " + std::to_string(fence.epoch) +
+                       " is gone; another instance leads",
+                   Peer::etcd);
 }
 
 asio::awaitable<ReceiptLog> Barrier::read_receipts(std::int64_t from_revision, std::int64_t to_revision) {
@@ -78,7 +83,8 @@ asio::awaitable<std::optional<bool>> Barrier::key_existed_before(const std::stri
   co_return std::nullopt;
 }
 
-asio::awaitable<Resolution> Barrier::resolve(const std::vector<const WalRow*>& rows, ConflictResolution resolution) {
+asio::awaitable<Resolution> Barrier::resolve(const std::vector<const WalRow*>& rows, ConflictResolution resolution,
+                                             const TxnFence& fence) {
   while (resolving_) co_await resolved_.wait();
   resolving_ = true;
   struct Done {
@@ -91,7 +97,7 @@ asio::awaitable<Resolution> Barrier::resolve(const std::vector<const WalRow*>& r
 
   std::int64_t since = std::numeric_limits<std::int64_t>::max();
   for (const auto* row : rows) since = std::min(since, row->attempt_revision.value_or(0));
-  const std::int64_t barrier = co_await raise();
+  const std::int64_t barrier = co_await raise(fence);
   Resolution out;
   out.log = co_await read_receipts(since + 1, barrier);
   for (const auto* row : rows) {

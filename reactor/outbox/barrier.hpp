@@ -23,20 +23,25 @@ struct Resolution {
   ReceiptLog log{0};
 };
 
+/// The SyncError(fenced) of a Txn whose leader compare failed.
+SyncError deposed_error(const TxnFence& fence);
+
 class Barrier {
  public:
   /// `keys` are the outbox's keys; `request_timeout` bounds the receipt watch.
   Barrier(asio::io_context& io, EtcdClient& etcd, OutboxKeys keys, std::chrono::milliseconds request_timeout);
 
-  /// Puts the barrier key; returns its new mod_revision (the revision of the put), which every
-  /// later Txn is fenced with. Throws SyncError (permission_denied when the etcd role may not write
-  /// under election_prefix).
-  asio::awaitable<std::int64_t> raise();
+  /// Puts the barrier key, if `fence`'s leader key still has its epoch; returns the barrier's new
+  /// mod_revision (the revision of the put), which every later Txn is fenced with. Throws
+  /// SyncError: fenced when this instance no longer leads, permission_denied when the etcd role may
+  /// not write under election_prefix.
+  asio::awaitable<std::int64_t> raise(const TxnFence& fence);
 
   /// Raises a barrier, then reads the receipts from the lowest attempt_revision + 1 up to it and
   /// decides every row (each with attempt_revision set). Overlapping calls run one after the
   /// other. Throws SyncError on an etcd failure (the rows stay in doubt).
-  asio::awaitable<Resolution> resolve(const std::vector<const WalRow*>& rows, ConflictResolution resolution);
+  asio::awaitable<Resolution> resolve(const std::vector<const WalRow*>& rows, ConflictResolution resolution,
+                                      const TxnFence& fence);
 
   /// The barrier revision the last raise() set (0 before the first).
   std::int64_t revision() const { return revision_; }

@@ -36,16 +36,17 @@ std::vector<PgStatement> one_statement(PgStatement statement) {
 }  // namespace
 
 Outbox::Outbox(asio::io_context& io, std::shared_ptr<const Config> config, EtcdClient& etcd, SyncStats& stats,
-               bool dry_run)
+               bool dry_run, Fencing fencing)
     : io_(io),
       config_(std::move(config)),
       etcd_(etcd),
       stats_(stats),
       dry_run_(dry_run),
+      fencing_(std::move(fencing)),
       pg_(io, config_->postgresql.conninfo, "outbox"),
       status_("outbox", OutboxState::starting, OutboxState::backing_off, stats,
               {OutboxState::idle, OutboxState::applying}),
-      writer_(io, config_, stats, [this](OutcomesWritten written) { on_written(std::move(written)); }),
+      writer_(io, config_, stats, fencing_, [this](OutcomesWritten written) { on_written(std::move(written)); }),
       barrier_(io, etcd, outbox_keys(config_->ha.election_prefix), config_->etcd.request_timeout),
       row_backoff_(config_->sync.retry.initial_backoff, config_->sync.retry.max_backoff),
       wakeup_(io),
@@ -53,6 +54,18 @@ Outbox::Outbox(asio::io_context& io, std::shared_ptr<const Config> config, EtcdC
       batches_(io),
       tokens_(std::random_device{}()) {
   fence_.keys = outbox_keys(config_->ha.election_prefix);
+  if (fencing_.term) {
+    fence_.leader_key = fencing_.term->key;
+    fence_.epoch = fencing_.term->epoch;
+  }
+}
+
+void Outbox::on_fenced(const SyncError& error) {
+  if (deposed_) return;
+  deposed_ = true;
+  fencing_.fenced(error);
+  wakeup_.notify();
+  etcd_wakeup_.notify();
 }
 
 void Outbox::reconfigure(std::shared_ptr<const Config> config) {
@@ -119,6 +132,10 @@ asio::awaitable<void> Outbox::claim_loop() {
   while (!stopping_) {
     config_.adopt();  // a defined point: between claims
     const Config& config = config_.get();
+    if (deposed_) {
+      co_await wakeup_.wait(config.sync.sync_interval);  // until the service stops this term
+      continue;
+    }
     std::optional<SyncError> failure;
     try {
       if (!pg_.connected()) {
@@ -133,9 +150,10 @@ asio::awaitable<void> Outbox::claim_loop() {
         status_.working(Peer::postgresql);
       }
       if (fence_.barrier_revision == 0) {
+        co_await etcd_.ensure_connected();
         // The first barrier: attempts a predecessor (a crashed run, a deposed leader) still has on
         // their way to etcd can no longer land; rows it left in doubt are decided from receipts.
-        fence_.barrier_revision = co_await barrier_.raise();
+        fence_.barrier_revision = co_await barrier_.raise(fence_);
         if (stats_.etcd_revision < fence_.barrier_revision) stats_.etcd_revision = fence_.barrier_revision;
         on_etcd_working();
         log_info("outbox barrier raised", {{"component", "outbox"}, {"barrier_revision", fence_.barrier_revision}});
@@ -169,6 +187,10 @@ asio::awaitable<void> Outbox::claim_loop() {
       // claim already counts), not at once. A full one may have left some behind.
       if (!full) co_await wakeup_.wait(schedule_.sleep_limit(std::chrono::steady_clock::now(), config.sync.sync_interval));
     } catch (const SyncError& error) {
+      if (error.kind() == ErrorKind::fenced) {
+        on_fenced(error);
+        continue;
+      }
       if (error.kind() == ErrorKind::permission_denied && error.peer() == Peer::etcd) {
         log_error("the etcd role etcd-sync runs as may not write the outbox's keys under [ha] election_prefix",
                   {{"component", "outbox"}, {"election_prefix", config.ha.election_prefix}, {"error", error.what()}});
@@ -194,6 +216,7 @@ asio::awaitable<std::vector<Outbox::Attempt>> Outbox::claim(std::int64_t limit) 
   const auto token = static_cast<std::int64_t>(tokens_() >> 1);
   const auto revision = stats_.etcd_revision;
   auto statements = one_statement(claim_statement(limit, unsettled_ids_, floor, revision, token));
+  fencing_.append(statements);
   auto results = co_await pg_.pipeline(std::move(statements));
   auto claimed = parse_claimed(results.front(), true, token, revision);
   schedule_.end_claim(claimed.rows.size(), limit, claimed.lowest);
@@ -261,6 +284,7 @@ asio::awaitable<void> Outbox::apply_batch(Batch batch) {
       (attempt.in_doubt ? doubtful : fresh).push_back(&attempt);
     }
     if (doubtful.empty() && fresh.empty()) break;
+    if (deposed_) break;  // the new leader decides these rows from the receipts
     const bool ready = co_await etcd_ready();
     if (!ready) break;
     if (!doubtful.empty()) {
@@ -289,7 +313,7 @@ asio::awaitable<void> Outbox::resolve_in_doubt(const Batch& batch, std::vector<A
   std::vector<const WalRow*> wal_rows;
   for (auto* attempt : rows) wal_rows.push_back(&attempt->row);
   try {
-    auto resolution = co_await barrier_.resolve(wal_rows, config.sync.conflict_resolution);
+    auto resolution = co_await barrier_.resolve(wal_rows, config.sync.conflict_resolution, fence_);
     fence_.barrier_revision = std::max(fence_.barrier_revision, barrier_.revision());
     on_etcd_working();
     for (std::size_t i = 0; i < rows.size(); ++i) {
@@ -315,14 +339,18 @@ asio::awaitable<void> Outbox::resolve_in_doubt(const Batch& batch, std::vector<A
     }
   } catch (const SyncError& error) {
     if (error.kind() == ErrorKind::permission_denied && error.peer() == Peer::etcd) throw;
-    on_etcd_outage(error, config);
+    if (error.kind() == ErrorKind::fenced) {
+      on_fenced(error);
+    } else {
+      on_etcd_outage(error, config);
+    }
   }
 }
 
 asio::awaitable<void> Outbox::send_group(const Batch& batch, std::vector<Attempt*> group) {
   const Config& config = *batch.config;
   const auto resolution = config.sync.conflict_resolution;
-  while (!group.empty() && !stopping_) {
+  while (!group.empty() && !stopping_ && !deposed_) {
     std::vector<const WalRow*> rows;
     for (auto* attempt : group) rows.push_back(&attempt->row);
     const TxnFence fence = fence_;
@@ -363,6 +391,10 @@ asio::awaitable<void> Outbox::send_group(const Batch& batch, std::vector<Attempt
       }
     }
     auto verdict = decide_txn(rows, response, resolution, fence);
+    if (verdict.deposed) {
+      on_fenced(deposed_error(fence));  // nothing was applied; the new leader decides these rows
+      co_return;
+    }
     if (verdict.fenced) {
       // A barrier moved the fence (this outbox's own, deciding rows in doubt): nothing was
       // applied; send again with the new one.

@@ -11,6 +11,7 @@
 #include "reactor/engine/config_view.hpp"
 #include "reactor/engine/engine.hpp"
 #include "reactor/engine/engine_status.hpp"
+#include "reactor/engine/fencing.hpp"
 #include "reactor/engine/sync_stats.hpp"
 #include "reactor/loop/backoff.hpp"
 #include "reactor/loop/gate.hpp"
@@ -39,7 +40,10 @@ const char* to_string(OutboxState state);
 
 class Outbox final : public Engine {
  public:
-  Outbox(asio::io_context& io, std::shared_ptr<const Config> config, EtcdClient& etcd, SyncStats& stats, bool dry_run);
+  /// Every write is fenced with `fencing`: its PostgreSQL transactions, and its etcd Txns by the
+  /// term's election key (none without a term).
+  Outbox(asio::io_context& io, std::shared_ptr<const Config> config, EtcdClient& etcd, SyncStats& stats, bool dry_run,
+         Fencing fencing = {});
 
   const char* name() const override { return "outbox"; }
   /// Runs until stop(). An etcd role that may not write under election_prefix is fatal (throws
@@ -86,6 +90,8 @@ class Outbox final : public Engine {
   /// Waits until an etcd outage's backoff has passed; false when stopping.
   asio::awaitable<bool> etcd_ready();
   void on_etcd_outage(const SyncError& error, const Config& config);
+  /// Another instance leads (a fenced write, a deposed Txn): report it once and stop all work.
+  void on_fenced(const SyncError& error);
   void on_etcd_working();
   void on_written(OutcomesWritten written);
   /// Counts and logs each outcome and draws each retry's backoff; returns the decided rows.
@@ -97,6 +103,8 @@ class Outbox final : public Engine {
   EtcdClient& etcd_;
   SyncStats& stats_;
   bool dry_run_;
+  Fencing fencing_;
+  bool deposed_ = false;  ///< fenced: nothing more is sent or written
   PgConnection pg_;  ///< claims
   EngineStatus<OutboxState> status_;
   OutcomeWriter writer_;

@@ -110,10 +110,10 @@ PgStatement outcome_update_statement(const std::vector<DecidedRow>& decided) {
           true};
 }
 
-PgStatement conflicts_resolved_statement(std::int64_t count) {
-  return {"INSERT INTO etcd_sync_service AS s (id, state, conflicts_resolved) VALUES (1, 'starting', $1::bigint) "
-          "ON CONFLICT (id) DO UPDATE SET conflicts_resolved = s.conflicts_resolved + EXCLUDED.conflicts_resolved",
-          {PgParam::int64(count)}};
+PgStatement conflicts_resolved_statement(std::int64_t count, const std::string& instance_id) {
+  return {"INSERT INTO etcd_sync_service AS s (instance_id, state, conflicts_resolved) VALUES ($2, 'starting', $1::bigint) "
+          "ON CONFLICT (instance_id) DO UPDATE SET conflicts_resolved = s.conflicts_resolved + EXCLUDED.conflicts_resolved",
+          {PgParam::int64(count), PgParam::text(instance_id)}};
 }
 
 PgStatement keys_pending_statement(const std::vector<DecidedRow>& decided) {

@@ -45,9 +45,9 @@ struct DecidedRow {
 /// nothing gets revision NULL and its note in error_message. A retry stays pending with its
 /// attempt_revision (in doubt) and a next_attempt_at after its delay.
 PgStatement outcome_update_statement(const std::vector<DecidedRow>& decided);
-/// Adds `count` to the service row's conflicts_resolved (an upsert: the first batch may come before
+/// Adds `count` to this instance's conflicts_resolved (an upsert: the first batch may come before
 /// the first heartbeat created the row).
-PgStatement conflicts_resolved_statement(std::int64_t count);
+PgStatement conflicts_resolved_statement(std::int64_t count, const std::string& instance_id);
 /// Whether any of `keys` still has a pending row (the next row of a key, or a retry).
 PgStatement keys_pending_statement(const std::vector<DecidedRow>& decided);
 

@@ -15,10 +15,11 @@ const char* to_string(OutcomeWriterState state) {
   return "unknown";
 }
 
-OutcomeWriter::OutcomeWriter(asio::io_context& io, const ConfigView& config, SyncStats& stats,
+OutcomeWriter::OutcomeWriter(asio::io_context& io, const ConfigView& config, SyncStats& stats, const Fencing& fencing,
                              std::function<void(OutcomesWritten)> on_written)
     : io_(io),
       config_(config),
+      fencing_(fencing),
       pg_(io, config->postgresql.conninfo, "outbox outcomes"),
       status_("outbox outcomes", OutcomeWriterState::idle, OutcomeWriterState::backing_off, stats,
               {OutcomeWriterState::idle, OutcomeWriterState::writing}),
@@ -26,7 +27,7 @@ OutcomeWriter::OutcomeWriter(asio::io_context& io, const ConfigView& config, Syn
       wakeup_(io) {}
 
 void OutcomeWriter::add(std::vector<DecidedRow> decided) {
-  if (decided.empty()) return;
+  if (decided.empty() || fenced_) return;
   queued_.insert(queued_.end(), std::make_move_iterator(decided.begin()), std::make_move_iterator(decided.end()));
   wakeup_.notify();
 }
@@ -42,7 +43,8 @@ std::vector<PgStatement> OutcomeWriter::statements(const std::vector<DecidedRow>
   std::int64_t conflicts = 0;
   for (const auto& d : decided)
     if (d.outcome.conflict_resolved) ++conflicts;
-  if (conflicts > 0) out.push_back(conflicts_resolved_statement(conflicts));
+  if (conflicts > 0) out.push_back(conflicts_resolved_statement(conflicts, config_->ha.instance_id));
+  fencing_.append(out);
   out.push_back(keys_pending_statement(decided));
   return out;
 }
@@ -65,12 +67,23 @@ asio::awaitable<void> OutcomeWriter::run() {
         if (stopping_) throw SyncError(ErrorKind::cancelled, "stopping", Peer::postgresql);
         co_await open_database(pg_, config_.get());
       }
-      auto results = co_await pg_.pipeline(statements(writing));
+      auto pipeline = statements(writing);
+      auto results = co_await pg_.pipeline(std::move(pipeline));
       written.updated = updated_ids(results.front());
       written.more_pending = results.back().boolean(0, 0);
       status_.working(Peer::postgresql);
     } catch (const SyncError& error) {
       failure = error;
+    }
+    if (failure && fencing_.fenced(*failure)) {
+      // Another instance leads: these outcomes are not ours to write (the new leader decides the
+      // rows from etcd's receipts), nor any that follow.
+      fenced_ = true;
+      written.abandoned = true;
+      written.rows = std::move(writing);
+      queued_.clear();
+      on_written_(std::move(written));
+      continue;
     }
     if (!failure || stopping_) {
       if (failure) {

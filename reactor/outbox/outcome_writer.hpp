@@ -7,6 +7,7 @@
 #include "adapters/pg_connection.hpp"
 #include "reactor/engine/config_view.hpp"
 #include "reactor/engine/engine_status.hpp"
+#include "reactor/engine/fencing.hpp"
 #include "reactor/loop/wakeup.hpp"
 #include "reactor/outbox/outbox_sql.hpp"
 
@@ -37,7 +38,7 @@ class OutcomeWriter {
  public:
   /// `config` is the outbox's view (its PostgreSQL settings and retry limits). `on_written` runs on
   /// the reactor after each write (or abandoned write).
-  OutcomeWriter(asio::io_context& io, const ConfigView& config, SyncStats& stats,
+  OutcomeWriter(asio::io_context& io, const ConfigView& config, SyncStats& stats, const Fencing& fencing,
                 std::function<void(OutcomesWritten)> on_written);
 
   /// Queues outcomes; the next write takes them.
@@ -55,6 +56,7 @@ class OutcomeWriter {
 
   asio::io_context& io_;
   const ConfigView& config_;
+  const Fencing& fencing_;  ///< every UPDATE is fenced; once fenced, nothing more is written
   PgConnection pg_;
   EngineStatus<OutcomeWriterState> status_;
   std::function<void(OutcomesWritten)> on_written_;
@@ -62,6 +64,7 @@ class OutcomeWriter {
   Wakeup wakeup_;
   bool stopping_ = false;
   bool expect_more_ = false;
+  bool fenced_ = false;
 };
 
 }  // namespace etcd_sync

@@ -67,6 +67,22 @@ void add_barrier_compare(etcdserverpb::TxnRequest& txn, const TxnFence& fence) {
   compare->set_mod_revision(fence.barrier_revision);
 }
 
+/// The leader's compare and read, first of their lists (none without a leader key).
+void add_leader_fence(etcdserverpb::TxnRequest& txn, const TxnFence& fence) {
+  if (fence.leader_key.empty()) return;
+  auto* compare = txn.add_compare();
+  compare->set_key(fence.leader_key);
+  compare->set_result(etcdserverpb::Compare::EQUAL);
+  compare->set_target(etcdserverpb::Compare::CREATE);
+  compare->set_create_revision(fence.epoch);
+  auto* range = txn.add_failure()->mutable_request_range();
+  range->set_key(fence.leader_key);
+  range->set_keys_only(true);
+}
+
+/// Where the failure branch's reads of the rows' keys begin: after the leader key's and the barrier's.
+std::size_t first_row_read(const TxnFence& fence) { return fence.leader_key.empty() ? 1 : 2; }
+
 bool expects_absent(const WalRow& row) { return !row.revision || row.base_is_tombstone; }
 
 std::string describe_base(const WalRow& row) {
@@ -163,9 +179,9 @@ std::optional<std::vector<ReceiptEntry>> parse_receipt(std::string_view value) {
 }
 
 int max_rows_per_txn(ConflictResolution resolution) {
-  // etcd_wins: compares = rows + 1 (barrier), success = rows + 1 (receipt), failure = rows + 1.
+  // etcd_wins: compares = rows + 2 (leader, barrier), success = rows + 1 (receipt), failure = rows + 2.
   // postgres_wins: success = 2 * rows + 1 (reads, writes, receipt).
-  return resolution == ConflictResolution::postgres_wins ? (kMaxTxnOps - 1) / 2 : kMaxTxnOps - 1;
+  return resolution == ConflictResolution::postgres_wins ? (kMaxTxnOps - 1) / 2 : kMaxTxnOps - 2;
 }
 
 std::vector<std::vector<std::size_t>> group_rows_for_txns(const std::vector<const WalRow*>& rows,
@@ -185,9 +201,25 @@ std::vector<std::vector<std::size_t>> group_rows_for_txns(const std::vector<cons
   return groups;
 }
 
+etcdserverpb::TxnRequest barrier_txn(const TxnFence& fence) {
+  etcdserverpb::TxnRequest txn;
+  add_leader_fence(txn, fence);
+  auto* put = txn.add_success()->mutable_request_put();
+  put->set_key(fence.keys.barrier);
+  put->set_value("etcd-sync outbox barrier");
+  return txn;
+}
+
+bool deposed(const etcdserverpb::TxnResponse& response, const TxnFence& fence) {
+  if (response.succeeded() || fence.leader_key.empty()) return false;
+  const auto* leader = read_at(response, 0);
+  return !leader || leader->create_revision() != fence.epoch;
+}
+
 etcdserverpb::TxnRequest build_txn(const std::vector<const WalRow*>& rows, ConflictResolution resolution,
                                    const TxnFence& fence) {
   etcdserverpb::TxnRequest txn;
+  add_leader_fence(txn, fence);
   add_barrier_compare(txn, fence);
   add_read(fence.keys.barrier, *txn.mutable_failure());
   if (resolution == ConflictResolution::postgres_wins) {
@@ -232,10 +264,14 @@ TxnVerdict decide_txn(const std::vector<const WalRow*>& rows, const etcdserverpb
   const std::int64_t revision = response.header().revision();
   TxnVerdict verdict;
   verdict.outcomes.resize(rows.size());
+  if (deposed(response, fence)) {
+    verdict.deposed = true;
+    return verdict;
+  }
   if (!response.succeeded()) {
-    // The failure branch reads the barrier first: if it moved, no row's compare was looked at.
+    // The failure branch reads the barrier next: if it moved, no row's compare was looked at.
     // postgres_wins compares nothing else, so its failure is always the barrier's.
-    const auto* barrier = read_at(response, 0);
+    const auto* barrier = read_at(response, first_row_read(fence) - 1);
     const std::int64_t barrier_now = barrier ? barrier->mod_revision() : 0;
     if (barrier_now != fence.barrier_revision || resolution == ConflictResolution::postgres_wins) {
       verdict.fenced = true;
@@ -258,7 +294,7 @@ TxnVerdict decide_txn(const std::vector<const WalRow*>& rows, const etcdserverpb
     return verdict;
   }
   for (std::size_t i = 0; i < rows.size(); ++i) {
-    const auto* current = read_at(response, i + 1);  // after the barrier's read
+    const auto* current = read_at(response, i + first_row_read(fence));  // after the fences' reads
     if (rows.size() == 1 || !compare_holds(*rows[i], current))
       verdict.outcomes[i] = conflict_outcome(*rows[i], current, revision);
   }
@@ -269,6 +305,7 @@ TxnErrorKind classify_txn_error(const SyncError& error) {
   switch (error.kind()) {
     case ErrorKind::transient:
     case ErrorKind::cancelled:
+    case ErrorKind::fenced:
       return TxnErrorKind::outage;
     case ErrorKind::permission_denied:
       return TxnErrorKind::row_permanent;

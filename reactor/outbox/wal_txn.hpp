@@ -62,10 +62,14 @@ struct OutboxKeys {
 };
 OutboxKeys outbox_keys(const std::string& election_prefix);
 
-/// What a Txn is fenced with: the barrier's mod_revision as the outbox last set or read it.
+/// What a Txn is fenced with: the barrier's mod_revision as the outbox last set or read it, and
+/// the leader's election key with its epoch (that key's create_revision; empty key: no leader
+/// compare).
 struct TxnFence {
   OutboxKeys keys;
   std::int64_t barrier_revision = 0;
+  std::string leader_key;
+  std::int64_t epoch = 0;
 };
 
 /// Checks what etcd cannot or must not take, before any call: an empty key, a key outside the
@@ -94,14 +98,20 @@ std::optional<std::vector<ReceiptEntry>> parse_receipt(std::string_view value);
 inline constexpr int kMaxTxnOps = 128;
 
 /// The most rows one Txn carries: etcd_wins takes one compare, one write and one read per row plus
-/// the barrier's compare, the receipt's put and the barrier's read; postgres_wins a read and a write
-/// per row plus the receipt.
+/// the barrier's and the leader key's compares and reads and the receipt's put; postgres_wins a
+/// read and a write per row plus the receipt.
 int max_rows_per_txn(ConflictResolution resolution);
 
 /// About how many bytes of keys and values one Txn may carry: below etcd's --max-request-bytes
 /// (default 1.5 MiB), so a group of rows never makes a request etcd refuses that its rows alone
 /// would not. A single row larger than this still goes alone.
 inline constexpr std::size_t kMaxTxnPayloadBytes = 1024 * 1024;
+
+/// The barrier as a fenced Txn: put the barrier key only if the leader key still has the epoch
+/// (deposed leaders raise none). Its header revision is the barrier's new mod_revision.
+etcdserverpb::TxnRequest barrier_txn(const TxnFence& fence);
+/// Whether the answer to barrier_txn or build_txn says the leader key is no longer the fence's.
+bool deposed(const etcdserverpb::TxnResponse& response, const TxnFence& fence);
 
 /// Splits rows with distinct keys, in order, into the groups of consecutive rows that each fit one
 /// Txn (max_rows_per_txn, kMaxTxnPayloadBytes), as indices into `rows`. Every row lands in
@@ -111,8 +121,9 @@ std::vector<std::vector<std::size_t>> group_rows_for_txns(const std::vector<cons
 
 /// The one Txn that applies `rows` (one or more; their keys must be distinct, as etcd refuses a Txn
 /// that writes a key twice) at a single etcd revision.
-/// Both modes compare the barrier first (mod_revision(barrier) == fence.barrier_revision) and put
-/// the receipt in the success branch.
+/// Both modes compare the barrier first (mod_revision(barrier) == fence.barrier_revision) and the
+/// leader key (create_revision(leader_key) == fence.epoch), read both in the failure branch, and
+/// put the receipt in the success branch.
 /// etcd_wins: compare every row's base too (mod_revision(key) == revision, or version(key) == 0
 /// when the row has no base revision or its base is a tombstone); the success branch writes every
 /// row, the failure branch reads the barrier and every key (keys only), so the answer tells which
@@ -125,6 +136,8 @@ etcdserverpb::TxnRequest build_txn(const std::vector<const WalRow*>& rows, Confl
 
 /// What the answer to build_txn(rows, resolution, fence) means.
 struct TxnVerdict {
+  /// The leader key is gone or another's: this instance no longer leads. Nothing was applied.
+  bool deposed = false;
   /// The barrier moved since `fence` was taken: nothing was applied. Send again fenced with
   /// `barrier_revision` (as the failure branch read it).
   bool fenced = false;

@@ -38,14 +38,16 @@ std::optional<std::int64_t> lowest_notified_id(const std::vector<PgNotification>
 }
 
 Listener::Listener(asio::io_context& io, std::shared_ptr<const Config> config, SyncStats& stats, bool listen,
-                   bool dry_run, std::function<void(std::optional<std::int64_t>)> on_notify, DescribeEngines describe)
+                   bool dry_run, std::function<void(std::optional<std::int64_t>)> on_notify, DescribeInstance describe,
+                   std::function<void(const SyncError&)> on_fenced)
     : io_(io),
       config_(std::move(config)),
       stats_(stats),
       listen_(listen),
       dry_run_(dry_run),
       on_notify_(std::move(on_notify)),
-      describe_engines_(std::move(describe)),
+      describe_(std::move(describe)),
+      on_fenced_(std::move(on_fenced)),
       pg_(io, config_->postgresql.conninfo, "listener"),
       status_("listener", ListenerState::starting, ListenerState::backing_off, stats),
       stop_wakeup_(io) {}
@@ -85,7 +87,7 @@ asio::awaitable<void> Listener::run() {
         status_.set(ListenerState::listening);
         if (listen_) on_notify_(std::nullopt);  // notifications sent while disconnected are lost: sweep now
       }
-      if (!dry_run_) co_await write_heartbeat(pg_, started ? "running" : "starting", stats_, describe_engines_);  // coroutine-safe: const char* arms
+      if (!dry_run_) co_await write_heartbeat(pg_, started ? "running" : "starting", stats_, describe_);  // coroutine-safe: const char* arms
       if (beats_++ % kBeatsPerCount == 0) co_await count_wal_rows(pg_, stats_);
       started = true;
       co_await listen_until(std::chrono::steady_clock::now() + heartbeat_interval);
@@ -95,6 +97,7 @@ asio::awaitable<void> Listener::run() {
     if (failure) {
       pg_.close();
       if (stopping_) break;
+      if (failure->kind() == ErrorKind::fenced && on_fenced_) on_fenced_(*failure);
       SyncError error = *failure;
       if (error.peer() == Peer::unknown) error = SyncError(error.kind(), error.what(), Peer::postgresql);
       co_await stop_wakeup_.wait(status_.failed(error, config_->sync.retry));
@@ -107,7 +110,7 @@ asio::awaitable<void> Listener::run() {
         co_await pg_.connect(std::chrono::milliseconds(1000));
         co_await use_schema(pg_, config_->postgresql.schema, false);
       }
-      co_await write_heartbeat(pg_, "stopped", stats_, describe_engines_);
+      co_await write_heartbeat(pg_, "stopped", stats_, describe_);
     } catch (const SyncError& e) {
       log_warn("could not record the stop in etcd_sync_service", {{"component", "listener"}, {"error", e.what()}});
     }

@@ -35,9 +35,11 @@ class Listener final : public Engine {
  public:
   /// `on_notify` runs on every NOTIFY etcd_changes, with the lowest etcd_wal id the notifications
   /// name (lowest_notified_id), and after every (re)connect with nullopt (when `listen` is true).
-  /// `describe` returns the engines' states for the heartbeat. With `dry_run` no heartbeat is written.
+  /// `describe` returns what the heartbeat records (and, while leading, its fence); `on_fenced`
+  /// hears of a fenced heartbeat. With `dry_run` no heartbeat is written.
   Listener(asio::io_context& io, std::shared_ptr<const Config> config, SyncStats& stats, bool listen, bool dry_run,
-           std::function<void(std::optional<std::int64_t>)> on_notify, DescribeEngines describe);
+           std::function<void(std::optional<std::int64_t>)> on_notify, DescribeInstance describe,
+           std::function<void(const SyncError&)> on_fenced);
 
   const char* name() const override { return "listener"; }
   /// Runs until stop(), then records state 'stopped'.
@@ -58,7 +60,8 @@ class Listener final : public Engine {
   bool listen_;
   bool dry_run_;
   std::function<void(std::optional<std::int64_t>)> on_notify_;
-  DescribeEngines describe_engines_;
+  DescribeInstance describe_;
+  std::function<void(const SyncError&)> on_fenced_;
   PgConnection pg_;
   EngineStatus<ListenerState> status_;
   Wakeup stop_wakeup_;

@@ -1,5 +1,7 @@
 #include "reactor/service/service.hpp"
 
+#include "reactor/engine/database.hpp"
+#include "reactor/ha/elector.hpp"
 #include "reactor/loop/deadline.hpp"
 #include "reactor/loop/logging.hpp"
 #include "reactor/loop/spawn.hpp"
@@ -10,6 +12,8 @@
 #include "reactor/service/migrations.hpp"
 
 #include <csignal>
+
+#include <unistd.h>
 
 #ifdef ETCD_SYNC_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
@@ -71,11 +75,33 @@ bool same_connections(const Config& a, const Config& b) {
   return a.postgresql == b.postgresql && a.etcd == b.etcd && a.sync.direction == b.sync.direction && a.ha == b.ha;
 }
 
+std::string host_name() {
+  char buffer[256] = {};
+  gethostname(buffer, sizeof buffer - 1);
+  return buffer;
+}
+
+namespace {
+// A plain function, not coroutine code: g++ 12 mishandles a ?: of class temporaries in a coroutine.
+std::string not_taken_reason(const std::optional<SyncError>& failure) {
+  return failure ? std::string("could not record the epoch in PostgreSQL: ") + failure->what()
+                 : std::string("PostgreSQL records a newer leader epoch for this prefix");
+}
+
+/// The configuration as the service runs it: [ha] instance_id resolved to the host name when empty.
+std::shared_ptr<const Config> resolved(Config config) {
+  if (config.ha.instance_id.empty()) config.ha.instance_id = host_name();
+  return std::make_shared<const Config>(std::move(config));
+}
+}  // namespace
+
 Service::Generation::Generation(asio::io_context& io) : gate(io) {}
 Service::Generation::~Generation() = default;
+Service::Term::Term(asio::io_context& io) : gate(io) {}
+Service::Term::~Term() = default;
 
 Service::Service(Config config, ConfigOverrides overrides, bool dry_run)
-    : config_(std::make_shared<const Config>(std::move(config))),
+    : config_(resolved(std::move(config))),
       overrides_(std::move(overrides)),
       dry_run_(dry_run),
       bridge_(io_),
@@ -85,49 +111,74 @@ Service::Service(Config config, ConfigOverrides overrides, bool dry_run)
       events_(io_) {}
 
 Service::~Service() {
-  // Engines and their client go before the bridge; every call was cancelled by then.
+  // Engines and their clients go before the bridge; every call was cancelled by then.
+  term_.reset();
   generation_.reset();
   metrics_.reset();
 }
 
 // --- the lifecycle ---------------------------------------------------------------------------
 //
-//   start_up (connect, migrate)  ->  generation 1 running  ->  [SIGHUP, new connections]
-//     -> stop generation 1, wait on its gate -> generation 2 running -> ... -> [SIGTERM/SIGINT or
-//   an engine's bug] -> stop the generation, wait on its gate -> exit.
+//   start_up (connect, migrate) -> generation 1 (elector, listener) -> [elected] term 1 (mirror,
+//   outbox; epoch taken over in PostgreSQL first) -> [lease lost, key deleted, fenced] term 1 stops,
+//   the elector campaigns again -> [elected] term 2 -> ... -> [SIGHUP, new connections] the term and
+//   the generation stop, each waiting on its gate -> generation 2 -> ... -> [SIGTERM/SIGINT or an
+//   engine's bug] the term drains, the elector revokes its lease (the next instance leads at
+//   once), the generation stops -> exit.
 //
 // SIGHUP with only in-place changes offers the new snapshot to every engine (Engine::reconfigure),
-// which each takes at its own defined point.
+// which each takes at its own defined point. A dry run has no elector: its term starts at once.
 
 asio::awaitable<void> Service::lifecycle() {
   exit_code_ = co_await start_up();
   if (exit_code_ != exit_ok || stop_requested_) co_return;
   generation_ = build_generation(config_);
-  start_generation(*generation_);
+  start_engines(generation_->engines, generation_->gate);
+  if (dry_run_) co_await start_term(std::nullopt);
   started_ = true;
   notify_supervisor("READY=1");
   log_info("etcd-sync started", {{"direction", to_string(config_->sync.direction)},
                                  {"conflict_resolution", to_string(config_->sync.conflict_resolution)},
-                                 {"prefix", config_->etcd.prefix}, {"dry_run", dry_run_}});
+                                 {"prefix", config_->etcd.prefix}, {"dry_run", dry_run_},
+                                 {"instance_id", config_->ha.instance_id}});
   for (;;) {
     co_await events_.wait();
     if (stop_requested_) break;
+    if (elected_) {
+      auto leader = std::move(elected_);
+      elected_.reset();
+      co_await start_term(std::move(leader));
+    }
+    if (lost_) {
+      lost_ = false;
+      co_await stop_term();
+      if (generation_->elector) generation_->elector->demoted();
+    }
     if (!restart_with_) continue;
-    // A reload changed a connection: the old generation ends completely before the new one starts,
-    // so no engine ever sees two configurations (and the new mirror finds the checkpoint the old
-    // one committed).
+    // A reload changed a connection: the old generation (and its term) ends completely before the
+    // new one starts, so no engine ever sees two configurations.
     auto next = std::move(restart_with_);
     restart_with_.reset();
-    co_await stop_generation(*generation_);
+    co_await stop_term();
+    if (generation_->elector) generation_->elector->demoted();  // its term is stopped already
+    co_await stop_engines(generation_->engines, *generation_->etcd, generation_->gate);
     generation_.reset();
+    elected_.reset();
+    lost_ = false;
     if (stop_requested_) break;
     config_ = std::move(next);
     generation_ = build_generation(config_);
-    start_generation(*generation_);
+    start_engines(generation_->engines, generation_->gate);
+    if (dry_run_) co_await start_term(std::nullopt);
     notify_supervisor("READY=1");
     log_info("reconnected with the reloaded configuration");
   }
-  if (generation_) co_await stop_generation(*generation_);
+  // Stopping: the term drains first; then the elector, demoted, revokes its lease.
+  co_await stop_term();
+  if (generation_) {
+    if (generation_->elector) generation_->elector->demoted();
+    co_await stop_engines(generation_->engines, *generation_->etcd, generation_->gate);
+  }
   if (metrics_) co_await retire_metrics(std::move(metrics_));
   co_await metrics_gate_.close();
 }
@@ -161,32 +212,36 @@ std::unique_ptr<Service::Generation> Service::build_generation(std::shared_ptr<c
   auto g = std::make_unique<Generation>(io_);
   g->config = config;
   g->etcd = std::make_unique<EtcdClient>(bridge_, etcd_options(config->etcd));
-  const bool mirror_on = config->sync.direction != Direction::postgres_to_etcd;
+  if (!dry_run_) {
+    g->elector = std::make_unique<Elector>(
+        io_, config, *g->etcd, stats_,
+        Elector::Hooks{[this](LeaderTerm leader) {
+                         elected_ = std::move(leader);
+                         events_.notify();
+                       },
+                       [this](const std::string& why) {
+                         log_info("this instance no longer leads; stopping its engines", {{"why", why}});
+                         lost_ = true;
+                         events_.notify();
+                       }});
+  }
   const bool outbox_on = config->sync.direction != Direction::etcd_to_postgres;
-  if (mirror_on) g->mirror = std::make_unique<Mirror>(io_, config, *g->etcd, stats_, dry_run_);
-  if (outbox_on) g->outbox = std::make_unique<Outbox>(io_, config, *g->etcd, stats_, dry_run_);
-  Generation* raw = g.get();
   g->listener = std::make_unique<Listener>(
       io_, config, stats_, outbox_on, dry_run_,
-      [raw](std::optional<std::int64_t> lowest_id) {
-        if (raw->outbox) raw->outbox->wake(lowest_id);
+      [this](std::optional<std::int64_t> lowest_id) {
+        if (term_ && term_->outbox) term_->outbox->wake(lowest_id);
       },
-      [raw] {
-        return std::pair<std::string, std::string>(raw->mirror ? raw->mirror->describe() : "off",
-                                                   raw->outbox ? raw->outbox->describe() : "off");
-      });
-  if (g->mirror) g->engines.push_back(g->mirror.get());
-  if (g->outbox) g->engines.push_back(g->outbox.get());
+      [this] { return describe_instance(); }, [this](const SyncError& error) { on_fenced(error); });
+  if (g->elector) g->engines.push_back(g->elector.get());
   g->engines.push_back(g->listener.get());
   return g;
 }
 
-void Service::start_generation(Generation& generation) {
-  Generation* g = &generation;  // outlives its engines' coroutines: stop_generation waits on its gate
-  for (Engine* engine : generation.engines) {
-    spawn(io_, generation.gate, engine->run(), engine->name(), [this, g, engine] {
+void Service::start_engines(const std::vector<Engine*>& engines, Gate& gate) {
+  for (Engine* engine : engines) {
+    spawn(io_, gate, engine->run(), engine->name(), [this, &gate, engine] {
       // run() returns only once stop() was called; anything else is a bug worth stopping for.
-      if (!g->gate.closed()) {
+      if (!gate.closed()) {
         log_error("engine ended without being stopped", {{"component", engine->name()}});
         request_stop(exit_runtime);
       }
@@ -194,13 +249,89 @@ void Service::start_generation(Generation& generation) {
   }
 }
 
-asio::awaitable<void> Service::stop_generation(Generation& generation) {
-  for (Engine* engine : generation.engines) engine->stop();
+asio::awaitable<void> Service::stop_engines(const std::vector<Engine*>& engines, EtcdClient& etcd, Gate& gate) {
+  for (Engine* engine : engines) engine->stop();
   // In-flight work gets a moment to finish; then calls still waiting on etcd are cancelled.
-  EtcdClient* etcd = generation.etcd.get();
-  Deadline grace(io_, kStopGrace, [etcd] { etcd->cancel_all(); });
-  co_await generation.gate.close();
-  etcd->cancel_all();  // calls of no engine's (none expected): complete them before the client goes
+  EtcdClient* client = &etcd;
+  Deadline grace(io_, kStopGrace, [client] { client->cancel_all(); });
+  co_await gate.close();
+  client->cancel_all();  // calls of no engine's (none expected): complete them before the client goes
+}
+
+asio::awaitable<bool> Service::take_over_epoch(const LeaderTerm& leader) {
+  PgConnection pg(io_, config_->postgresql.conninfo, "leader");
+  co_await open_database(pg, *config_);
+  // Waits for the fence's share locks of transactions the previous leader still has open (ended
+  // within [ha] ttl by idle_in_transaction_session_timeout), then records our epoch, only if greater.
+  auto result = co_await pg.query(
+      "INSERT INTO etcd_sync_leader (prefix, epoch, instance_id) VALUES ($1, $2::bigint, $3) "
+      "ON CONFLICT (prefix) DO UPDATE SET epoch = EXCLUDED.epoch, instance_id = EXCLUDED.instance_id, since = now() "
+      "WHERE etcd_sync_leader.epoch < EXCLUDED.epoch RETURNING epoch",
+      pg_params(PgParam::text(leader.prefix), PgParam::int64(leader.epoch), PgParam::text(config_->ha.instance_id)));
+  pg.close();
+  co_return result.rows() == 1;
+}
+
+asio::awaitable<void> Service::start_term(std::optional<LeaderTerm> leader) {
+  if (term_ || stop_requested_) co_return;
+  if (leader) {
+    bool taken = false;
+    std::optional<SyncError> failure;
+    try {
+      taken = co_await take_over_epoch(*leader);
+    } catch (const SyncError& error) {
+      failure = error;
+    }
+    if (!taken) {
+      const std::string why = not_taken_reason(failure);
+      log_warn("elected, but not leading", {{"epoch", leader->epoch}, {"why", why}});
+      if (generation_->elector) generation_->elector->step_down(why);
+      co_return;
+    }
+    log_info("leading", {{"epoch", leader->epoch}, {"instance_id", config_->ha.instance_id}});
+  }
+  auto t = std::make_unique<Term>(io_);
+  t->leader = leader;
+  t->etcd = std::make_unique<EtcdClient>(bridge_, etcd_options(config_->etcd));
+  Fencing fencing{leader, [this](const SyncError& error) { on_fenced(error); }};
+  if (config_->sync.direction != Direction::postgres_to_etcd)
+    t->mirror = std::make_unique<Mirror>(io_, config_, *t->etcd, stats_, dry_run_, fencing);
+  if (config_->sync.direction != Direction::etcd_to_postgres)
+    t->outbox = std::make_unique<Outbox>(io_, config_, *t->etcd, stats_, dry_run_, fencing);
+  if (t->mirror) t->engines.push_back(t->mirror.get());
+  if (t->outbox) t->engines.push_back(t->outbox.get());
+  term_ = std::move(t);
+  start_engines(term_->engines, term_->gate);
+  if (term_->outbox) term_->outbox->wake();
+}
+
+asio::awaitable<void> Service::stop_term() {
+  if (!term_) co_return;
+  co_await stop_engines(term_->engines, *term_->etcd, term_->gate);
+  term_.reset();
+  stats_.snapshot_done = false;
+}
+
+void Service::on_fenced(const SyncError& error) {
+  ++stats_.fenced;
+  log_warn("fenced: another instance leads; this one writes nothing more and stands by",
+           {{"error", error.what()}});
+  if (generation_ && generation_->elector) generation_->elector->step_down(error.what());
+}
+
+InstanceFacts Service::describe_instance() const {
+  InstanceFacts facts;
+  facts.instance_id = config_->ha.instance_id;
+  const bool leads = term_ != nullptr;
+  facts.role = leads ? "leader" : "standby";
+  facts.ha_state = generation_ && generation_->elector ? generation_->elector->describe() : std::string("off");
+  if (stop_requested_ && !leads) facts.ha_state = "stopped";
+  if (term_) {
+    facts.term = term_->leader;
+    facts.mirror_state = term_->mirror ? term_->mirror->describe() : "off";
+    facts.outbox_state = term_->outbox ? term_->outbox->describe() : "off";
+  }
+  return facts;
 }
 
 void Service::start_metrics(const std::string& listen) {
@@ -218,9 +349,9 @@ asio::awaitable<void> Service::retire_metrics(std::unique_ptr<MetricsServer> ser
 }
 
 bool Service::ready() const {
-  if (!generation_) return false;
-  bool mirror_ready = !generation_->mirror || (stats_.snapshot_done && generation_->mirror->watching());
-  return stats_.etcd.up() && stats_.postgresql.up() && mirror_ready;
+  if (!generation_ || !stats_.etcd.up() || !stats_.postgresql.up()) return false;
+  if (!term_) return true;  // a standby connected to both sides is ready to lead
+  return !term_->mirror || (stats_.snapshot_done && term_->mirror->watching());
 }
 
 void Service::request_stop(int exit_code) {
@@ -253,7 +384,7 @@ void Service::reload() {
     notify_supervisor("READY=1");
     return;
   }
-  auto next = std::make_shared<const Config>(std::move(loaded.config));
+  auto next = resolved(std::move(loaded.config));
   const Config& running = restart_with_ ? *restart_with_ : *config_;
   const bool reconnect = !same_connections(running, *next);
   configure_logging(next->logging.level, next->logging.format);
@@ -276,6 +407,8 @@ void Service::reload() {
   config_ = next;
   if (generation_)
     for (Engine* engine : generation_->engines) engine->reconfigure(next);
+  if (term_)
+    for (Engine* engine : term_->engines) engine->reconfigure(next);
   notify_supervisor("READY=1");
 }
 
@@ -290,12 +423,15 @@ void Service::pet_watchdog() {
 
 int Service::run() {
   set_spawn_failure_handler([this](const std::string&, std::exception_ptr failure) {
-    // A permission an engine cannot work without stops the service like a missing one at startup.
+    // A permission an engine cannot work without stops the service like a missing one at startup;
+    // a configuration found unusable at runtime (an instance_id clash) like a bad file.
     int code = exit_runtime;
     try {
       std::rethrow_exception(failure);
     } catch (const SyncError& error) {
       if (error.kind() == ErrorKind::permission_denied) code = exit_permission;
+    } catch (const FatalError& error) {
+      code = error.exit_code();
     } catch (...) {
     }
     request_stop(code);

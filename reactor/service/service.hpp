@@ -1,14 +1,17 @@
 #pragma once
-// `etcd-sync start`: one io_context on the main thread runs everything. The engines of one
-// configuration generation (mirror, outbox, listener, one etcd client) run inside a Gate; SIGHUP
-// either hands in-place settings to them or replaces the whole generation; SIGINT/SIGTERM stop it.
-// The lifecycle is Service::lifecycle() in service.cpp.
+// `etcd-sync start`: one io_context on the main thread runs everything. A configuration
+// generation (one etcd client, the elector, the listener) runs inside a Gate; while the elector
+// says this instance leads, a term (the mirror and the outbox, fenced with the term's epoch) runs
+// inside another. SIGHUP either hands in-place settings to them or replaces the whole generation;
+// SIGINT/SIGTERM stop it. The lifecycle is Service::lifecycle() in service.cpp.
 
 #include "adapters/etcd_client.hpp"
 #include "adapters/errors.hpp"
 #include "adapters/grpc_bridge.hpp"
 #include "reactor/config/config.hpp"
 #include "reactor/engine/engine.hpp"
+#include "reactor/engine/fencing.hpp"
+#include "reactor/service/heartbeat.hpp"
 #include "reactor/engine/sync_stats.hpp"
 #include "reactor/loop/gate.hpp"
 #include "reactor/loop/wakeup.hpp"
@@ -21,6 +24,7 @@
 
 namespace etcd_sync {
 
+class Elector;
 class Mirror;
 class Outbox;
 class Listener;
@@ -46,6 +50,9 @@ EtcdClientOptions etcd_options(const EtcdConfig& config);
 /// [postgresql], [etcd] and [ha] setting and the direction are the same (the rest applies in place).
 bool same_connections(const Config& a, const Config& b);
 
+/// The host name: the default [ha] instance_id.
+std::string host_name();
+
 class Service {
  public:
   /// `overrides` are kept to re-read the same file with the same flags on SIGHUP.
@@ -56,26 +63,48 @@ class Service {
   int run();
 
  private:
-  /// One configuration generation: the snapshot it runs on, its etcd client, its engines, and the
-  /// gate their coroutines run in.
+  /// One configuration generation: what every instance runs, leader or standby. The snapshot it
+  /// runs on, its etcd client, the elector and the listener, and the gate their coroutines run in.
   struct Generation {
     explicit Generation(asio::io_context& io);
     ~Generation();
     std::shared_ptr<const Config> config;
     std::unique_ptr<EtcdClient> etcd;
+    std::unique_ptr<Elector> elector;  ///< none in a dry run (which writes nothing, not even a campaign key)
+    std::unique_ptr<Listener> listener;
+    std::vector<Engine*> engines;  ///< the two above that exist, in start order
+    Gate gate;
+  };
+  /// A term: the engines that write (mirror, outbox), run while this instance leads, on an etcd
+  /// client of their own (so stopping them cancels none of the elector's calls), fenced with the
+  /// term's epoch.
+  struct Term {
+    explicit Term(asio::io_context& io);
+    ~Term();
+    std::optional<LeaderTerm> leader;  ///< none in a dry run
+    std::unique_ptr<EtcdClient> etcd;
     std::unique_ptr<Mirror> mirror;
     std::unique_ptr<Outbox> outbox;
-    std::unique_ptr<Listener> listener;
-    std::vector<Engine*> engines;  ///< the three above that exist, in start order
+    std::vector<Engine*> engines;
     Gate gate;
   };
 
   asio::awaitable<void> lifecycle();
   asio::awaitable<int> start_up();
   std::unique_ptr<Generation> build_generation(std::shared_ptr<const Config> config);
-  void start_generation(Generation& generation);
-  /// Asks every engine to stop, cancels etcd calls still running after 1.5 s, and waits on the gate.
-  asio::awaitable<void> stop_generation(Generation& generation);
+  /// Spawns every engine's run() in `gate`; an engine that ends while the gate is open stops the
+  /// service (a bug).
+  void start_engines(const std::vector<Engine*>& engines, Gate& gate);
+  /// Asks every engine to stop, cancels `etcd`'s calls still running after 1.5 s, and waits on `gate`.
+  asio::awaitable<void> stop_engines(const std::vector<Engine*>& engines, EtcdClient& etcd, Gate& gate);
+  /// Takes the epoch over in PostgreSQL ("only if greater") and starts the leader's engines; a
+  /// stale epoch steps down instead.
+  asio::awaitable<void> start_term(std::optional<LeaderTerm> leader);
+  asio::awaitable<void> stop_term();
+  /// Whether PostgreSQL now records `leader`'s epoch for its prefix (false: a higher one is there).
+  asio::awaitable<bool> take_over_epoch(const LeaderTerm& leader);
+  void on_fenced(const SyncError& error);
+  InstanceFacts describe_instance() const;
   void start_metrics(const std::string& listen);
   /// Stops `server` and waits until its connections have ended; it is destroyed after.
   asio::awaitable<void> retire_metrics(std::unique_ptr<MetricsServer> server);
@@ -94,11 +123,14 @@ class Service {
   asio::steady_timer watchdog_;
   SyncStats stats_;
   std::unique_ptr<Generation> generation_;
+  std::unique_ptr<Term> term_;
   std::unique_ptr<MetricsServer> metrics_;
   Gate metrics_gate_;
-  Wakeup events_;  ///< a stop or a restart was asked for
+  Wakeup events_;  ///< a stop, a restart, an election won or lost was asked for
   bool stop_requested_ = false;
   std::shared_ptr<const Config> restart_with_;  ///< a reload that needs new connections
+  std::optional<LeaderTerm> elected_;           ///< the elector won: start this term
+  bool lost_ = false;                           ///< the elector lost: stop the term
   int exit_code_ = exit_ok;
   bool started_ = false;  ///< the first generation ran: "etcd-sync stopped" is logged at the end
 };

@@ -280,15 +280,18 @@ TEST(GroupRowsForTxns, FillsGroupsUpToEtcdsOperationLimit) {
   }
   auto groups = group_rows_for_txns(pointers, ConflictResolution::etcd_wins);
   ASSERT_EQ(groups.size(), 3u);
-  EXPECT_EQ(groups[0].size(), 127u) << "etcd's --max-txn-ops default, less the barrier and the receipt";
-  EXPECT_EQ(groups[1].size(), 127u);
-  EXPECT_EQ(groups[2].size(), 46u);
+  EXPECT_EQ(groups[0].size(), 126u) << "etcd's --max-txn-ops default, less the leader key and the barrier";
+  EXPECT_EQ(groups[1].size(), 126u);
+  EXPECT_EQ(groups[2].size(), 48u);
   EXPECT_EQ(groups[0].front(), 0u);
   EXPECT_EQ(groups[2].back(), 299u) << "in order, every row once";
 
   // The largest group etcd accepts: every branch and the compare list within 128 operations.
-  std::vector<const WalRow*> largest(pointers.begin(), pointers.begin() + 127);
-  auto txn = build_txn(largest, ConflictResolution::etcd_wins, kFence);
+  std::vector<const WalRow*> largest(pointers.begin(), pointers.begin() + 126);
+  TxnFence led = kFence;
+  led.leader_key = "/etcd-sync/election/campaign/a";
+  led.epoch = 3;
+  auto txn = build_txn(largest, ConflictResolution::etcd_wins, led);
   EXPECT_LE(txn.compare_size(), kMaxTxnOps);
   EXPECT_LE(txn.success_size(), kMaxTxnOps);
   EXPECT_LE(txn.failure_size(), kMaxTxnOps);
@@ -299,7 +302,7 @@ TEST(GroupRowsForTxns, FillsGroupsUpToEtcdsOperationLimit) {
   EXPECT_EQ(groups[0].size(), 63u);
   EXPECT_EQ(groups[4].size(), 300u - 4 * 63);
   largest.assign(pointers.begin(), pointers.begin() + 63);
-  EXPECT_LE(build_txn(largest, ConflictResolution::postgres_wins, kFence).success_size(), kMaxTxnOps);
+  EXPECT_LE(build_txn(largest, ConflictResolution::postgres_wins, led).success_size(), kMaxTxnOps);
   EXPECT_TRUE(group_rows_for_txns({}, ConflictResolution::etcd_wins).empty());
 }
 
@@ -435,6 +438,59 @@ TEST(DecideTxn, PostgresWinsIsSuccessAndCountsStaleBasesAsResolved) {
   EXPECT_FALSE(outcomes[1]->conflict_resolved);
   EXPECT_TRUE(outcomes[2]->conflict_resolved) << "expected absent, etcd had it";
   for (const auto& o : outcomes) EXPECT_EQ(o->status, WalStatus::success);
+}
+
+// ---- the leader's fence ----
+
+TxnFence leader_fence() {
+  TxnFence fence = kFence;
+  fence.leader_key = "/etcd-sync/election/campaign/node-1";
+  fence.epoch = 40;
+  return fence;
+}
+
+TEST(LeaderFence, EveryTxnAndTheBarrierCompareTheElectionKeysCreateRevision) {
+  const auto fence = leader_fence();
+  auto row = put_row("/k", "v", 42);
+  for (const auto& txn : {build_txn({&row}, ConflictResolution::etcd_wins, fence),
+                          build_txn({&row}, ConflictResolution::postgres_wins, fence), barrier_txn(fence)}) {
+    ASSERT_GE(txn.compare_size(), 1);
+    EXPECT_EQ(txn.compare(0).key(), fence.leader_key);
+    EXPECT_EQ(txn.compare(0).target(), etcdserverpb::Compare::CREATE);
+    EXPECT_EQ(txn.compare(0).create_revision(), 40);
+    ASSERT_GE(txn.failure_size(), 1);
+    EXPECT_EQ(txn.failure(0).request_range().key(), fence.leader_key);
+  }
+  auto barrier = barrier_txn(fence);
+  ASSERT_EQ(barrier.success_size(), 1);
+  EXPECT_EQ(barrier.success(0).request_put().key(), fence.keys.barrier);
+}
+
+TEST(LeaderFence, AGoneOrNewerElectionKeyDeposesAndIsNeverAConflict) {
+  const auto fence = leader_fence();
+  auto row = put_row("/k", "v", 42);
+  for (std::int64_t leader_now : {0, 55}) {
+    etcdserverpb::TxnResponse response;
+    response.mutable_header()->set_revision(60);
+    auto* range = response.add_responses()->mutable_response_range();
+    if (leader_now) range->add_kvs()->set_create_revision(leader_now);
+    response.add_responses()->mutable_response_range()->add_kvs()->set_mod_revision(fence.barrier_revision);
+    response.add_responses()->mutable_response_range()->add_kvs()->set_mod_revision(51);  // the row's key moved too
+    auto verdict = decide_txn({&row}, response, ConflictResolution::etcd_wins, fence);
+    EXPECT_TRUE(verdict.deposed) << leader_now;
+    EXPECT_FALSE(verdict.outcomes[0].has_value()) << "not a conflict: another instance decides the row";
+    EXPECT_TRUE(deposed(response, fence));
+  }
+  // Still the leader, but the row's base is stale: an ordinary conflict.
+  etcdserverpb::TxnResponse response;
+  response.mutable_header()->set_revision(61);
+  response.add_responses()->mutable_response_range()->add_kvs()->set_create_revision(40);
+  response.add_responses()->mutable_response_range()->add_kvs()->set_mod_revision(fence.barrier_revision);
+  response.add_responses()->mutable_response_range()->add_kvs()->set_mod_revision(51);
+  auto verdict = decide_txn({&row}, response, ConflictResolution::etcd_wins, fence);
+  EXPECT_FALSE(verdict.deposed);
+  ASSERT_TRUE(verdict.outcomes[0].has_value());
+  EXPECT_EQ(verdict.outcomes[0]->status, WalStatus::conflict);
 }
 
 // ---- errors ----
