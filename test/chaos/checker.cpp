@@ -266,6 +266,8 @@ class Checker {
     report_.totals["etcd table rows"] = input_.mirror.size();
     report_.totals["etcd_wal rows"] = input_.wal.size();
     for (const auto& row : input_.wal) ++report_.totals["rows " + row.status];
+    report_.totals["rows success that deleted nothing"] =
+        static_cast<std::size_t>(std::count_if(input_.wal.begin(), input_.wal.end(), deleted_nothing));
     return std::move(report_);
   }
 
