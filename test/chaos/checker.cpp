@@ -1,6 +1,7 @@
 #include "test/chaos/checker.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -19,6 +20,20 @@ std::string show(const std::optional<std::int64_t>& revision) {
 std::string show_value(const std::optional<std::string>& value) {
   return value ? "put " + *value : std::string("delete");
 }
+
+std::string hex(std::uint32_t value) {
+  char text[16];
+  std::snprintf(text, sizeof text, "%08x", value);
+  return text;
+}
+
+/// A success delete that found the key already absent: no revision, no event (wal_txn.hpp).
+bool deleted_nothing(const WalRow& row) {
+  return row.status == "success" && !row.value && !row.revision && row.error_message &&
+         starts_with(*row.error_message, kNothingDeleted);
+}
+
+bool is_settled_unapplied(const WalRow& row) { return row.status == "conflict" || row.status == "failed"; }
 
 /// The run's history and rows, indexed the ways the checks look them up.
 class Evidence {
@@ -41,11 +56,25 @@ class Evidence {
     for (const auto& row : input.wal) {
       if (row.value) rows_by_value_[*row.value].push_back(&row);
       rows_by_key_[row.key].push_back(&row);
+      rows_by_id_[row.id].push_back(&row);
       if (!row.value && row.status == "success" && row.revision) success_deletes_[{row.key, *row.revision}].push_back(&row);
     }
     for (auto& [key, rows] : rows_by_key_) {
       std::sort(rows.begin(), rows.end(), [](const WalRow* a, const WalRow* b) { return a->id < b->id; });
     }
+    for (const auto& receipt : input.receipts) {
+      receipt_at_[receipt.revision].push_back(&receipt);
+      if (!receipt.entries) continue;
+      for (const auto& entry : *receipt.entries) {
+        for (const auto* row : rows_with_id(entry.id)) {
+          const auto print = fingerprint(*row);
+          if (print && *print != entry.fingerprint) continue;  // another row (or a stray entry)
+          named_by_[row].push_back(receipt.revision);
+          named_at_[receipt.revision].push_back(row);
+        }
+      }
+    }
+    for (auto& [row, revisions] : named_by_) std::sort(revisions.begin(), revisions.end());
   }
 
   const EtcdEvent* at(const std::string& key, std::int64_t revision) const {
@@ -86,6 +115,51 @@ class Evidence {
     const auto it = success_deletes_.find({key, revision});
     return it == success_deletes_.end() ? none : it->second;
   }
+  const std::vector<const WalRow*>& rows_with_id(std::int64_t id) const {
+    static const std::vector<const WalRow*> none;
+    const auto it = rows_by_id_.find(id);
+    return it == rows_by_id_.end() ? none : it->second;
+  }
+  /// The revisions of the receipts naming `row` (its id and fingerprint; the id alone when the
+  /// base is unknown), ascending.
+  const std::vector<std::int64_t>& receipts_naming(const WalRow& row) const {
+    static const std::vector<std::int64_t> none;
+    const auto it = named_by_.find(&row);
+    return it == named_by_.end() ? none : it->second;
+  }
+  /// The rows the receipt (or receipts) at `revision` name.
+  const std::vector<const WalRow*>& rows_named_at(std::int64_t revision) const {
+    static const std::vector<const WalRow*> none;
+    const auto it = named_at_.find(revision);
+    return it == named_at_.end() ? none : it->second;
+  }
+  /// The delete rows of `key` the receipt at `revision` names: the outbox Txn that holds a delete of
+  /// `key` at `revision`, if any, carried exactly these.
+  std::vector<const WalRow*> delete_rows_named_at(const std::string& key, std::int64_t revision) const {
+    std::vector<const WalRow*> out;
+    for (const auto* row : rows_named_at(revision))
+      if (row->key == key && !row->value) out.push_back(row);
+    return out;
+  }
+  bool has_receipt_at(std::int64_t revision) const { return receipt_at_.count(revision) > 0; }
+
+  /// "receipt at r12 names rows 4 (/c/a delete, success rev 12), 7 (...)", or that there is none.
+  std::string receipt_text(std::int64_t revision) const {
+    const auto it = receipt_at_.find(revision);
+    if (it == receipt_at_.end()) return "    no receipt at r" + std::to_string(revision) + "\n";
+    std::string out;
+    for (const auto* receipt : it->second) {
+      out += "    receipt at r" + std::to_string(revision) + ": \"" + receipt->value + "\"";
+      std::string rows;
+      for (const auto* row : rows_named_at(revision)) {
+        rows += (rows.empty() ? "" : ", ") + std::to_string(row->id) + " (" + row->key + " " + show_value(row->value) +
+                ", " + row->status + " rev " + show(row->revision) + ")";
+      }
+      out += rows.empty() ? std::string(" names no row of etcd_wal\n") : " names rows " + rows + "\n";
+    }
+    return out;
+  }
+
   bool is_etcd_side_delete(const std::string& key, std::int64_t revision) const {
     const auto it = etcd_side_deletes_.find(revision);
     return it != etcd_side_deletes_.end() && it->second.count(key) > 0;
@@ -97,8 +171,9 @@ class Evidence {
     if (!event.value) {
       std::string who;
       if (is_etcd_side_delete(event.key, event.revision)) who = "etcd-side delete";
-      for (const auto* row : success_deletes_at(event.key, event.revision))
-        who += (who.empty() ? "" : " + ") + std::string("row ") + std::to_string(row->id) + " success";
+      for (const auto* row : delete_rows_named_at(event.key, event.revision))
+        who += (who.empty() ? "" : " + ") + std::string("row ") + std::to_string(row->id) + " " + row->status + " rev " +
+               show(row->revision) + " (receipt)";
       return who.empty() ? "unattributed" : who;
     }
     if (starts_with(*event.value, "e-")) return "etcd-side put";
@@ -147,6 +222,10 @@ class Evidence {
   std::map<std::string, std::vector<const WalRow*>> rows_by_value_;
   std::map<std::string, std::vector<const WalRow*>> rows_by_key_;
   std::map<std::pair<std::string, std::int64_t>, std::vector<const WalRow*>> success_deletes_;
+  std::map<std::int64_t, std::vector<const WalRow*>> rows_by_id_;
+  std::map<std::int64_t, std::vector<const Receipt*>> receipt_at_;
+  std::map<const WalRow*, std::vector<std::int64_t>> named_by_;
+  std::map<std::int64_t, std::vector<const WalRow*>> named_at_;
 };
 
 std::string describe_row(const WalRow& row) {
@@ -181,10 +260,14 @@ class Checker {
     }
     check_outbox_writes();
     check_id_order();
+    check_receipts();
     report_.totals["etcd events"] = input_.history.size();
+    report_.totals["receipts"] = input_.receipts.size();
     report_.totals["etcd table rows"] = input_.mirror.size();
     report_.totals["etcd_wal rows"] = input_.wal.size();
     for (const auto& row : input_.wal) ++report_.totals["rows " + row.status];
+    report_.totals["rows success that deleted nothing"] =
+        static_cast<std::size_t>(std::count_if(input_.wal.begin(), input_.wal.end(), deleted_nothing));
     return std::move(report_);
   }
 
@@ -234,8 +317,17 @@ class Checker {
   // (C) A success row's write is in etcd exactly once, at its revision, and under etcd_wins on
   // top of its base.
   void check_success(const WalRow& row) {
+    if (deleted_nothing(row)) {
+      // No event to look at: R checks that its receipt is where the key was absent; under
+      // etcd_wins it also applied on its base ("absent") there.
+      const auto& receipts = evidence_.receipts_naming(row);
+      if (input_.mode == ConflictMode::etcd_wins && receipts.size() == 1) check_on_top_of_base(row, receipts.front());
+      return;
+    }
     if (!row.revision) {
-      add(Check::success_applied_once, "no revision", describe_row(row) + " is success without a revision");
+      add(Check::success_applied_once, "no revision",
+          describe_row(row) + " is success without a revision, and is no delete that says it deleted nothing\n" +
+              evidence_.context(row.key, std::nullopt));
       return;
     }
     const std::int64_t revision = *row.revision;
@@ -300,9 +392,19 @@ class Checker {
     }
   }
 
-  // (D) A conflict or failed row's value never reached etcd.
+  // (D) A conflict or failed row's write never reached etcd: a put by its value, a delete by a
+  // receipt naming it at a delete of its key.
   void check_settled_unapplied(const WalRow& row) {
-    if (!row.value) return;  // deletes: see check_outbox_writes
+    if (!row.value) {
+      for (const auto revision : evidence_.receipts_naming(row)) {
+        const EtcdEvent* event = evidence_.at(row.key, revision);
+        if (event == nullptr || event->value) continue;  // named, nothing deleted: R's
+        add(Check::settled_never_applied, "delete reached etcd",
+            describe_row(row) + ": it deleted the key at revision " + std::to_string(revision) + " (its receipt is there)\n" +
+                evidence_.receipt_text(revision) + evidence_.context(row.key, revision));
+      }
+      return;
+    }
     const auto& puts = evidence_.puts_of(*row.value);
     if (puts.empty()) return;
     std::string where;
@@ -311,8 +413,8 @@ class Checker {
                                           evidence_.context(puts.front()->key, puts.front()->revision));
   }
 
-  // (E) Every outbox write in etcd belongs to a success row: "w-" puts by value, deletes by an
-  // etcd-side marker or a success delete row at the same revision.
+  // (E) Every outbox write in etcd belongs to a success row: "w-" puts by value, deletes by the
+  // receipt at their revision (an etcd-side delete has its marker there instead).
   void check_outbox_writes() {
     for (const auto& [key, events] : evidence_.keys()) {
       for (const auto* event : events) {
@@ -331,13 +433,33 @@ class Checker {
                   "\n" + evidence_.context(key, event->revision));
           continue;
         }
-        if (evidence_.is_etcd_side_delete(key, event->revision)) continue;
-        if (!evidence_.success_deletes_at(key, event->revision).empty()) continue;
+        const bool etcd_side = evidence_.is_etcd_side_delete(key, event->revision);
+        const auto rows = evidence_.delete_rows_named_at(key, event->revision);
+        if (etcd_side && !rows.empty()) {
+          add(Check::no_write_without_success, "delete with both a marker and a receipt",
+              "delete of " + key + " at revision " + std::to_string(event->revision) +
+                  " has an etcd-side marker and a receipt naming a delete row of the key\n" +
+                  evidence_.receipt_text(event->revision) + evidence_.context(key, event->revision));
+          continue;
+        }
+        if (etcd_side) continue;
+        if (!rows.empty()) {
+          const auto* row = rows.front();
+          if (row->status == "success" && row->revision == event->revision) continue;
+          if (row->status == "success" || is_settled_unapplied(*row)) continue;  // R, or D, judges it
+          add(Check::no_write_without_success, "outbox delete without a success row",
+              "delete of " + key + " at revision " + std::to_string(event->revision) + ": its " + describe_row(*row) +
+                  " is not success\n" + evidence_.receipt_text(event->revision) + evidence_.context(key, event->revision));
+          continue;
+        }
         const std::string suspects = delete_suspects(key, *event);
-        add(Check::no_write_without_success, "unattributed delete",
+        const bool receipt = evidence_.has_receipt_at(event->revision);
+        add(Check::no_write_without_success,
+            receipt ? "unattributed delete (its receipt names no delete row of the key)"
+                    : "unattributed delete (no receipt at its revision)",
             "delete of " + key + " at revision " + std::to_string(event->revision) +
-                " has no etcd-side marker and no success delete row" + suspects + "\n" +
-                evidence_.context(key, event->revision));
+                " has no etcd-side marker and no receipt naming a delete row of the key" + suspects + "\n" +
+                evidence_.receipt_text(event->revision) + evidence_.context(key, event->revision));
       }
     }
   }
@@ -351,7 +473,9 @@ class Checker {
     std::size_t other_count = 0;
     for (const auto* row : evidence_.rows_of(key)) {
       if (row->value) continue;
-      if (row->status == "success") {
+      if (deleted_nothing(*row)) {
+        likely += "\n      suspect (success that says it deleted nothing): " + describe_row(*row);
+      } else if (row->status == "success") {
         const EtcdEvent* own = row->revision ? evidence_.at(key, *row->revision) : nullptr;
         if (own == nullptr || own->value) likely += "\n      suspect (success, but no delete at its revision): " + describe_row(*row);
       } else if (base_fits(*row, previous)) {
@@ -380,21 +504,111 @@ class Checker {
     return base_event != nullptr && !base_event->value;
   }
 
-  // (F) Success rows of one key reached etcd in id order.
+  /// Where a success row took effect: its revision, or for a delete that deleted nothing the
+  /// revision of its (one) receipt.
+  std::optional<std::int64_t> applied_at(const WalRow& row) const {
+    if (row.revision) return row.revision;
+    const auto& receipts = evidence_.receipts_naming(row);
+    if (deleted_nothing(row) && receipts.size() == 1) return receipts.front();
+    return std::nullopt;
+  }
+
+  // (F) Success rows of one key reached etcd in id order (a delete that deleted nothing at its
+  // receipt's revision).
   void check_id_order() {
-    std::map<std::string, std::vector<const WalRow*>> successes;
+    std::map<std::string, std::vector<std::pair<const WalRow*, std::int64_t>>> successes;
     for (const auto& row : input_.wal) {
-      if (row.status == "success" && row.revision) successes[row.key].push_back(&row);
+      if (row.status != "success") continue;
+      if (const auto at = applied_at(row)) successes[row.key].push_back({&row, *at});
     }
     for (auto& [key, rows] : successes) {
-      std::sort(rows.begin(), rows.end(), [](const WalRow* a, const WalRow* b) { return a->id < b->id; });
+      std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first->id < b.first->id; });
       for (std::size_t i = 1; i < rows.size(); ++i) {
-        if (*rows[i]->revision > *rows[i - 1]->revision) continue;
-        const bool same = *rows[i]->revision == *rows[i - 1]->revision;
+        if (rows[i].second > rows[i - 1].second) continue;
+        const bool same = rows[i].second == rows[i - 1].second;
         add(Check::success_in_id_order, same ? "at the same revision as an earlier row" : "before an earlier row",
-            describe_row(*rows[i]) + " reached etcd " + (same ? "at the same revision as" : "before") + " the earlier " +
-                                            describe_row(*rows[i - 1]) + "\n" +
-                                            evidence_.context(key, rows[i]->revision));
+            describe_row(*rows[i].first) + " reached etcd " + (same ? "at the same revision as" : "before") +
+                " the earlier " + describe_row(*rows[i - 1].first) + " (at " + std::to_string(rows[i].second) + " and " +
+                std::to_string(rows[i - 1].second) + ")\n" + evidence_.context(key, rows[i].second));
+      }
+    }
+  }
+
+  // (R) The receipts against the rows: each success row is named by exactly one receipt, at its
+  // revision (one that deleted nothing: where the key was absent, with no event of it there); no
+  // conflict or failed row is named; every entry names a row of etcd_wal with its fingerprint.
+  void check_receipts() {
+    for (const auto& row : input_.wal) {
+      if (!row.base_known) {
+        add(Check::receipts, "base unknown",
+            describe_row(row) + ": its base was not recorded, so its fingerprint is unknown; receipts matched by id only");
+      }
+      const auto& receipts = evidence_.receipts_naming(row);
+      std::string where;
+      for (const auto revision : receipts) where += " r" + std::to_string(revision);
+      if (is_settled_unapplied(row)) {
+        if (receipts.empty()) continue;
+        add(Check::receipts, row.status + " row named by a receipt",
+            describe_row(row) + ": receipts at" + where + " name it, so its Txn was applied\n" +
+                evidence_.receipt_text(receipts.front()) + evidence_.context(row.key, receipts.front()));
+        continue;
+      }
+      if (row.status != "success") continue;
+      if (receipts.empty()) {
+        add(Check::receipts, "success row named by no receipt",
+            describe_row(row) + ": no receipt names it (id " + std::to_string(row.id) + ", fingerprint " +
+                (fingerprint(row) ? hex(*fingerprint(row)) : std::string("unknown")) + ")\n" +
+                (row.revision ? evidence_.receipt_text(*row.revision) : std::string()) +
+                evidence_.context(row.key, row.revision));
+        continue;
+      }
+      if (receipts.size() > 1) {
+        add(Check::receipts, "success row named by several receipts",
+            describe_row(row) + ": receipts at" + where + " name it: its Txn was applied " +
+                std::to_string(receipts.size()) + " times\n" + evidence_.context(row.key, receipts.front()));
+        continue;
+      }
+      const std::int64_t at = receipts.front();
+      if (row.revision) {
+        if (*row.revision != at) {
+          add(Check::receipts, "receipt at another revision",
+              describe_row(row) + ": its receipt is at revision " + std::to_string(at) + "\n" + evidence_.receipt_text(at) +
+                  evidence_.context(row.key, at));
+        }
+        continue;
+      }
+      if (!deleted_nothing(row)) continue;  // C: success without a revision
+      const EtcdEvent* event = evidence_.at(row.key, at);
+      const EtcdEvent* previous = evidence_.before(row.key, at);
+      if (event != nullptr) {
+        add(Check::receipts, "deleted nothing, but the key has an event at its receipt",
+            describe_row(row) + ": etcd has " + show_value(event->value) + " of the key at its receipt's revision " +
+                std::to_string(at) + "\n" + evidence_.receipt_text(at) + evidence_.context(row.key, at));
+      } else if (previous != nullptr && previous->value) {
+        add(Check::receipts, "deleted nothing, but the key existed",
+            describe_row(row) + ": the key held " + *previous->value + " (revision " + std::to_string(previous->revision) +
+                ") when its receipt's Txn was applied at " + std::to_string(at) + "\n" + evidence_.receipt_text(at) +
+                evidence_.context(row.key, at));
+      }
+    }
+    for (const auto& receipt : input_.receipts) {
+      if (!receipt.entries) {
+        add(Check::receipts, "not a receipt",
+            "the receipt key's value at revision " + std::to_string(receipt.revision) + " is no receipt: \"" + receipt.value + "\"");
+        continue;
+      }
+      for (const auto& entry : *receipt.entries) {
+        const auto& rows = evidence_.rows_with_id(entry.id);
+        const bool matched = std::any_of(rows.begin(), rows.end(), [&](const WalRow* row) {
+          const auto print = fingerprint(*row);
+          return !print || *print == entry.fingerprint;
+        });
+        if (matched) continue;
+        std::string about = rows.empty() ? std::string("no etcd_wal row has id ") + std::to_string(entry.id)
+                                         : describe_row(*rows.front()) + " has fingerprint " + hex(*fingerprint(*rows.front()));
+        add(Check::receipts, rows.empty() ? "receipt names no row" : "receipt names a row with another fingerprint",
+            "the receipt at revision " + std::to_string(receipt.revision) + " names " + std::to_string(entry.id) + ":" +
+                hex(entry.fingerprint) + ", but " + about + "\n" + evidence_.receipt_text(receipt.revision));
       }
     }
   }
@@ -410,7 +624,7 @@ const std::vector<Check>& all_checks() {
   static const std::vector<Check> checks = {
       Check::mirror_is_history,    Check::nothing_pending,     Check::success_applied_once,
       Check::settled_never_applied, Check::no_write_without_success, Check::success_in_id_order,
-      Check::nothing_failed,       Check::known_status};
+      Check::nothing_failed,       Check::receipts,            Check::known_status};
   return checks;
 }
 
@@ -420,13 +634,34 @@ const char* describe(Check check) {
     case Check::nothing_pending: return "no etcd_wal row is left pending";
     case Check::success_applied_once:
       return "each success row's write is in etcd exactly once, at its revision (etcd_wins: on its base)";
-    case Check::settled_never_applied: return "no conflict or failed row's value reached etcd";
+    case Check::settled_never_applied: return "no conflict or failed row's write reached etcd";
     case Check::no_write_without_success: return "every outbox write in etcd belongs to a success row";
     case Check::success_in_id_order: return "success rows of one key reached etcd in id order";
     case Check::nothing_failed: return "no row failed; under postgres_wins no row is a conflict";
+    case Check::receipts:
+      return "each success row is named by exactly one receipt, at its revision (deleted nothing: where the key "
+             "was absent); no conflict or failed row is; every receipt entry names a row";
     case Check::known_status: return "every status is pending, success, conflict or failed";
   }
   return "?";
+}
+
+std::optional<std::uint32_t> fingerprint(const WalRow& row) {
+  if (!row.base_known) return std::nullopt;
+  etcd_sync::WalRow inserted;
+  inserted.id = row.id;
+  inserted.key = row.key;
+  inserted.value = row.value;
+  inserted.revision = row.base;
+  return etcd_sync::row_fingerprint(inserted);
+}
+
+Receipt parse_receipt_event(std::int64_t revision, std::string value) {
+  Receipt receipt;
+  receipt.revision = revision;
+  receipt.entries = etcd_sync::parse_receipt(value);
+  receipt.value = std::move(value);
+  return receipt;
 }
 
 bool is_known_status(const std::string& status) {

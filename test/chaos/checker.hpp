@@ -9,6 +9,9 @@
 // - nothing is compacted, so the history is complete from revision 1;
 // - each etcd_wal row's base revision (its `revision` at INSERT, overwritten on success) is kept
 //   by the writer beside the row.
+// And what the outbox guarantees (reactor/outbox/wal_txn.hpp): every applied outbox Txn puts the
+// receipt key, whose value names each row it carried by id and fingerprint, so every outbox write
+// in etcd's history is tied to its rows, deletes included.
 #pragma once
 
 #include <cstddef>
@@ -17,6 +20,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "reactor/outbox/wal_txn.hpp"
 
 namespace etcd_sync::chaos {
 
@@ -52,26 +57,50 @@ struct WalRow {
   bool base_known = true;            ///< false when the writer's record of the base is missing
 };
 
+/// The fingerprint the outbox gives `row` in its receipts: etcd_sync::row_fingerprint of the row
+/// as it was inserted (key, put or delete, value, base). nullopt when the base is not known.
+std::optional<std::uint32_t> fingerprint(const WalRow& row);
+
+/// One put of the outbox's receipt key ("<election_prefix>outbox/receipt"): one applied outbox Txn.
+struct Receipt {
+  std::int64_t revision = 0;
+  std::string value;  ///< as etcd holds it
+  /// etcd_sync::parse_receipt(value): the rows the Txn carried; nullopt when it is no receipt.
+  std::optional<std::vector<etcd_sync::ReceiptEntry>> entries;
+};
+
+/// A receipt at `revision` with `value` parsed.
+Receipt parse_receipt_event(std::int64_t revision, std::string value);
+
+/// The prefix an etcd_wal success that deleted nothing has as its error_message (wal_txn.cpp,
+/// applied_outcome).
+inline constexpr const char* kNothingDeleted = "nothing to delete";
+
 /// Everything the checker looks at.
 struct CheckInput {
   std::string prefix;         ///< the synchronized prefix, e.g. "/chaos/"
   std::string marker_prefix;  ///< where etcd-side deletes put their markers, e.g. "/chaos-meta/del/"
   ConflictMode mode = ConflictMode::etcd_wins;
   std::vector<EtcdEvent> history;  ///< etcd's events from revision 1, in revision order (any keys)
+  std::vector<Receipt> receipts;   ///< every put of the outbox's receipt key from revision 1
   std::vector<MirrorRow> mirror;   ///< the `etcd` table
   std::vector<WalRow> wal;         ///< the `etcd_wal` table, any order
 };
 
-/// The checks, by the letters of issue 10 (A-F), the suite's own (G) and the status check (S).
+/// The checks, by the letters of issue 10 (A-F), the suite's own (G, R) and the status check (S).
 enum class Check : char {
   mirror_is_history = 'A',        ///< `etcd` equals etcd's history under the prefix, event by event
   nothing_pending = 'B',          ///< no row is left pending
   success_applied_once = 'C',     ///< a success row's write is in etcd exactly once, at its revision
-                                  ///< (and under etcd_wins on top of its base)
-  settled_never_applied = 'D',    ///< no conflict or failed row's value reached etcd
+                                  ///< (and under etcd_wins on top of its base); a delete that
+                                  ///< deleted nothing has no revision and no event (see R)
+  settled_never_applied = 'D',    ///< no conflict or failed row's write reached etcd
   no_write_without_success = 'E', ///< every outbox write in etcd belongs to a success row
   success_in_id_order = 'F',      ///< success rows of one key reached etcd in id order
   nothing_failed = 'G',           ///< no row failed; under postgres_wins none is a conflict
+  receipts = 'R',                 ///< each success row is named by exactly one receipt, at its
+                                  ///< revision (a delete that deleted nothing: where the key was
+                                  ///< absent); no other row is named; every entry names a row
   known_status = 'S',             ///< every status is pending, success, conflict or failed
 };
 
@@ -100,9 +129,10 @@ struct CheckReport {
   std::string summary() const;
 };
 
-/// Runs every check. An unattributed delete event (no etcd-side marker at its revision and no
-/// success delete row claiming it) counts under E, naming the conflict and failed delete rows of
-/// that key as suspects: a delete carries no value that could tie it to one row.
+/// Runs every check. A delete event is the etcd side's when its marker is at its revision, the
+/// outbox's when the receipt at its revision names a delete row of that key (whose status C, D or
+/// E then judges); any other delete counts under E, naming the key's delete rows whose base fits
+/// as suspects.
 CheckReport check_run(const CheckInput& input);
 
 /// A row's status is one of the contract's four.

@@ -44,6 +44,7 @@ void Deployment::write_config() {
       << "batch_size = 100\nsync_interval = \"" << settings_.sync_interval << "\"\n\n"
       << "[sync.retry]\nmax_attempts = " << settings_.max_attempts << "\ninitial_backoff = \"" << settings_.initial_backoff
       << "\"\nmax_backoff = \"" << settings_.max_backoff << "\"\n\n"
+      << "[ha]\nelection_prefix = \"" << settings_.election_prefix << "\"\n\n"
       << "[logging]\nlevel = \"" << settings_.log_level << "\"\nformat = \"json\"\n";
   if (!out) throw std::runtime_error("cannot write " + config_path_.string());
 }

@@ -23,6 +23,7 @@ struct DeploymentSettings {
   std::size_t etcd_members = 3;
   std::size_t instances = 1;
   std::string prefix = "/chaos/";
+  std::string election_prefix = "/etcd-sync/election/";  ///< [ha] election_prefix: the outbox's barrier and receipt
   std::string log_level = "debug";
   std::string request_timeout = "2s";
   std::string dial_timeout = "2s";

@@ -1,5 +1,6 @@
 #include "test/chaos/evidence.hpp"
 
+#include "reactor/outbox/wal_txn.hpp"
 #include "test/chaos/writers.hpp"
 #include "test/support/sync_fixture.hpp"
 
@@ -45,9 +46,14 @@ CheckInput collect_check_input(Deployment& deployment, const std::string& marker
   input.marker_prefix = marker_prefix;
   input.mode = deployment.settings().mode;
 
+  const std::string receipt_key = outbox_keys(deployment.settings().election_prefix).receipt;
   testing::EtcdTestClient client(deployment.etcd_endpoints().front());
   const std::int64_t revision = client.revision();
   for (auto& entry : client.history("", 1, revision)) {
+    if (entry.key == receipt_key) {
+      if (entry.value) input.receipts.push_back(parse_receipt_event(entry.revision, std::move(*entry.value)));
+      continue;
+    }
     if (entry.key.rfind(input.prefix, 0) != 0 && entry.key.rfind(marker_prefix, 0) != 0) continue;
     input.history.push_back({std::move(entry.key), std::move(entry.value), entry.revision});
   }

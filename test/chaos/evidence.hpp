@@ -1,6 +1,6 @@
 // Reads what the checker judges, once a run has settled: etcd's history by a Watch from revision
-// 1 (no compaction happens in the suite, so it is complete), the `etcd` table, and `etcd_wal`
-// with the base each row was inserted with.
+// 1 (no compaction happens in the suite, so it is complete), with the outbox's receipts from it,
+// the `etcd` table, and `etcd_wal` with the base each row was inserted with.
 #pragma once
 
 #include <cstdint>
