@@ -107,6 +107,12 @@ std::string render_metrics(const SyncStats& s, const char* version) {
     sample(out, "etcd_sync_wal_rows", "status=\"pending\"", static_cast<double>(s.wal_pending_rows));
     sample(out, "etcd_sync_wal_rows", "status=\"failed\"", static_cast<double>(s.wal_failed_rows));
   }
+  metric(out, "etcd_sync_leader", "gauge", "1 on the instance that leads (and writes), 0 on a standby.");
+  sample(out, "etcd_sync_leader", "", s.is_leader ? 1 : 0);
+  metric(out, "etcd_sync_leader_changes_total", "counter", "Times this instance became or stopped being the leader.");
+  sample(out, "etcd_sync_leader_changes_total", "", static_cast<double>(s.leader_changes));
+  metric(out, "etcd_sync_fenced_total", "counter", "Writes of this instance refused because another instance leads.");
+  sample(out, "etcd_sync_fenced_total", "", static_cast<double>(s.fenced));
   metric(out, "etcd_sync_snapshot_done", "gauge", "1 once the first snapshot is in PostgreSQL.");
   sample(out, "etcd_sync_snapshot_done", "", s.snapshot_done ? 1 : 0);
   histogram(out, "etcd_sync_mirror_apply_seconds", "Time to write one batch of watch events to PostgreSQL.",
@@ -116,8 +122,9 @@ std::string render_metrics(const SyncStats& s, const char* version) {
 }
 
 MetricsServer::MetricsServer(asio::io_context& io, const asio::ip::tcp::endpoint& endpoint,
-                             std::function<std::string()> metrics, std::function<bool()> ready)
-    : io_(io), acceptor_(io), metrics_(std::move(metrics)), ready_(std::move(ready)), gate_(io) {
+                             std::function<std::string()> metrics, std::function<bool()> ready,
+                             std::function<bool()> leader)
+    : io_(io), acceptor_(io), metrics_(std::move(metrics)), ready_(std::move(ready)), leader_(std::move(leader)), gate_(io) {
   boost::system::error_code ec;
   acceptor_.open(endpoint.protocol(), ec);
   if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
@@ -197,6 +204,11 @@ http::response<http::string_body> MetricsServer::respond(const http::request<htt
     response.result(http::status::ok);
     response.set(http::field::content_type, "text/plain");
     response.body() = "ok\n";
+  } else if (target == "/leader") {
+    bool leads = leader_();
+    response.result(leads ? http::status::ok : http::status::service_unavailable);
+    response.set(http::field::content_type, "text/plain");
+    response.body() = leads ? "leader\n" : "standby\n";
   } else if (target == "/readyz") {
     bool ready = ready_();
     response.result(ready ? http::status::ok : http::status::service_unavailable);
@@ -205,7 +217,7 @@ http::response<http::string_body> MetricsServer::respond(const http::request<htt
   } else {
     response.result(http::status::not_found);
     response.set(http::field::content_type, "text/plain");
-    response.body() = "not found: try /metrics, /healthz or /readyz\n";
+    response.body() = "not found: try /metrics, /healthz, /readyz or /leader\n";
   }
   response.prepare_payload();
   return response;

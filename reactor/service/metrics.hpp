@@ -28,8 +28,9 @@ std::optional<asio::ip::tcp::endpoint> parse_listen_address(const std::string& l
 /// The body of GET /metrics for `stats` (counters, gauges, the apply-latency histograms).
 std::string render_metrics(const SyncStats& stats, const char* version);
 
-/// Serves GET /metrics, /healthz (the loop answers) and /readyz (`ready()` is true: both
-/// connections up and the first snapshot done). One request per connection, read within
+/// Serves GET /metrics, /healthz (the loop answers), /readyz (`ready()`: a leader with both
+/// connections up and its first snapshot done, or a standby connected to both sides) and /leader
+/// (`leader()`: 200 on the leader only, else 503). One request per connection, read within
 /// kRequestTimeout; at most kMaxConnections at once: a new one beyond closes the oldest, so idle
 /// or slow clients can never keep a scraper out.
 class MetricsServer {
@@ -39,7 +40,7 @@ class MetricsServer {
 
   /// Binds and listens at once; throws SyncError(permanent) naming the address when it cannot.
   MetricsServer(asio::io_context& io, const asio::ip::tcp::endpoint& endpoint, std::function<std::string()> metrics,
-                std::function<bool()> ready);
+                std::function<bool()> ready, std::function<bool()> leader);
   /// Accepts until stop(); each connection is served by a coroutine of its own.
   asio::awaitable<void> run();
   /// Stops accepting and closes every open connection.
@@ -58,6 +59,7 @@ class MetricsServer {
   asio::ip::tcp::acceptor acceptor_;
   std::function<std::string()> metrics_;
   std::function<bool()> ready_;
+  std::function<bool()> leader_;
   Gate gate_;                                  ///< run() and every connection are inside
   std::list<asio::ip::tcp::socket*> sockets_;  ///< open connections, oldest first; closed by stop()
 };

@@ -338,7 +338,8 @@ void Service::start_metrics(const std::string& listen) {
   auto endpoint = parse_listen_address(listen);
   if (!endpoint) throw SyncError(ErrorKind::permanent, "[metrics] listen: not host:port: " + listen);
   metrics_ = std::make_unique<MetricsServer>(
-      io_, *endpoint, [this] { return render_metrics(stats_, ETCD_SYNC_VERSION); }, [this] { return ready(); });
+      io_, *endpoint, [this] { return render_metrics(stats_, ETCD_SYNC_VERSION); }, [this] { return ready(); },
+      [this] { return term_ != nullptr && term_->leader.has_value(); });
   spawn(io_, metrics_gate_, metrics_->run(), "metrics server");
   log_info("serving /metrics, /healthz and /readyz", {{"listen", listen}});
 }
