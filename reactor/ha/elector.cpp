@@ -55,6 +55,13 @@ std::string key_value(const std::string& instance_id) {
   return nlohmann::json{{"instance_id", instance_id}, {"host", host_name()}, {"pid", getpid()}}.dump();
 }
 
+/// A permission_denied error that names the permission the etcd role lacks.
+SyncError named_permission(const SyncError& error, const std::string& needed) {
+  if (error.kind() != ErrorKind::permission_denied) return error;
+  return SyncError(ErrorKind::permission_denied,
+                   "the etcd role etcd-sync runs as lacks " + needed + " (" + error.what() + ")", Peer::etcd);
+}
+
 /// The Txn that puts our key only where none is: else it reads the one there.
 etcdserverpb::TxnRequest create_key_txn(const std::string& key, const std::string& value, std::int64_t lease) {
   etcdserverpb::TxnRequest txn;
@@ -187,7 +194,14 @@ asio::awaitable<void> Elector::grant_lease() {
   const auto ttl_seconds = (config_->ha.ttl.count() + 999) / 1000;
   request.set_ttl(ttl_seconds);
   const auto sent = LeaseClock::clock::now();
-  auto response = co_await etcd_.lease_grant(request);
+  etcdserverpb::LeaseGrantResponse response;
+  std::optional<SyncError> failure;
+  try {
+    response = co_await etcd_.lease_grant(request);
+  } catch (const SyncError& error) {
+    failure = named_permission(error, "the permission to grant leases (LeaseGrant)");
+  }
+  if (failure) throw *failure;
   if (!response.error().empty())
     throw SyncError(ErrorKind::transient, "etcd LeaseGrant: " + response.error(), Peer::etcd);
   lease_id_ = response.id();
@@ -199,8 +213,16 @@ asio::awaitable<void> Elector::grant_lease() {
 
 asio::awaitable<std::int64_t> Elector::put_own_key() {
   const auto value = key_value(config_->ha.instance_id);
+  const std::string needed = "readwrite permission on [ha] election_prefix \"" + config_->ha.election_prefix + "\"";
   for (;;) {
-    auto response = co_await etcd_.txn(create_key_txn(key_, value, lease_id_));
+    etcdserverpb::TxnResponse response;
+    std::optional<SyncError> failure;
+    try {
+      response = co_await etcd_.txn(create_key_txn(key_, value, lease_id_));
+    } catch (const SyncError& error) {
+      failure = named_permission(error, needed);
+    }
+    if (failure) throw *failure;
     if (response.succeeded()) co_return response.header().revision();
     if (response.responses_size() == 0 || response.responses(0).response_range().kvs_size() == 0) continue;  // gone meanwhile
     const auto existing = response.responses(0).response_range().kvs(0);

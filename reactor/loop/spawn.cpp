@@ -27,14 +27,12 @@ std::string describe(std::exception_ptr failure) {
 }
 
 void on_end(const std::string& name, std::exception_ptr failure, const std::function<void()>& done) {
-  if (done) done();
-  if (!failure) return;
-  log_error("coroutine failed", {{"coroutine", name}, {"error", describe(failure)}});
-  if (failure_handler()) {
+  if (failure) {
+    log_error("coroutine failed", {{"coroutine", name}, {"error", describe(failure)}});
+    if (!failure_handler()) std::abort();
     failure_handler()(name, failure);
-  } else {
-    std::abort();
   }
+  if (done) done();
 }
 
 }  // namespace

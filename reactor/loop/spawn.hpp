@@ -22,7 +22,7 @@ using SpawnFailureHandler = std::function<void(const std::string& name, std::exc
 void set_spawn_failure_handler(SpawnFailureHandler handler);
 
 /// Starts `work` on `io`. `name` labels the log line ("outbox batch", "metrics connection") if it
-/// throws. `done`, when given, runs after the coroutine ended either way (before escalation).
+/// throws. `done`, when given, runs after the coroutine ended either way (after escalation).
 void spawn(asio::io_context& io, asio::awaitable<void> work, std::string name, std::function<void()> done = {});
 
 /// Starts `work` inside `gate`: gate.close() waits until it has ended. Throws GateClosed (and does

@@ -240,8 +240,9 @@ std::unique_ptr<Service::Generation> Service::build_generation(std::shared_ptr<c
 void Service::start_engines(const std::vector<Engine*>& engines, Gate& gate) {
   for (Engine* engine : engines) {
     spawn(io_, gate, engine->run(), engine->name(), [this, &gate, engine] {
-      // run() returns only once stop() was called; anything else is a bug worth stopping for.
-      if (!gate.closed()) {
+      // run() returns only once stop() was called; anything else is a bug worth stopping for
+      // (an exception has stopped the service already).
+      if (!gate.closed() && !stop_requested_) {
         log_error("engine ended without being stopped", {{"component", engine->name()}});
         request_stop(exit_runtime);
       }

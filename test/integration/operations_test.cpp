@@ -391,6 +391,36 @@ TEST_F(OperationsTest, EtcdUsernameAndPasswordAuthenticateAndTheTokenIsRenewed) 
   EXPECT_EQ(service.log_since_mark().find("rootpw"), std::string::npos);
 }
 
+// An etcd role without readwrite on [ha] election_prefix cannot campaign: exit code 3, naming the
+// prefix. With it, the same user runs.
+TEST_F(OperationsTest, AnEtcdRoleWithoutTheElectionPrefixIsExitCodeThreeNamingIt) {
+  EtcdServer secured(env_->dir.path(), "etcd-roles");
+  secured.start();
+  secured.etcdctl({"user", "add", "root:rootpw"});
+  secured.etcdctl({"user", "add", "sync:syncpw"});
+  secured.etcdctl({"role", "add", "sync"});
+  secured.etcdctl({"role", "grant-permission", "sync", "--prefix=true", "readwrite", "/perm/"});
+  secured.etcdctl({"user", "grant-role", "sync", "sync"});
+  secured.etcdctl({"auth", "enable"});
+  auto config = env_->write_config(settings("/perm/"));
+  const std::string dsn = "etcd://sync:syncpw@" + secured.endpoint() + "/perm/";
+  auto denied = run_binary({"start", "-c", config.string(), "-e", dsn}, {}, 30s);
+  EXPECT_EQ(denied.exit_code, 3) << denied.stdout_text;
+  EXPECT_NE(denied.stdout_text.find("election_prefix"), std::string::npos) << denied.stdout_text;
+  EXPECT_NE(denied.stdout_text.find("/etcd-sync/election/"), std::string::npos) << denied.stdout_text;
+  EXPECT_EQ(denied.stdout_text.find("syncpw"), std::string::npos) << "a password in the log";
+
+  secured.etcdctl({"--user", "root:rootpw", "role", "grant-permission", "sync", "--prefix=true", "readwrite",
+                   "/etcd-sync/election/"});
+  ServiceProcess service(env_->dir.path(), "roles");
+  service.start({"start", "-c", config.string(), "-e", dsn});
+  ASSERT_TRUE(service.wait_for_log("\"to\":\"watching\"", 20s)) << service.log_text();
+  env_->db().exec("INSERT INTO etcd_wal (key, value) VALUES ('/perm/a', 'granted')");
+  EXPECT_TRUE(wait_until([&] { return env_->db().scalar("SELECT status FROM etcd_wal") == "success"; }, 10s))
+      << env_->db().scalar("SELECT error_message FROM etcd_wal").value_or("");
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
 /// Makes a CA and a certificate it signs for 127.0.0.1 with openssl; returns {cert, key}.
 std::pair<std::filesystem::path, std::filesystem::path> make_certificate(const std::filesystem::path& dir,
                                                                           const std::string& name) {
