@@ -18,6 +18,7 @@ namespace etcd_sync::testing {
 namespace asio = boost::asio;
 
 EtcdTestClient::EtcdTestClient(const std::string& endpoint) : loop_(endpoint, std::chrono::seconds(10)) {}
+EtcdTestClient::EtcdTestClient(const std::vector<std::string>& endpoints) : loop_(endpoints, std::chrono::seconds(10)) {}
 
 std::int64_t EtcdTestClient::put(const std::string& key, const std::string& value) {
   etcdserverpb::PutRequest request;

@@ -45,6 +45,8 @@ struct HistoryEntry {
 class EtcdTestClient {
  public:
   explicit EtcdTestClient(const std::string& endpoint);
+  /// A client of a cluster: calls fail over between `endpoints`.
+  explicit EtcdTestClient(const std::vector<std::string>& endpoints);
 
   std::int64_t put(const std::string& key, const std::string& value);  ///< returns the revision
   std::int64_t del(const std::string& key);                             ///< returns the revision
