@@ -151,8 +151,9 @@ asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
   auto range = prefix_range(config_->etcd.prefix);
   co_await pg_.execute_script(
       "BEGIN; CREATE TEMP TABLE etcd_sync_snapshot (key text NOT NULL, value text, value_bytes bytea, "
-      "mod_revision bigint NOT NULL) ON COMMIT DROP");
-  co_await pg_.copy_start("COPY etcd_sync_snapshot (key, value, value_bytes, mod_revision) FROM STDIN");
+      "mod_revision bigint NOT NULL, create_revision bigint, version bigint, lease bigint) ON COMMIT DROP");
+  co_await pg_.copy_start(
+      "COPY etcd_sync_snapshot (key, value, value_bytes, mod_revision, create_revision, version, lease) FROM STDIN");
   std::int64_t revision = 0;
   std::int64_t keys = 0;
   std::vector<RejectedKey> rejected;
@@ -173,7 +174,7 @@ asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
     for (const auto& kv : page.kvs()) {
       if (own_key(kv.key())) continue;
       RejectedKey bad;
-      auto row = make_row(kv.key(), kv.value(), kv.mod_revision(), false, bad);
+      auto row = make_row(kv, false, bad);
       if (!row) {
         rejected.push_back(std::move(bad));
         continue;
@@ -203,10 +204,11 @@ asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
        "ON CONFLICT (key, revision) DO NOTHING",
        {PgParam::text(prefix()), PgParam::int64(revision)}});
   statements.push_back(
-      {"INSERT INTO etcd (key, value, value_bytes, revision, tombstone) "
-       "SELECT key, value, value_bytes, mod_revision, false FROM etcd_sync_snapshot "
+      {"INSERT INTO etcd (key, value, value_bytes, revision, tombstone, create_revision, version, lease) "
+       "SELECT key, value, value_bytes, mod_revision, false, create_revision, version, lease FROM etcd_sync_snapshot "
        "ON CONFLICT (key, revision) DO UPDATE SET value = EXCLUDED.value, value_bytes = EXCLUDED.value_bytes, "
-       "tombstone = false WHERE etcd.value IS DISTINCT FROM EXCLUDED.value "
+       "tombstone = false, create_revision = EXCLUDED.create_revision, version = EXCLUDED.version, "
+       "lease = EXCLUDED.lease WHERE etcd.value IS DISTINCT FROM EXCLUDED.value "
        "OR etcd.value_bytes IS DISTINCT FROM EXCLUDED.value_bytes OR etcd.tombstone",
        {}});
   append_rejected_inserts(rejected, statements);

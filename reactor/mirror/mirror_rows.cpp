@@ -23,11 +23,17 @@ std::optional<MirrorRow> make_row(const std::string& key, const std::string& val
   return row;
 }
 
+std::optional<MirrorRow> make_row(const mvccpb::KeyValue& kv, bool tombstone, RejectedKey& rejected) {
+  auto row = make_row(kv.key(), kv.value(), kv.mod_revision(), tombstone, rejected);
+  if (row && !tombstone) row->meta = KeyMeta{kv.create_revision(), kv.version(), kv.lease()};
+  return row;
+}
+
 void MirrorBatch::add_event(const mvccpb::Event& event) {
   bool tombstone = event.type() == mvccpb::Event::DELETE;
   const auto& kv = event.kv();
   RejectedKey rejected;
-  if (auto row = make_row(kv.key(), kv.value(), kv.mod_revision(), tombstone, rejected))
+  if (auto row = make_row(kv, tombstone, rejected))
     rows_.push_back(std::move(*row));
   else
     rejected_.push_back(std::move(rejected));
@@ -82,24 +88,41 @@ void append_snapshot_line(std::string& chunk, const MirrorRow& row) {
     chunk += "\\N";
   chunk += '\t';
   chunk += std::to_string(row.revision);
+  for (std::int64_t field : {row.meta ? row.meta->create_revision : 0, row.meta ? row.meta->version : 0,
+                             row.meta ? row.meta->lease : 0}) {
+    chunk += '\t';
+    if (row.meta)
+      chunk += std::to_string(field);
+    else
+      chunk += "\\N";
+  }
   chunk += '\n';
 }
 
 void append_row_inserts(const std::vector<MirrorRow>& rows, std::vector<PgStatement>& out) {
   if (rows.empty()) return;
-  std::vector<std::optional<std::string>> keys, values, value_bytes, revisions, tombstones;
+  std::vector<std::optional<std::string>> keys, values, value_bytes, revisions, tombstones, creates, versions, leases;
+  auto meta = [](const MirrorRow& row, std::int64_t KeyMeta::*field) -> std::optional<std::string> {
+    if (!row.meta) return std::nullopt;
+    return std::to_string((*row.meta).*field);
+  };
   for (const auto& row : rows) {
     keys.push_back(row.key);
     values.push_back(row.value);
     value_bytes.push_back(row.value_bytes ? std::optional(bytea_hex(*row.value_bytes)) : std::nullopt);
     revisions.push_back(std::to_string(row.revision));
     tombstones.push_back(row.tombstone ? "t" : "f");
+    creates.push_back(meta(row, &KeyMeta::create_revision));
+    versions.push_back(meta(row, &KeyMeta::version));
+    leases.push_back(meta(row, &KeyMeta::lease));
   }
-  out.push_back({"INSERT INTO etcd (key, value, value_bytes, revision, tombstone) "
-                 "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bigint[], $5::boolean[]) "
+  out.push_back({"INSERT INTO etcd (key, value, value_bytes, revision, tombstone, create_revision, version, lease) "
+                 "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bigint[], $5::boolean[], "
+                 "                     $6::bigint[], $7::bigint[], $8::bigint[]) "
                  "ON CONFLICT (key, revision) DO NOTHING",
                  {PgParam::text(pg_array(keys)), PgParam::text(pg_array(values)), PgParam::text(pg_array(value_bytes)),
-                  PgParam::text(pg_array(revisions)), PgParam::text(pg_array(tombstones))},
+                  PgParam::text(pg_array(revisions)), PgParam::text(pg_array(tombstones)),
+                  PgParam::text(pg_array(creates)), PgParam::text(pg_array(versions)), PgParam::text(pg_array(leases))},
                  true});
 }
 

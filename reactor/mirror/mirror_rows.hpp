@@ -12,6 +12,14 @@
 
 namespace etcd_sync {
 
+/// etcd's KeyValue metadata of a put, as etcd reports it (mvccpb.KeyValue).
+struct KeyMeta {
+  std::int64_t create_revision = 0;  ///< the revision that created the key (since its last delete)
+  std::int64_t version = 0;          ///< puts since then, this one included
+  std::int64_t lease = 0;            ///< the lease the key is bound to; 0 for none
+  bool operator==(const KeyMeta&) const = default;
+};
+
 /// One row of `etcd`: a put (value or value_bytes set) or a tombstone (both NULL).
 struct MirrorRow {
   std::string key;
@@ -19,6 +27,7 @@ struct MirrorRow {
   std::optional<std::string> value_bytes;  ///< the raw value otherwise
   std::int64_t revision = 0;               ///< mod_revision of the put, or the delete's revision
   bool tombstone = false;
+  std::optional<KeyMeta> meta;             ///< a put's metadata; nullopt on tombstones
 };
 
 /// A key PostgreSQL text cannot hold; goes to etcd_sync_rejected with its raw bytes.
@@ -88,8 +97,11 @@ class MirrorBatches {
 /// Returns the row, or nullopt after filling `rejected` (key not valid UTF-8 or has NUL).
 std::optional<MirrorRow> make_row(const std::string& key, const std::string& value, std::int64_t revision,
                                   bool tombstone, RejectedKey& rejected);
+/// The same from etcd's KeyValue (a watch event's, a snapshot page's), with its metadata on a put.
+std::optional<MirrorRow> make_row(const mvccpb::KeyValue& kv, bool tombstone, RejectedKey& rejected);
 
-/// Appends `row` as one line of COPY text format for (key, value, value_bytes, mod_revision).
+/// Appends `row` as one line of COPY text format for (key, value, value_bytes, mod_revision,
+/// create_revision, version, lease).
 void append_snapshot_line(std::string& chunk, const MirrorRow& row);
 
 /// The INSERT for `rows` (none when empty): one fixed statement over parallel arrays, so it is

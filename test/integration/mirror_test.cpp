@@ -329,6 +329,49 @@ TEST_F(MirrorTest, TransactionsHoldAtMostBatchSizeEvents) {
   EXPECT_EQ(service.terminate(5s), 0);
 }
 
+// etcd's KeyValue metadata lands beside every put, from the snapshot and from the watch; a key
+// bound to a lease that expires arrives as a tombstone; etcd_current holds the live keys only.
+TEST_F(MirrorTest, MetadataFromSnapshotAndWatchAndALeaseThatExpires) {
+  const auto before = env_->client->put("/meta/old", "1");  // in the snapshot
+  env_->client->put("/meta/old", "2");
+  ServiceProcess service(env_->dir.path(), "metadata");
+  env_->start_service(service, env_->write_config(settings("/meta/")));
+  const auto lease = env_->client->grant_lease(2);
+  const auto leased = env_->client->put("/meta/leased", "l", lease);
+  const auto third = env_->client->put("/meta/old", "3");
+  ASSERT_TRUE(env_->wait_mirrored(third, 10s, "/meta/"));
+  auto row = [&](const std::string& key, std::int64_t revision) {
+    return env_->db().exec_params(
+        "SELECT create_revision, version, lease, tombstone FROM etcd WHERE key = $1 AND revision = $2::bigint",
+        {key, std::to_string(revision)}).at(0);
+  };
+  auto snapshotted = env_->db().exec("SELECT revision, create_revision, version, lease FROM etcd WHERE key = '/meta/old' ORDER BY revision").at(0);
+  EXPECT_EQ(*snapshotted[1], std::to_string(before)) << "created by the first put";
+  EXPECT_EQ(*snapshotted[2], "2");
+  EXPECT_EQ(*snapshotted[3], "0") << "no lease";
+  auto watched = row("/meta/old", third);
+  EXPECT_EQ(*watched[0], std::to_string(before));
+  EXPECT_EQ(*watched[1], "3");
+  auto with_lease = row("/meta/leased", leased);
+  EXPECT_EQ(*with_lease[0], std::to_string(leased));
+  EXPECT_EQ(*with_lease[1], "1");
+  EXPECT_EQ(*with_lease[2], std::to_string(lease));
+  auto current = env_->db().exec("SELECT key, value, revision, version, lease FROM etcd_current WHERE key LIKE '/meta/%' ORDER BY key");
+  ASSERT_EQ(current.size(), 2u);
+  EXPECT_EQ(*current[0][0], "/meta/leased");
+  EXPECT_EQ(*current[1][1], "3");
+  EXPECT_EQ(*current[1][3], "3");
+  // The lease expires: etcd deletes the key, the mirror writes a tombstone with no metadata.
+  ASSERT_TRUE(wait_until([&] {
+    return env_->db().scalar("SELECT count(*) FROM etcd WHERE key = '/meta/leased' AND tombstone") == "1";
+  }, 15s));
+  auto tombstone = env_->db().exec("SELECT create_revision, version, lease FROM etcd WHERE key = '/meta/leased' AND tombstone").at(0);
+  EXPECT_FALSE(tombstone[0] || tombstone[1] || tombstone[2]) << "metadata on a tombstone";
+  EXPECT_EQ(env_->db().scalar("SELECT count(*) FROM etcd_current WHERE key = '/meta/leased'"), "0");
+  EXPECT_EQ(env_->db().scalar("SELECT string_agg(key, ',') FROM etcd_current WHERE key LIKE '/meta/%'"), "/meta/old");
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
 TEST_F(MirrorTest, SigtermStopsWithinAboutASecond) {
   ServiceProcess service(env_->dir.path(), "sigterm");
   env_->start_service(service, env_->write_config(settings("/term/")));

@@ -27,6 +27,20 @@ std::int64_t EtcdTestClient::put(const std::string& key, const std::string& valu
   return loop_.run(loop_.etcd().put(request)).header().revision();
 }
 
+std::int64_t EtcdTestClient::put(const std::string& key, const std::string& value, std::int64_t lease) {
+  etcdserverpb::PutRequest request;
+  request.set_key(key);
+  request.set_value(value);
+  request.set_lease(lease);
+  return loop_.run(loop_.etcd().put(request)).header().revision();
+}
+
+std::int64_t EtcdTestClient::grant_lease(std::int64_t ttl_seconds) {
+  etcdserverpb::LeaseGrantRequest request;
+  request.set_ttl(ttl_seconds);
+  return loop_.run(loop_.etcd().lease_grant(request)).id();
+}
+
 std::int64_t EtcdTestClient::txn_puts(const std::vector<std::pair<std::string, std::string>>& items) {
   etcdserverpb::TxnRequest request;
   for (const auto& [key, value] : items) {

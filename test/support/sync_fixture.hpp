@@ -49,6 +49,10 @@ class EtcdTestClient {
   explicit EtcdTestClient(const std::vector<std::string>& endpoints);
 
   std::int64_t put(const std::string& key, const std::string& value);  ///< returns the revision
+  /// Puts bound to `lease`; returns the revision.
+  std::int64_t put(const std::string& key, const std::string& value, std::int64_t lease);
+  /// Grants a lease of `ttl_seconds`; returns its id.
+  std::int64_t grant_lease(std::int64_t ttl_seconds);
   std::int64_t del(const std::string& key);                             ///< returns the revision
   /// Puts every (key, value) in one Txn; returns its revision.
   std::int64_t txn_puts(const std::vector<std::pair<std::string, std::string>>& items);

@@ -14,6 +14,8 @@ mvccpb::Event event(mvccpb::Event::EventType type, const std::string& key, const
   e.mutable_kv()->set_key(key);
   e.mutable_kv()->set_value(value);
   e.mutable_kv()->set_mod_revision(rev);
+  e.mutable_kv()->set_create_revision(rev);
+  e.mutable_kv()->set_version(1);
   return e;
 }
 
@@ -65,7 +67,8 @@ TEST(MirrorBatch, CountsEventsAndCoversTheHighestRevision) {
 
   auto statements = batch.statements("/");
   ASSERT_EQ(statements.size(), 3u);  // rows, the rejected key, the checkpoint
-  ASSERT_EQ(statements[0].params.size(), 5u);  // parallel arrays: key, value, value_bytes, revision, tombstone
+  // Parallel arrays: key, value, value_bytes, revision, tombstone, create_revision, version, lease.
+  ASSERT_EQ(statements[0].params.size(), 8u);
   EXPECT_TRUE(statements[0].prepare);
   EXPECT_NE(statements[0].sql.find("ON CONFLICT (key, revision) DO NOTHING"), std::string::npos);
   EXPECT_NE(statements[1].sql.find("etcd_sync_rejected"), std::string::npos);
@@ -91,20 +94,24 @@ TEST(MirrorBatch, AnyBatchIsOneFixedStatementOverArrays) {
   ASSERT_EQ(few.size(), 2u);  // the rows, then the checkpoint
   ASSERT_EQ(many.size(), 2u);
   EXPECT_EQ(few[0].sql, many[0].sql) << "one statement text, prepared once, whatever the batch size";
-  ASSERT_EQ(few[0].params.size(), 5u);
+  ASSERT_EQ(few[0].params.size(), 8u);
   // Array literals: a binary value as bytea hex, a tombstone with neither value.
   EXPECT_EQ(few[0].params[0].value, R"({"/bin","/gone"})");
   EXPECT_EQ(few[0].params[1].value, "{NULL,NULL}");
   EXPECT_EQ(few[0].params[2].value, R"({"\\x00ff",NULL})");
   EXPECT_EQ(few[0].params[3].value, R"({"7","8"})");
   EXPECT_EQ(few[0].params[4].value, R"({"f","t"})");
+  // etcd's metadata of the put; NULL on the tombstone.
+  EXPECT_EQ(few[0].params[5].value, R"({"7",NULL})");
+  EXPECT_EQ(few[0].params[6].value, R"({"1",NULL})");
+  EXPECT_EQ(few[0].params[7].value, R"({"0",NULL})");
 }
 
 TEST(SnapshotLine, EscapesCopyTextAndWritesBytesAsHex) {
   std::string chunk;
-  append_snapshot_line(chunk, MirrorRow{"/a\tb", std::string("line\nnext \\ end"), std::nullopt, 7, false});
-  append_snapshot_line(chunk, MirrorRow{"/bin", std::nullopt, std::string("\x00\xff", 2), 8, false});
-  EXPECT_EQ(chunk, "/a\\tb\tline\\nnext \\\\ end\t\\N\t7\n/bin\t\\N\t\\\\x00ff\t8\n");
+  append_snapshot_line(chunk, MirrorRow{"/a\tb", std::string("line\nnext \\ end"), std::nullopt, 7, false, KeyMeta{3, 2, 0}});
+  append_snapshot_line(chunk, MirrorRow{"/bin", std::nullopt, std::string("\x00\xff", 2), 8, false, KeyMeta{8, 1, 94}});
+  EXPECT_EQ(chunk, "/a\\tb\tline\\nnext \\\\ end\t\\N\t7\t3\t2\t0\n/bin\t\\N\t\\\\x00ff\t8\t8\t1\t94\n");
 }
 
 TEST(Keys, RangePagesAreSizedByBytes) {
