@@ -5,6 +5,7 @@
 #include "reactor/commands/commands.hpp"
 #include "adapters/grpc_bridge.hpp"
 #include "reactor/commands/status_report.hpp"
+#include "reactor/config/durations.hpp"
 #include "reactor/keys/keys.hpp"
 
 #include <boost/asio/steady_timer.hpp>
@@ -137,6 +138,9 @@ nlohmann::ordered_json build_report(const Config& config, const PgResult& instan
   }
   ha["instances"] = live;
   ha["election_prefix"] = config.ha.election_prefix;
+  auto& history = out["history"];
+  history["keep_versions"] = config.history.keep_versions;
+  history["keep_for"] = format_duration(config.history.keep_for);
   out["etcd"]["endpoints"] = config.etcd.endpoints;
   out["etcd"]["prefix"] = config.etcd.prefix;
   out["etcd"]["error"] = etcd_error;
@@ -200,6 +204,8 @@ std::string text_report(const nlohmann::ordered_json& s) {
   for (const auto& i : ha["instances"])
     out += "instance     " + v(i["instance_id"]) + " " + v(i["role"]) + " on " + v(i["host"]) + " pid " + v(i["pid"]) +
            ", heartbeat " + v(i["heartbeat_at"]) + "\n";
+  out += "history      keep_versions " + v(s["history"]["keep_versions"]) + ", keep_for " + v(s["history"]["keep_for"]) +
+         " (0: no limit)\n";
   if (!s["etcd"]["error"].is_null()) out += "etcd         unreachable: " + v(s["etcd"]["error"]) + "\n";
   return out;
 }

@@ -477,6 +477,12 @@ void read_ha(Table& t, HaConfig& out) {
   t.report_unknown();
 }
 
+void read_history(Table& t, HistoryConfig& out) {
+  t.read_duration("keep_for", out.keep_for, true);
+  t.read_int("keep_versions", out.keep_versions, 0, INT_MAX);
+  t.report_unknown();
+}
+
 void read_document(const toml::value& doc, const std::string& file, Config& config,
                    Errors& errors) {
   Table root(doc, "", file, errors);
@@ -486,6 +492,7 @@ void read_document(const toml::value& doc, const std::string& file, Config& conf
   if (auto t = root.sub_table("logging")) read_logging(*t, config.logging);
   if (auto t = root.sub_table("metrics")) read_metrics(*t, config.metrics);
   if (auto t = root.sub_table("ha")) read_ha(*t, config.ha);
+  if (auto t = root.sub_table("history")) read_history(*t, config.history);
   root.report_unknown();
 }
 

@@ -80,6 +80,14 @@ struct HaConfig {
   bool operator==(const HaConfig&) const = default;
 };
 
+struct HistoryConfig {
+  /// Rows older than this (by ts) are pruned; 0 = keep everything.
+  std::chrono::milliseconds keep_for{0};
+  /// At most this many rows per key; 0 = no limit.
+  int keep_versions = 0;
+  bool operator==(const HistoryConfig&) const = default;
+};
+
 struct MetricsConfig {
   std::string listen;  ///< "host:port" for /metrics, /healthz, /readyz; empty = off
 };
@@ -91,6 +99,7 @@ struct Config {
   LoggingConfig logging;
   MetricsConfig metrics;
   HaConfig ha;
+  HistoryConfig history;
   std::string source_file;  ///< the TOML file this came from; empty when defaults only
 };
 

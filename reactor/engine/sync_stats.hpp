@@ -52,6 +52,7 @@ struct SyncStats {
   bool is_leader = false;           ///< this instance leads now (etcd_sync_leader)
   std::int64_t leader_changes = 0;  ///< times this instance became or stopped being the leader
   std::int64_t fenced = 0;          ///< times a write of this instance was fenced (another led)
+  std::int64_t history_pruned = 0;  ///< rows of `etcd` deleted by [history] pruning
   PeerHealth etcd;        ///< etcd_sync_connection_up{peer="etcd"}
   PeerHealth postgresql;  ///< etcd_sync_connection_up{peer="postgresql"}
   LatencyHistogram mirror_apply_seconds;  ///< one watch batch: PostgreSQL transaction time

@@ -113,6 +113,8 @@ std::string render_metrics(const SyncStats& s, const char* version) {
   sample(out, "etcd_sync_leader_changes_total", "", static_cast<double>(s.leader_changes));
   metric(out, "etcd_sync_fenced_total", "counter", "Writes of this instance refused because another instance leads.");
   sample(out, "etcd_sync_fenced_total", "", static_cast<double>(s.fenced));
+  metric(out, "etcd_sync_history_pruned_rows_total", "counter", "Rows of the etcd table pruned by [history].");
+  sample(out, "etcd_sync_history_pruned_rows_total", "", static_cast<double>(s.history_pruned));
   metric(out, "etcd_sync_snapshot_done", "gauge", "1 once the first snapshot is in PostgreSQL.");
   sample(out, "etcd_sync_snapshot_done", "", s.snapshot_done ? 1 : 0);
   histogram(out, "etcd_sync_mirror_apply_seconds", "Time to write one batch of watch events to PostgreSQL.",

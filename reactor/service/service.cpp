@@ -2,6 +2,7 @@
 
 #include "reactor/engine/database.hpp"
 #include "reactor/ha/elector.hpp"
+#include "reactor/history/pruner.hpp"
 #include "reactor/loop/deadline.hpp"
 #include "reactor/loop/logging.hpp"
 #include "reactor/loop/spawn.hpp"
@@ -299,8 +300,10 @@ asio::awaitable<void> Service::start_term(std::optional<LeaderTerm> leader) {
     t->mirror = std::make_unique<Mirror>(io_, config_, *t->etcd, stats_, dry_run_, fencing);
   if (config_->sync.direction != Direction::etcd_to_postgres)
     t->outbox = std::make_unique<Outbox>(io_, config_, *t->etcd, stats_, dry_run_, fencing);
+  if (t->mirror && !dry_run_) t->pruner = std::make_unique<Pruner>(io_, config_, stats_, fencing);
   if (t->mirror) t->engines.push_back(t->mirror.get());
   if (t->outbox) t->engines.push_back(t->outbox.get());
+  if (t->pruner) t->engines.push_back(t->pruner.get());
   term_ = std::move(t);
   start_engines(term_->engines, term_->gate);
   if (term_->outbox) term_->outbox->wake();

@@ -27,6 +27,7 @@ namespace etcd_sync {
 class Elector;
 class Mirror;
 class Outbox;
+class Pruner;
 class Listener;
 class MetricsServer;
 
@@ -85,6 +86,7 @@ class Service {
     std::unique_ptr<EtcdClient> etcd;
     std::unique_ptr<Mirror> mirror;
     std::unique_ptr<Outbox> outbox;
+    std::unique_ptr<Pruner> pruner;  ///< with the mirror, not in a dry run
     std::vector<Engine*> engines;
     Gate gate;
   };

@@ -186,7 +186,7 @@ TEST(ConfigErrors, UnknownSectionAndTopLevelKey) {
   ASSERT_EQ(load.errors.size(), 2u) << describe(load.errors);
   EXPECT_EQ(load.errors[0].to_string(),
             "test.toml:1: verbose: unknown key; the sections are postgresql, etcd, sync, logging, "
-            "metrics, ha");
+            "metrics, ha, history");
   EXPECT_EQ(load.errors[1].line, 3);
   EXPECT_EQ(load.errors[1].key, "nonsense");
 }
