@@ -97,6 +97,7 @@ std::string first_difference(const std::vector<HistoryEntry>& mirror, const std:
 class HaTest : public SyncSuite {
  protected:
   void TearDown() override {
+    if (load_) load_->stop();
     for (auto& instance : instances_)
       if (instance->running()) instance->kill9();
     instances_.clear();
@@ -166,6 +167,27 @@ class HaTest : public SyncSuite {
     EXPECT_TRUE(wait_until([&] { return done() >= target; }, 20s)) << env_->wal_status_counts();
   }
 
+  /// Two instances under `prefix` with `ttl`, node-0 leading and node-1 standing by, and the load
+  /// flowing through the leader. Returns their configs.
+  std::pair<std::filesystem::path, std::filesystem::path> two_instances_under_load(const std::string& prefix,
+                                                                                   const std::string& ttl) {
+    auto c0 = config_for(0, prefix, ttl), c1 = config_for(1, prefix, ttl);
+    validate_config_ = c0;
+    start(0, c0);
+    EXPECT_TRUE(wait_leader("node-0"));
+    start(1, c1);
+    load_ = std::make_unique<Workload>(std::vector<std::string>{env_->etcd.endpoint()}, env_->conninfo(), prefix);
+    load_->start();
+    wait_applied(20);  // load flows before the fault
+    return {c0, c1};
+  }
+  /// Lets the load flow a little more, stops it, and runs the checks.
+  void finish_load(const std::string& prefix) {
+    wait_applied(20);
+    load_->stop();
+    expect_consistent(prefix, *env_->client);
+  }
+
   /// The checks every scenario ends with.
   void expect_consistent(const std::string& prefix, EtcdTestClient& etcd, int expected_leaders = 1) {
     ASSERT_TRUE(wait_until([&] { return env_->db().scalar("SELECT count(*) FROM etcd_wal WHERE status = 'pending'") == "0"; }, 40s))
@@ -210,6 +232,7 @@ class HaTest : public SyncSuite {
   }
 
   std::vector<std::unique_ptr<ServiceProcess>> instances_;
+  std::unique_ptr<Workload> load_;
   std::vector<std::int64_t> epochs_;
   std::filesystem::path validate_config_;
 };
@@ -217,45 +240,27 @@ class HaTest : public SyncSuite {
 // SIGTERM of the leader: it drains and revokes its lease; the standby leads within about a second.
 TEST_F(HaTest, SigtermOfTheLeaderHandsOverAndLosesNothing) {
   const std::string prefix = "/ha-term/";
-  auto c0 = config_for(0, prefix, "10s"), c1 = config_for(1, prefix, "10s");
-  validate_config_ = c0;
-  start(0, c0);
-  ASSERT_TRUE(wait_leader("node-0"));
-  start(1, c1);
-  Workload load({env_->etcd.endpoint()}, env_->conninfo(), prefix);
-  load.start();
-  wait_applied(20);  // load flows before the fault
+  two_instances_under_load(prefix, "10s");
   const auto sent = std::chrono::steady_clock::now();
   instance(0).signal(SIGTERM);
   ASSERT_TRUE(wait_leader("node-1", 10s)) << instance(1).log_text();
   const auto took = std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count();
   std::cout << "[ takeover ] SIGTERM -> the standby's epoch in PostgreSQL: " << took << " s (ttl 10 s)\n";
   EXPECT_EQ(instance(0).wait_exit(10s), 0);
-  wait_applied(20);
-  load.stop();
-  EXPECT_GT(load.rows(), 20);
-  expect_consistent(prefix, *env_->client);
+  finish_load(prefix);
+  EXPECT_GT(load_->rows(), 20);
 }
 
 // kill -9 of the leader: the standby takes over when the lease expires; the killed one comes back
 // as a standby.
 TEST_F(HaTest, KillNineOfTheLeaderIsTakenOverAfterItsLeaseExpires) {
   const std::string prefix = "/ha-kill/";
-  auto c0 = config_for(0, prefix, "2s"), c1 = config_for(1, prefix, "2s");
-  validate_config_ = c0;
-  start(0, c0);
-  ASSERT_TRUE(wait_leader("node-0"));
-  start(1, c1);
-  Workload load({env_->etcd.endpoint()}, env_->conninfo(), prefix);
-  load.start();
-  wait_applied(20);
+  auto [c0, c1] = two_instances_under_load(prefix, "2s");
   instance(0).kill9();
   ASSERT_TRUE(wait_leader("node-1", 10s)) << instance(1).log_text();
   start(0, c0);
   EXPECT_TRUE(instance(0).wait_for_log("\"to\":\"standby\"", 10s)) << instance(0).log_text();
-  wait_applied(20);
-  load.stop();
-  expect_consistent(prefix, *env_->client);
+  finish_load(prefix);
 }
 
 // SIGSTOP of the leader for longer than ttl, then SIGCONT: the standby took over meanwhile; the
@@ -263,14 +268,7 @@ TEST_F(HaTest, KillNineOfTheLeaderIsTakenOverAfterItsLeaseExpires) {
 // nothing of its own.
 TEST_F(HaTest, ALeaderFrozenLongerThanTtlComesBackFencedAndStandsBy) {
   const std::string prefix = "/ha-stop/";
-  auto c0 = config_for(0, prefix, "2s"), c1 = config_for(1, prefix, "2s");
-  validate_config_ = c0;
-  start(0, c0);
-  ASSERT_TRUE(wait_leader("node-0"));
-  start(1, c1);
-  Workload load({env_->etcd.endpoint()}, env_->conninfo(), prefix);
-  load.start();
-  wait_applied(20);
+  two_instances_under_load(prefix, "2s");
   instance(0).signal(SIGSTOP);
   ASSERT_TRUE(wait_leader("node-1", 10s)) << instance(1).log_text();
   wait_applied(20);
@@ -279,9 +277,7 @@ TEST_F(HaTest, ALeaderFrozenLongerThanTtlComesBackFencedAndStandsBy) {
   EXPECT_TRUE(instance(0).wait_for_log("\"to\":\"standby\"", 15s)) << instance(0).log_since_mark();
   const auto back = instance(0).log_since_mark();
   EXPECT_TRUE(back.find("etcd lease lost") != std::string::npos || back.find("fenced") != std::string::npos) << back;
-  wait_applied(20);
-  load.stop();
-  expect_consistent(prefix, *env_->client);
+  finish_load(prefix);
 }
 
 // The same, deterministic: the leader freezes itself right before an outbox Txn (and, in a second
@@ -321,64 +317,37 @@ TEST_F(HaTest, ALeaderFrozenRightBeforeATxnOrACommitWritesNothingWhenItComesBack
 // campaigns again with a fresh key, whose epoch is higher still; writing resumes.
 TEST_F(HaTest, AnEpochBumpedByHandFencesTheLeaderUntilANewerOneLeads) {
   const std::string prefix = "/ha-bump/";
-  auto c0 = config_for(0, prefix, "2s"), c1 = config_for(1, prefix, "2s");
-  validate_config_ = c0;
-  start(0, c0);
-  ASSERT_TRUE(wait_leader("node-0"));
-  start(1, c1);
-  Workload load({env_->etcd.endpoint()}, env_->conninfo(), prefix);
-  load.start();
-  wait_applied(20);
+  two_instances_under_load(prefix, "2s");
   instance(0).mark_log();
   env_->db().exec("UPDATE etcd_sync_leader SET epoch = epoch + 1");
   EXPECT_TRUE(instance(0).wait_for_log("fenced", 10s)) << instance(0).log_since_mark();
   ASSERT_TRUE(wait_leader("node-1", 10s)) << instance(1).log_text();
-  wait_applied(20);
-  load.stop();
-  expect_consistent(prefix, *env_->client);
+  finish_load(prefix);
 }
 
 // The leader's election key deleted with etcdctl: it steps down; the standby leads.
 TEST_F(HaTest, TheElectionKeyDeletedByHandMakesTheLeaderStepDown) {
   const std::string prefix = "/ha-key/";
-  auto c0 = config_for(0, prefix, "2s"), c1 = config_for(1, prefix, "2s");
-  validate_config_ = c0;
-  start(0, c0);
-  ASSERT_TRUE(wait_leader("node-0"));
-  start(1, c1);
-  Workload load({env_->etcd.endpoint()}, env_->conninfo(), prefix);
-  load.start();
-  wait_applied(20);
+  two_instances_under_load(prefix, "2s");
   instance(0).mark_log();
   env_->etcd.etcdctl({"del", "/etcd-sync/election/campaign/node-0"});
   EXPECT_TRUE(instance(0).wait_for_log("was deleted", 10s)) << instance(0).log_since_mark();
   ASSERT_TRUE(wait_leader("node-1", 10s)) << instance(1).log_text();
   EXPECT_TRUE(instance(0).wait_for_log("\"to\":\"standby\"", 10s)) << instance(0).log_since_mark();
-  wait_applied(20);
-  load.stop();
-  expect_consistent(prefix, *env_->client);
+  finish_load(prefix);
 }
 
 // A rolling restart of two instances: stop one, start it, then the other. Always a leader soon.
 TEST_F(HaTest, ARollingRestartOfTwoInstancesLosesNothing) {
   const std::string prefix = "/ha-roll/";
-  auto c0 = config_for(0, prefix, "3s"), c1 = config_for(1, prefix, "3s");
-  validate_config_ = c0;
-  start(0, c0);
-  ASSERT_TRUE(wait_leader("node-0"));
-  start(1, c1);
-  Workload load({env_->etcd.endpoint()}, env_->conninfo(), prefix);
-  load.start();
-  wait_applied(10);
+  auto [c0, c1] = two_instances_under_load(prefix, "3s");
   EXPECT_EQ(instance(1).terminate(), 0);  // the standby first
   start(1, c1);
   wait_applied(10);
   EXPECT_EQ(instance(0).terminate(), 0);  // then the leader: node-1 takes over
   ASSERT_TRUE(wait_leader("node-1", 10s));
   start(0, c0);
-  wait_applied(20);
-  load.stop();
-  expect_consistent(prefix, *env_->client);
+  finish_load(prefix);
 }
 
 // Three instances on a 3-member etcd: the etcd leader member is stopped under load; etcd elects a

@@ -43,7 +43,7 @@ TEST_F(HistoryTest, KeepVersionsPrunesOldRowsButNeverTheLatestNorAPendingBase) {
   ASSERT_TRUE(env_->wait_mirrored(deleted, 10s, prefix));
   ASSERT_EQ(count("SELECT count(*) FROM etcd WHERE key LIKE '/hist-v/%'"), 52);
   // A pending row (the outbox is off here) based on an old revision of k0: that row is kept.
-  env_->db().exec("INSERT INTO etcd_wal (key, value, revision) VALUES ('/hist-v/k0', 'later', " + std::to_string(old_base) + ")");
+  env_->insert_wal("/hist-v/k0", "later", old_base);
 
   auto reloaded = config(prefix, "keep_versions = 2");
   ASSERT_EQ(reloaded, path);

@@ -38,9 +38,7 @@ class OutboxFaultsTest : public SyncSuite {
 
   std::int64_t insert_wal(const std::string& key, const std::optional<std::string>& value,
                           std::optional<std::int64_t> revision) {
-    auto rows = db().exec_params("INSERT INTO etcd_wal (key, value, revision) VALUES ($1, $2, $3::bigint) RETURNING id",
-                                 {key, value, revision ? std::optional(std::to_string(*revision)) : std::nullopt});
-    return std::stoll(*rows.at(0).at(0));
+    return env_->insert_wal(key, value, revision);
   }
   /// status, revision (or "NULL"), error_message of row `id` once it has left 'pending'.
   std::vector<std::string> settled(std::int64_t id, std::chrono::milliseconds deadline = 20s) {

@@ -198,6 +198,13 @@ void SyncEnvironment::start_service(ServiceProcess& service, const std::filesyst
     throw std::runtime_error("the mirror did not start watching:\n" + service.log_text());
 }
 
+std::int64_t SyncEnvironment::insert_wal(const std::string& key, const std::optional<std::string>& value,
+                                         std::optional<std::int64_t> revision) {
+  auto rows = db().exec_params("INSERT INTO etcd_wal (key, value, revision) VALUES ($1, $2, $3::bigint) RETURNING id",
+                               {key, value, revision ? std::optional(std::to_string(*revision)) : std::nullopt});
+  return std::stoll(*rows.at(0).at(0));
+}
+
 std::int64_t SyncEnvironment::checkpoint(const std::string& prefix) {
   try {
     auto rows = db().exec_params("SELECT revision FROM etcd_sync_checkpoint WHERE prefix = $1", {prefix});

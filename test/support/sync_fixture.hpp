@@ -91,6 +91,10 @@ class SyncEnvironment {
   /// Waits until the checkpoint reaches `revision`.
   bool wait_mirrored(std::int64_t revision, std::chrono::milliseconds deadline = std::chrono::seconds(20),
                      const std::string& prefix = "");
+  /// INSERT INTO etcd_wal (key, value, revision) (nullopt value: a delete; nullopt revision: NULL)
+  /// and the new row's id.
+  std::int64_t insert_wal(const std::string& key, const std::optional<std::string>& value,
+                          std::optional<std::int64_t> revision);
   /// etcd_wal's rows counted by status, as "status:count" pairs by status ("" when empty): one
   /// line that says where an outbox test stands when it fails.
   std::string wal_status_counts();
