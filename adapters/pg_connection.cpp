@@ -4,6 +4,8 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
+
+#include "reactor/loop/deadline.hpp"
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
@@ -213,15 +215,13 @@ void PgConnection::join_host_list(const HostToResolve& target, const std::vector
 
 asio::awaitable<std::vector<std::string>> PgConnection::resolve(const HostToResolve& target,
                                                                  std::chrono::milliseconds timeout) {
-  // Shared with the deadline's handler, which may already be queued when the lookup completes.
-  auto resolver = std::make_shared<asio::ip::tcp::resolver>(io_);
-  asio::steady_timer deadline(io_, timeout);
-  deadline.async_wait([weak = std::weak_ptr<asio::ip::tcp::resolver>(resolver)](boost::system::error_code ec) {
-    if (auto alive = weak.lock(); alive && !ec) alive->cancel();
-  });
+  asio::ip::tcp::resolver resolver(io_);
   boost::system::error_code ec;
-  auto results = co_await resolver->async_resolve(target.host, target.port, asio::redirect_error(asio::use_awaitable, ec));
-  deadline.cancel();
+  asio::ip::tcp::resolver::results_type results;
+  {
+    Deadline deadline(io_, timeout, [&resolver] { resolver.cancel(); });
+    results = co_await resolver.async_resolve(target.host, target.port, asio::redirect_error(asio::use_awaitable, ec));
+  }
   std::vector<std::string> addresses;
   if (!ec)
     for (const auto& entry : results) {
@@ -259,9 +259,8 @@ asio::awaitable<void> PgConnection::connect(std::chrono::milliseconds timeout) {
     close();
     throw SyncError(ErrorKind::permanent, "PostgreSQL (" + name_ + "): invalid conninfo: " + message, Peer::postgresql);
   }
-  asio::steady_timer deadline(io_, give_up_at);
-  deadline.async_wait([this](boost::system::error_code ec) {
-    if (ec || connected()) return;  // a connect that won the race keeps its socket
+  Deadline deadline(io_, give_up_at, [this] {
+    if (connected()) return;  // a connect that won the race keeps its socket
     timed_out_ = true;
     if (descriptor_) descriptor_->cancel();
   });
@@ -285,7 +284,7 @@ asio::awaitable<void> PgConnection::connect(std::chrono::milliseconds timeout) {
     }
     poll = PQconnectPoll(conn_);
   }
-  deadline.cancel();
+  deadline.disarm();
   refresh_descriptor();
   PQsetnonblocking(conn_, 1);
   // NOTICEs ("relation already exists, skipping") are expected chatter; errors arrive as results.
