@@ -391,6 +391,26 @@ TEST_F(OperationsTest, EtcdUsernameAndPasswordAuthenticateAndTheTokenIsRenewed) 
   EXPECT_EQ(service.log_since_mark().find("rootpw"), std::string::npos);
 }
 
+// A dead etcd endpoint listed first costs no dial_timeout: every endpoint is dialled at once, the
+// first that answers is used, and the dead one is named in a warning.
+TEST_F(OperationsTest, ADeadEtcdEndpointAtStartupIsPassedOverAndNamed) {
+  auto s = settings("/dead-endpoint/");
+  s.dial_timeout = "30s";
+  auto config = env_->write_config(s);
+  const int dead_port = free_loopback_port();
+  const std::string dead = "127.0.0.1:" + std::to_string(dead_port);
+  ServiceProcess service(env_->dir.path(), "dead-endpoint");
+  const auto began = std::chrono::steady_clock::now();
+  service.start({"start", "-c", config.string(), "-e", "etcd://" + dead + "," + env_->etcd.endpoint() + "/dead-endpoint/"});
+  ASSERT_TRUE(service.wait_for_log("etcd-sync started", 20s)) << service.log_text();
+  EXPECT_LT(std::chrono::steady_clock::now() - began, 10s) << "waited out dial_timeout on the dead endpoint";
+  EXPECT_TRUE(service.wait_for_log("etcd endpoint does not answer", 5s)) << service.log_text();
+  EXPECT_NE(service.log_text().find(dead), std::string::npos) << "the warning names the dead endpoint";
+  auto revision = env_->client->put("/dead-endpoint/k", "v");
+  EXPECT_TRUE(env_->wait_mirrored(revision, 10s, "/dead-endpoint/"));
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
 // An etcd role without readwrite on [ha] election_prefix cannot campaign: exit code 3, naming the
 // prefix. With it, the same user runs.
 TEST_F(OperationsTest, AnEtcdRoleWithoutTheElectionPrefixIsExitCodeThreeNamingIt) {
