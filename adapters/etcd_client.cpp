@@ -240,9 +240,12 @@ void EtcdClient::on_probe_result(std::size_t endpoint, const grpc::Status& statu
   const std::string& address = options_.endpoints[endpoint];
   if (!status.ok()) {
     if (status.error_code() == grpc::StatusCode::CANCELLED) return;  // shutting down
-    abandon(endpoint, "the member did not answer a status probe (" + status.error_message() + ")", std::nullopt);
+    if (++unanswered_[endpoint] < kProbeStrikes) return;  // the next probe decides
+    unanswered_[endpoint] = 0;
+    abandon(endpoint, "the member left " + std::to_string(kProbeStrikes) + " status probes in a row unanswered (" + status.error_message() + ")", std::nullopt);
     return;
   }
+  unanswered_[endpoint] = 0;
   const auto term = static_cast<std::int64_t>(response.raftterm());
   if (response.leader() == 0) {
     abandon(endpoint, "the member at " + address + " has no leader", std::nullopt);

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <functional>
 #include <list>
+#include <map>
 #include <optional>
 #include <memory>
 #include <set>
@@ -42,9 +43,11 @@ class WatchStream;
 /// metadata; etcdserver/api/v3rpc/interceptor.go), instead of waiting out the request timeout.
 /// A call already in flight when its member loses the leader would still wait: once a unary call
 /// has run for kProbeAfter, the client asks that member for its Status; if the member has no
-/// leader, has moved to a newer raft term than the call started in, or does not answer within
-/// kProbeTimeout, the call is abandoned (it fails as transient, naming why) and later calls go to
-/// the next endpoint.
+/// leader, or has moved to a newer raft term than the call started in, the call is abandoned (it
+/// fails as transient, naming why) and later calls go to the next endpoint. A member that leaves
+/// kProbeStrikes probes in a row unanswered within kProbeTimeout each is abandoned the same way;
+/// one slow answer is not enough, since a member busy with fsyncs on a loaded machine can take a
+/// second to answer and is still serving.
 class EtcdClient {
  public:
   /// How long a unary call runs before its member is probed, and how often after that.
@@ -52,6 +55,8 @@ class EtcdClient {
   static constexpr std::chrono::milliseconds kProbeInterval{250};
   /// How long a probe may take before the member counts as unresponsive.
   static constexpr std::chrono::milliseconds kProbeTimeout{1000};
+  /// How many probes in a row a member may leave unanswered before its calls are abandoned.
+  static constexpr int kProbeStrikes = 2;
 
   /// Builds the channels (nothing connects yet). Throws SyncError(permanent) when a TLS file cannot
   /// be read.
@@ -151,6 +156,7 @@ class EtcdClient {
   bool probe_armed_ = false;
   std::set<std::size_t> probing_;  ///< endpoints with a probe in flight
   std::set<grpc::ClientContext*> probes_;  ///< their contexts, for cancel_all
+  std::map<std::size_t, int> unanswered_;  ///< endpoint -> probes unanswered in a row
   std::int64_t known_term_ = 0;
   /// Shared with probes in flight, which may finish after the client is gone.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -88,7 +88,16 @@ void EtcdTestClient::put_many(const std::vector<std::pair<std::string, std::stri
       etcdserverpb::PutRequest request;
       request.set_key(item.first);
       request.set_value(item.second);
-      co_await loop_.etcd().put(request);
+      // A writer retries a put the client gave up on, as an application would: a busy member
+      // may be abandoned by the client's probe although it took the put.
+      for (int attempt = 1;; ++attempt) {
+        try {
+          co_await loop_.etcd().put(request);
+          break;
+        } catch (const SyncError& error) {
+          if (!error.transient() || attempt == 3) throw;
+        }
+      }
     }
   };
   std::exception_ptr failure;
