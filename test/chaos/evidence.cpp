@@ -40,11 +40,14 @@ std::int64_t pending_rows(Deployment& deployment) {
   return scalar_or(deployment, "SELECT count(*) FROM etcd_wal WHERE status = 'pending'", {});
 }
 
-CheckInput collect_check_input(Deployment& deployment, const std::string& marker_prefix) {
+CheckInput collect_check_input(Deployment& deployment, const std::string& marker_prefix, std::optional<HaInput> ha) {
   CheckInput input;
   input.prefix = deployment.settings().prefix;
+  input.election_prefix = deployment.settings().election_prefix;
   input.marker_prefix = marker_prefix;
   input.mode = deployment.settings().mode;
+  input.ha = std::move(ha);
+  if (input.ha) input.ha->campaign_prefix = deployment.campaign_prefix();
 
   const std::string receipt_key = outbox_keys(deployment.settings().election_prefix).receipt;
   testing::EtcdTestClient client(deployment.etcd_endpoints().front());
@@ -54,6 +57,10 @@ CheckInput collect_check_input(Deployment& deployment, const std::string& marker
       if (entry.value) input.receipts.push_back(parse_receipt_event(entry.revision, std::move(*entry.value)));
       continue;
     }
+    if (input.ha && entry.key.rfind(input.ha->campaign_prefix, 0) == 0) {
+      input.ha->campaign_history.push_back({entry.key, entry.value, entry.revision});
+      if (entry.key.rfind(input.prefix, 0) != 0) continue;  // (under the prefix too: the checker ignores it there)
+    }
     if (entry.key.rfind(input.prefix, 0) != 0 && entry.key.rfind(marker_prefix, 0) != 0) continue;
     input.history.push_back({std::move(entry.key), std::move(entry.value), entry.revision});
   }
@@ -61,8 +68,8 @@ CheckInput collect_check_input(Deployment& deployment, const std::string& marker
   testing::PgClient db(deployment.conninfo());
   for (const auto& row : db.exec_params(
            "SELECT key, coalesce(value, encode(value_bytes, 'escape')), revision, tombstone FROM etcd "
-           "WHERE starts_with(key, $1) ORDER BY revision, key",
-           {input.prefix})) {
+           "WHERE starts_with(key, $1) OR starts_with(key, $2) ORDER BY revision, key",
+           {input.prefix, input.election_prefix})) {
     input.mirror.push_back({*row[0], row[1], std::stoll(*row[2]), *row[3] == "t"});
   }
   for (const auto& row : db.exec(std::string(
