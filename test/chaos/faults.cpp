@@ -318,7 +318,7 @@ void FaultInjector::inject(FaultKind kind) {
     case FaultKind::leader_stop: {
       const Target target = pick_instance(true);
       if (!target.leader) {
-        log_.line(title + ": no leader found (etcd and etcd_sync_service silent); skipped");
+        skipped(kind, title + ": no leader found (etcd and etcd_sync_service silent)");
         break;
       }
       auto& instance = *deployment_.instances[target.index];
@@ -355,7 +355,7 @@ void FaultInjector::inject(FaultKind kind) {
     case FaultKind::election_key_delete: {
       const Target target = pick_instance(true);
       if (!target.leader || target.key.empty()) {
-        log_.line(title + ": no leader's campaign key found in etcd; skipped");
+        skipped(kind, title + ": no leader's campaign key found in etcd");
         break;
       }
       auto& instance = *deployment_.instances[target.index];
@@ -372,7 +372,7 @@ void FaultInjector::inject(FaultKind kind) {
         deleted = response.deleted();
         revision = response.header().revision();
       } catch (const SyncError& error) {
-        log_.line(title + ": the delete of " + target.key + " failed (" + error.what() + "); skipped");
+        skipped(kind, title + ": the delete of " + target.key + " failed (" + error.what() + ")");
         break;
       }
       log_.line(title + ": deleted " + target.key + " (create_revision " + std::to_string(target.key_revision) + ") of " +
@@ -417,12 +417,14 @@ void FaultInjector::inject(FaultKind kind) {
           holder = *rows[0][1];
         }
       } catch (const testing::PgError& error) {
-        log_.line(title + ": the UPDATE failed (" + error.what() + "); skipped");
+        // PostgreSQL runs (one fault at a time): an UPDATE that waits 10 s for the epoch row's
+        // lock means a leader's transaction held its FOR SHARE lock that long.
+        finding(title + ": the UPDATE of etcd_sync_leader failed: " + error.what());
         break;
       }
       const auto at = steady_clock::now();
       if (!bumped) {
-        log_.line(title + ": etcd_sync_leader has no row; skipped");
+        skipped(kind, title + ": etcd_sync_leader has no row");
         break;
       }
       log_.line(title + ": etcd_sync_leader's epoch (" + holder + ") raised by hand to " + std::to_string(*bumped) +
@@ -532,12 +534,19 @@ std::string FaultInjector::takeover_summary() const {
   return out.empty() ? "none" : out;
 }
 
+void FaultInjector::skipped(FaultKind kind, const std::string& why) {
+  ++skipped_[kind];
+  log_.line(why + "; skipped");
+}
+
 std::string FaultInjector::summary() const {
   std::string out;
   for (const FaultKind kind : all_fault_kinds()) {
     const auto it = injected_.find(kind);
     if (it == injected_.end()) continue;
     out += (out.empty() ? "" : ", ") + std::string(name(kind)) + " " + std::to_string(it->second);
+    const auto skips = skipped_.find(kind);
+    if (skips != skipped_.end()) out += " (" + std::to_string(skips->second) + " skipped)";
   }
   return out.empty() ? "none" : out;
 }

@@ -75,7 +75,8 @@ class FaultInjector {
   void terminate_instances();
 
   const std::vector<ServiceFinding>& findings() const { return findings_; }
-  /// "service-kill9 2, pg-restart 1, ..." (faults injected per kind).
+  /// "service-kill9 2, leader-stop 3 (1 skipped), ..." (faults injected per kind; skipped: found
+  /// nothing to hit).
   std::string summary() const;
   /// "leader-stop 3 (1.9-4.2 s), service-term 2 (0.3-0.6 s)": takeovers per kind, from the fault
   /// to another epoch in etcd_sync_leader; "none" without any.
@@ -100,6 +101,8 @@ class FaultInjector {
   /// while a server is down: an instance that starts then may rightly give up, exit code 2).
   void pause(std::chrono::milliseconds duration, bool watch);
   void finding(std::string message);
+  /// Counts a fault of `kind` that found nothing to hit (no leader known, say) and logs `why`.
+  void skipped(FaultKind kind, const std::string& why);
   /// With several instances the leader (60%) or one of the standbys; `leader_only` always the leader
   /// when one is found.
   Target pick_instance(bool leader_only = false);
@@ -129,6 +132,7 @@ class FaultInjector {
   ChaosLog& log_;
   std::unique_ptr<testing::EtcdLoop> etcd_;  ///< looks at the campaign keys, deletes the leader's
   std::map<FaultKind, int> injected_;
+  std::map<FaultKind, int> skipped_;
   std::map<FaultKind, std::vector<std::chrono::milliseconds>> takeovers_;
   std::vector<std::string> slow_takeovers_;
   int number_ = 0;

@@ -190,7 +190,7 @@ std::string describe(const std::string& instance_id, const InstanceLogFacts& fac
     out << ")";
   }
   out << ", " << facts.demoted << " demotions, " << facts.fenced << " fenced writes, " << facts.lease_lost
-      << " leases lost, " << facts.elected_not_leading << " elections refused by PostgreSQL's epoch, " << facts.errors
+      << " leases lost, " << facts.elected_not_leading << " elections not taken up (PostgreSQL refused the epoch or did not answer), " << facts.errors
       << " error lines";
   return out.str();
 }

@@ -85,7 +85,7 @@ struct InstanceLogFacts {
   int fenced = 0;                 ///< "fenced: another instance leads..."
   int lease_lost = 0;             ///< "etcd lease lost"
   int demoted = 0;                ///< elector state changed to demoting
-  int elected_not_leading = 0;    ///< "elected, but not leading" (PostgreSQL had a newer epoch)
+  int elected_not_leading = 0;    ///< "elected, but not leading" (PostgreSQL had a newer epoch, or did not answer)
   int errors = 0;                 ///< lines at level error
 };
 /// Parses `text` (an instance's log) for the facts above.
