@@ -564,10 +564,24 @@ class Checker {
       for (std::size_t i = 1; i < rows.size(); ++i) {
         if (rows[i].second > rows[i - 1].second) continue;
         const bool same = rows[i].second == rows[i - 1].second;
-        add(Check::success_in_id_order, same ? "at the same revision as an earlier row" : "before an earlier row",
+        const WalRow& earlier = *rows[i - 1].first;
+        const WalRow& later = *rows[i].first;
+        // Both committed (they succeeded); the earlier one after the later one: when the later
+        // row was claimed, the earlier one was not yet visible, or became visible only just then.
+        const bool late_commit = earlier.committed_at && later.committed_at && *earlier.committed_at > *later.committed_at;
+        std::string kind = same ? "at the same revision as an earlier row" : "before an earlier row";
+        if (late_commit) kind += " that committed after it (a late commit)";
+        std::string transactions;
+        if (late_commit) {
+          char gap[32];
+          std::snprintf(gap, sizeof gap, "%.3f", 1000 * (*earlier.committed_at - *later.committed_at));
+          transactions = "; row " + std::to_string(earlier.id) + "'s INSERT (" + earlier.statement + ") committed " +
+                         gap + " ms after row " + std::to_string(later.id) + "'s (" + later.statement + ")";
+        }
+        add(Check::success_in_id_order, kind,
             describe_row(*rows[i].first) + " reached etcd " + (same ? "at the same revision as" : "before") +
                 " the earlier " + describe_row(*rows[i - 1].first) + " (at " + std::to_string(rows[i].second) + " and " +
-                std::to_string(rows[i - 1].second) + ")\n" + evidence_.context(key, rows[i].second));
+                std::to_string(rows[i - 1].second) + ")" + transactions + "\n" + evidence_.context(key, rows[i].second));
       }
     }
   }

@@ -55,6 +55,12 @@ struct WalRow {
   std::optional<std::int64_t> attempt_revision;
   std::optional<std::int64_t> base;  ///< the `revision` the row was inserted with (NULL: absent)
   bool base_known = true;            ///< false when the writer's record of the base is missing
+  /// The writer's statement that inserted the row ("s-<stream>.<n>"; "" when unknown), and when
+  /// its transaction committed (PostgreSQL's commit timestamp, seconds since 1970; nullopt when
+  /// unknown). A row with a lower id can commit after one with a higher id: it is not visible
+  /// when that one is claimed (F tells such a pair apart).
+  std::string statement;
+  std::optional<double> committed_at;
 };
 
 /// The fingerprint the outbox gives `row` in its receipts: etcd_sync::row_fingerprint of the row
@@ -169,7 +175,9 @@ enum class Check : char {
                                   ///< deleted nothing has no revision and no event (see R)
   settled_never_applied = 'D',    ///< no conflict or failed row's write reached etcd
   no_write_without_success = 'E', ///< every outbox write in etcd belongs to a success row
-  success_in_id_order = 'F',      ///< success rows of one key reached etcd in id order
+  success_in_id_order = 'F',      ///< success rows of one key reached etcd in id order (a
+                                  ///< violation whose earlier row committed after the later one
+                                  ///< is told apart: a late commit)
   nothing_failed = 'G',           ///< no row failed; under postgres_wins none is a conflict
   high_availability = 'H',        ///< the epoch row only grows; each epoch led is its instance's
                                   ///< campaign key's create_revision, led once; at the end exactly

@@ -73,6 +73,13 @@ void Deployment::start() {
   etcd.start();
   postgres.start();
   postgres.create_database(database);
+  {
+    // Commit timestamps tell check F whether a row of a lower id committed after a higher one
+    // (track_commit_timestamp takes effect at the server's start).
+    testing::PgClient db(conninfo());
+    db.exec("ALTER SYSTEM SET track_commit_timestamp = on");
+  }
+  postgres.restart();
   for (std::size_t i = 0; i < instances.size(); ++i) write_config(i);
   log_.line("etcd (" + std::to_string(etcd.size()) + " members) and PostgreSQL (port " +
             std::to_string(postgres.port()) + ") up; " + std::to_string(instances.size()) +

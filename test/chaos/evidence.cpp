@@ -74,7 +74,9 @@ CheckInput collect_check_input(Deployment& deployment, const std::string& marker
   }
   for (const auto& row : db.exec(std::string(
            "SELECT w.id, w.key, coalesce(w.value, encode(w.value_bytes, 'escape')), w.revision, w.status, w.retry_count, "
-           "w.error_message, w.attempt_revision, b.base, b.id IS NOT NULL FROM etcd_wal w LEFT JOIN ") +
+           "w.error_message, w.attempt_revision, b.base, b.id IS NOT NULL, b.statement, extract(epoch FROM pg_xact_commit_timestamp(b.xmin)) "
+           "FROM etcd_wal w "
+           "LEFT JOIN ") +
            kBaseTable + " b ON b.id = w.id ORDER BY w.id")) {
     WalRow wal;
     wal.id = std::stoll(*row[0]);
@@ -87,6 +89,8 @@ CheckInput collect_check_input(Deployment& deployment, const std::string& marker
     wal.attempt_revision = to_revision(row[7]);
     wal.base = to_revision(row[8]);
     wal.base_known = *row[9] == "t";
+    wal.statement = row[10].value_or("");
+    if (row[11]) wal.committed_at = std::stod(*row[11]);
     input.wal.push_back(std::move(wal));
   }
   return input;

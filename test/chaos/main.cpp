@@ -30,8 +30,8 @@
 #include "test/chaos/faults.hpp"
 #include "test/chaos/ha.hpp"
 #include "test/chaos/random.hpp"
-#include "test/support/etcd_loop.hpp"
 #include "test/chaos/writers.hpp"
+#include "test/support/etcd_loop.hpp"
 
 namespace etcd_sync::chaos {
 namespace {

@@ -312,6 +312,29 @@ TEST(ChaosChecker, SuccessOutOfIdOrderIsF) {
   const auto report = run.check();
   EXPECT_EQ(report.count(Check::success_in_id_order), 1u) << messages(report);
   EXPECT_EQ(report.violations.size(), 1u) << messages(report);
+  EXPECT_EQ(report.violations[0].kind, "before an earlier row");  // commit times unknown: not told apart
+}
+
+TEST(ChaosChecker, OutOfIdOrderAfterALateCommitIsToldApart) {
+  History run(ConflictMode::postgres_wins);
+  run.event("/c/a", "w-2", 2);
+  run.event("/c/a", "w-1", 3);
+  auto& first = run.row(1, "/c/a", "w-1", std::nullopt, "success", 3);
+  first.statement = "s-1.1";
+  first.committed_at = 1000.0025;  // after row 2's INSERT
+  auto& second = run.row(2, "/c/a", "w-2", std::nullopt, "success", 2);
+  second.statement = "s-0.1";
+  second.committed_at = 1000.0010;
+  run.receipt(2, {2});
+  run.receipt(3, {1});
+  const auto report = run.check();
+  ASSERT_EQ(report.violations.size(), 1u) << messages(report);
+  EXPECT_EQ(report.violations[0].kind, "before an earlier row that committed after it (a late commit)");
+  EXPECT_NE(report.violations[0].message.find("row 1's INSERT (s-1.1) committed 1.500 ms after row 2's (s-0.1)"),
+            std::string::npos)
+      << messages(report);
+  run.input.wal[0].committed_at = 1000.0005;  // committed first, still applied after: no excuse
+  EXPECT_EQ(run.check().violations.at(0).kind, "before an earlier row");
 }
 
 TEST(ChaosChecker, DeleteThatDeletedNothingCountsInIdOrderAtItsReceipt) {
