@@ -27,6 +27,12 @@ std::string hex(std::uint32_t value) {
   return text;
 }
 
+/// A key under [ha] election_prefix: etcd-sync's own (campaign keys, the outbox's barrier and
+/// receipt), never mirrored, even when the synchronized prefix covers it.
+bool is_own_key(const CheckInput& input, const std::string& key) {
+  return !input.election_prefix.empty() && starts_with(key, input.election_prefix);
+}
+
 /// A success delete that found the key already absent: no revision, no event (wal_txn.hpp).
 bool deleted_nothing(const WalRow& row) {
   return row.status == "success" && !row.value && !row.revision && row.error_message &&
@@ -38,13 +44,13 @@ bool is_settled_unapplied(const WalRow& row) { return row.status == "conflict" |
 /// The run's history and rows, indexed the ways the checks look them up.
 class Evidence {
  public:
-  explicit Evidence(const CheckInput& input) {
+  explicit Evidence(const CheckInput& input) : ha_(input.ha ? &*input.ha : nullptr) {
     for (const auto& event : input.history) {
       if (starts_with(event.key, input.marker_prefix)) {
         if (event.value) etcd_side_deletes_[event.revision].insert(*event.value);
         continue;
       }
-      if (!starts_with(event.key, input.prefix)) continue;
+      if (!starts_with(event.key, input.prefix) || is_own_key(input, event.key)) continue;
       by_key_[event.key].push_back(&event);
       at_[{event.key, event.revision}] = &event;
       if (event.value) puts_by_value_[*event.value].push_back(&event);
@@ -160,6 +166,28 @@ class Evidence {
     return out;
   }
 
+  /// Whose campaign key was the lowest just before `revision` (the only instance whose fenced
+  /// outbox Txn could apply there), as "chaos-1 (epoch 42)"; "none" when no key was; "" without
+  /// HA input.
+  std::string leader_at(std::int64_t revision) const {
+    if (ha_ == nullptr) return "";
+    std::map<std::string, std::int64_t> alive;  // key -> create_revision
+    for (const auto& event : ha_->campaign_history) {
+      if (event.revision >= revision) break;
+      if (!event.value) {
+        alive.erase(event.key);
+      } else {
+        alive.emplace(event.key, event.revision);  // a key is created once, never updated
+      }
+    }
+    const std::pair<const std::string, std::int64_t>* lowest = nullptr;
+    for (const auto& entry : alive)
+      if (lowest == nullptr || entry.second < lowest->second) lowest = &entry;
+    if (lowest == nullptr) return "none";
+    return lowest->first.substr(std::min(lowest->first.size(), ha_->campaign_prefix.size())) + " (epoch " +
+           std::to_string(lowest->second) + ")";
+  }
+
   bool is_etcd_side_delete(const std::string& key, std::int64_t revision) const {
     const auto it = etcd_side_deletes_.find(revision);
     return it != etcd_side_deletes_.end() && it->second.count(key) > 0;
@@ -189,7 +217,9 @@ class Evidence {
   std::string context(const std::string& key, std::optional<std::int64_t> revision, std::size_t radius = 3) const {
     const auto& events = events_of(key);
     std::ostringstream out;
-    out << "    events of " << key << (revision ? " around revision " + std::to_string(*revision) : std::string()) << ":";
+    out << "    events of " << key << (revision ? " around revision " + std::to_string(*revision) : std::string());
+    if (revision && ha_ != nullptr) out << " (the leader's campaign key there: " << leader_at(*revision) << ")";
+    out << ":";
     if (events.empty()) return out.str() + " none\n";
     out << "\n";
     std::size_t centre = events.size();
@@ -215,6 +245,7 @@ class Evidence {
   }
 
  private:
+  const HaInput* ha_;
   std::map<std::string, std::vector<const EtcdEvent*>> by_key_;
   std::map<std::pair<std::string, std::int64_t>, const EtcdEvent*> at_;
   std::map<std::string, std::vector<const EtcdEvent*>> puts_by_value_;
@@ -261,6 +292,7 @@ class Checker {
     check_outbox_writes();
     check_id_order();
     check_receipts();
+    if (input_.ha) check_ha(*input_.ha);
     report_.totals["etcd events"] = input_.history.size();
     report_.totals["receipts"] = input_.receipts.size();
     report_.totals["etcd table rows"] = input_.mirror.size();
@@ -280,6 +312,12 @@ class Checker {
   void check_mirror() {
     std::map<std::pair<std::string, std::int64_t>, const MirrorRow*> rows;
     for (const auto& row : input_.mirror) {
+      if (is_own_key(input_, row.key)) {
+        add(Check::mirror_is_history, "election key mirrored",
+            "the etcd table holds etcd-sync's own key " + row.key + " at revision " + std::to_string(row.revision) +
+                " (under [ha] election_prefix " + input_.election_prefix + ", never mirrored)");
+        continue;
+      }
       if (!rows.emplace(std::make_pair(row.key, row.revision), &row).second)
         add(Check::mirror_is_history, "duplicate row", "the etcd table holds (" + row.key + ", " + std::to_string(row.revision) + ") twice");
     }
@@ -526,10 +564,24 @@ class Checker {
       for (std::size_t i = 1; i < rows.size(); ++i) {
         if (rows[i].second > rows[i - 1].second) continue;
         const bool same = rows[i].second == rows[i - 1].second;
-        add(Check::success_in_id_order, same ? "at the same revision as an earlier row" : "before an earlier row",
+        const WalRow& earlier = *rows[i - 1].first;
+        const WalRow& later = *rows[i].first;
+        // Both committed (they succeeded); the earlier one after the later one: when the later
+        // row was claimed, the earlier one was not yet visible, or became visible only just then.
+        const bool late_commit = earlier.committed_at && later.committed_at && *earlier.committed_at > *later.committed_at;
+        std::string kind = same ? "at the same revision as an earlier row" : "before an earlier row";
+        if (late_commit) kind += " that committed after it (a late commit)";
+        std::string transactions;
+        if (late_commit) {
+          char gap[32];
+          std::snprintf(gap, sizeof gap, "%.3f", 1000 * (*earlier.committed_at - *later.committed_at));
+          transactions = "; row " + std::to_string(earlier.id) + "'s INSERT (" + earlier.statement + ") committed " +
+                         gap + " ms after row " + std::to_string(later.id) + "'s (" + later.statement + ")";
+        }
+        add(Check::success_in_id_order, kind,
             describe_row(*rows[i].first) + " reached etcd " + (same ? "at the same revision as" : "before") +
                 " the earlier " + describe_row(*rows[i - 1].first) + " (at " + std::to_string(rows[i].second) + " and " +
-                std::to_string(rows[i - 1].second) + ")\n" + evidence_.context(key, rows[i].second));
+                std::to_string(rows[i - 1].second) + ")" + transactions + "\n" + evidence_.context(key, rows[i].second));
       }
     }
   }
@@ -613,6 +665,77 @@ class Checker {
     }
   }
 
+  // (H) Leadership: the epoch row only grows; every epoch an instance says it led is the
+  // create_revision of its own campaign key, and no epoch is led twice; each instance's epochs
+  // grow in its log's order; at the end exactly one live instance leads, and etcd and PostgreSQL
+  // agree on it.
+  void check_ha(const HaInput& ha) {
+    for (std::size_t i = 1; i < ha.epoch_samples.size(); ++i) {
+      const auto& before = ha.epoch_samples[i - 1];
+      const auto& after = ha.epoch_samples[i];
+      if (after.epoch >= before.epoch) continue;
+      add(Check::high_availability, "epoch went down",
+          "etcd_sync_leader went from epoch " + std::to_string(before.epoch) + " (" + before.instance_id + ", at " +
+              seconds_text(before.at_seconds) + ") to epoch " + std::to_string(after.epoch) + " (" + after.instance_id +
+              ", at " + seconds_text(after.at_seconds) + ")");
+    }
+    std::set<std::pair<std::string, std::int64_t>> puts;
+    for (const auto& event : ha.campaign_history)
+      if (event.value) puts.insert({event.key, event.revision});
+    std::map<std::int64_t, std::vector<const LeadRecord*>> by_epoch;
+    std::map<std::string, const LeadRecord*> last_of;
+    for (const auto& lead : ha.leads) {
+      by_epoch[lead.epoch].push_back(&lead);
+      const std::string key = ha.campaign_prefix + lead.instance_id;
+      if (puts.count({key, lead.epoch}) == 0) {
+        add(Check::high_availability, "led epoch is not its campaign key's create_revision",
+            lead.instance_id + " logged \"leading\" with epoch " + std::to_string(lead.epoch) + " at " + lead.time +
+                ", but etcd's history has no put of " + key + " at revision " + std::to_string(lead.epoch) + "\n" +
+                campaign_context(ha, key, lead.epoch));
+      }
+      const auto previous = last_of.find(lead.instance_id);
+      if (previous != last_of.end() && previous->second->epoch >= lead.epoch) {
+        add(Check::high_availability, "an instance's epochs went down",
+            lead.instance_id + " led epoch " + std::to_string(lead.epoch) + " at " + lead.time + " after epoch " +
+                std::to_string(previous->second->epoch) + " at " + previous->second->time);
+      }
+      last_of[lead.instance_id] = &lead;
+    }
+    for (const auto& [epoch, leads] : by_epoch) {
+      if (leads.size() < 2) continue;
+      std::string who;
+      for (const auto* lead : leads) who += (who.empty() ? "" : ", ") + lead->instance_id + " at " + lead->time;
+      add(Check::high_availability, "epoch led twice", "epoch " + std::to_string(epoch) + " was led " +
+                                                           std::to_string(leads.size()) + " times: " + who);
+    }
+    if (!ha.final_snapshot) {
+      add(Check::high_availability, "no final look", "the run did not get to look at who leads at the end");
+    } else if (const auto problem = ha_unsettled(*ha.final_snapshot, ha.instances)) {
+      add(Check::high_availability, "not exactly one agreed leader at the end", *problem);
+    }
+    report_.totals["epochs led"] = ha.leads.size();
+    report_.totals["epoch row changes"] = ha.epoch_samples.empty() ? 0 : ha.epoch_samples.size() - 1;
+  }
+
+  static std::string seconds_text(double seconds) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3f s", seconds);
+    return text;
+  }
+
+  /// The events of campaign key `key` around `revision`, one per line.
+  static std::string campaign_context(const HaInput& ha, const std::string& key, std::int64_t revision) {
+    std::string out = "    events of " + key + ":";
+    std::size_t shown = 0;
+    for (const auto& event : ha.campaign_history) {
+      if (event.key != key) continue;
+      if (event.revision < revision - 1000 || event.revision > revision + 1000) continue;
+      if (++shown > 10) break;
+      out += "\n      r" + std::to_string(event.revision) + " " + show_value(event.value);
+    }
+    return shown == 0 ? out + " none near revision " + std::to_string(revision) + "\n" : out + "\n";
+  }
+
   const CheckInput& input_;
   Evidence evidence_;
   CheckReport report_;
@@ -624,7 +747,8 @@ const std::vector<Check>& all_checks() {
   static const std::vector<Check> checks = {
       Check::mirror_is_history,    Check::nothing_pending,     Check::success_applied_once,
       Check::settled_never_applied, Check::no_write_without_success, Check::success_in_id_order,
-      Check::nothing_failed,       Check::receipts,            Check::known_status};
+      Check::nothing_failed,       Check::high_availability,   Check::receipts,
+      Check::known_status};
   return checks;
 }
 
@@ -638,6 +762,9 @@ const char* describe(Check check) {
     case Check::no_write_without_success: return "every outbox write in etcd belongs to a success row";
     case Check::success_in_id_order: return "success rows of one key reached etcd in id order";
     case Check::nothing_failed: return "no row failed; under postgres_wins no row is a conflict";
+    case Check::high_availability:
+      return "the epoch row only grows; each epoch led is its instance's campaign key's create_revision, led once; "
+             "at the end exactly one live instance leads, and etcd and PostgreSQL agree on it";
     case Check::receipts:
       return "each success row is named by exactly one receipt, at its revision (deleted nothing: where the key "
              "was absent); no conflict or failed row is; every receipt entry names a row";
@@ -662,6 +789,50 @@ Receipt parse_receipt_event(std::int64_t revision, std::string value) {
   receipt.entries = etcd_sync::parse_receipt(value);
   receipt.value = std::move(value);
   return receipt;
+}
+
+std::optional<std::string> ha_unsettled(const HaSnapshot& snapshot, const std::vector<ExpectedInstance>& instances) {
+  if (!snapshot.error.empty()) return "could not look: " + snapshot.error;
+  const auto fresh = [](const InstanceRow& row) {
+    return row.state == "running" && row.heartbeat_age_seconds < kFreshHeartbeatSeconds;
+  };
+  for (const auto& instance : instances) {
+    const auto row = std::find_if(snapshot.rows.begin(), snapshot.rows.end(),
+                                  [&](const InstanceRow& r) { return r.instance_id == instance.instance_id; });
+    if (row == snapshot.rows.end()) return instance.instance_id + " has no row in etcd_sync_service";
+    if (row->pid != instance.pid)
+      return instance.instance_id + "'s row is from pid " + std::to_string(row->pid) + ", not from its process (pid " +
+             std::to_string(instance.pid) + ")";
+    if (!fresh(*row)) {
+      char age[32];
+      std::snprintf(age, sizeof age, "%.1f", row->heartbeat_age_seconds);
+      return instance.instance_id + " is not live: state " + row->state + ", heartbeat " + age + " s ago";
+    }
+  }
+  std::vector<const InstanceRow*> leaders;
+  for (const auto& row : snapshot.rows)
+    if (fresh(row) && row.role == "leader") leaders.push_back(&row);
+  if (leaders.size() != 1) {
+    std::string who;
+    for (const auto* row : leaders) who += " " + row->instance_id + " (epoch " + show(row->epoch) + ")";
+    return std::to_string(leaders.size()) + " live instances have role leader" + (who.empty() ? "" : ":" + who);
+  }
+  const InstanceRow& leader = *leaders.front();
+  if (!snapshot.leader_row) return leader.instance_id + " has role leader, but etcd_sync_leader has no row";
+  const LeaderRow& row = *snapshot.leader_row;
+  if (row.instance_id != leader.instance_id || leader.epoch != row.epoch)
+    return leader.instance_id + " has role leader with epoch " + show(leader.epoch) + ", but etcd_sync_leader names " +
+           row.instance_id + " with epoch " + std::to_string(row.epoch);
+  if (snapshot.keys.empty()) return leader.instance_id + " leads, but etcd holds no campaign key";
+  const CampaignKey& lowest = snapshot.keys.front();
+  if (lowest.instance_id != leader.instance_id || lowest.create_revision != row.epoch)
+    return "etcd's lowest campaign key is " + lowest.instance_id + "'s (create_revision " +
+           std::to_string(lowest.create_revision) + "), but " + leader.instance_id + " leads with epoch " +
+           std::to_string(row.epoch);
+  if (snapshot.keys.size() < instances.size())
+    return std::to_string(snapshot.keys.size()) + " campaign keys for " + std::to_string(instances.size()) +
+           " instances: a standby does not campaign";
+  return std::nullopt;
 }
 
 bool is_known_status(const std::string& status) {

@@ -55,6 +55,12 @@ struct WalRow {
   std::optional<std::int64_t> attempt_revision;
   std::optional<std::int64_t> base;  ///< the `revision` the row was inserted with (NULL: absent)
   bool base_known = true;            ///< false when the writer's record of the base is missing
+  /// The writer's statement that inserted the row ("s-<stream>.<n>"; "" when unknown), and when
+  /// its transaction committed (PostgreSQL's commit timestamp, seconds since 1970; nullopt when
+  /// unknown). A row with a lower id can commit after one with a higher id: it is not visible
+  /// when that one is claimed (F tells such a pair apart).
+  std::string statement;
+  std::optional<double> committed_at;
 };
 
 /// The fingerprint the outbox gives `row` in its receipts: etcd_sync::row_fingerprint of the row
@@ -76,18 +82,91 @@ Receipt parse_receipt_event(std::int64_t revision, std::string value);
 /// applied_outcome).
 inline constexpr const char* kNothingDeleted = "nothing to delete";
 
+/// One campaign key in etcd (<election_prefix>campaign/<instance_id>, bound to its lease).
+struct CampaignKey {
+  std::string instance_id;
+  std::int64_t create_revision = 0;  ///< the epoch its instance leads with
+  std::int64_t lease = 0;
+};
+
+/// One row of etcd_sync_service.
+struct InstanceRow {
+  std::string instance_id;
+  std::string state;     ///< starting | running | stopped
+  std::string role;      ///< leader | standby ("" when NULL)
+  std::string ha_state;  ///< the elector's state as the instance describes it
+  std::optional<std::int64_t> epoch;
+  std::int64_t pid = 0;
+  double heartbeat_age_seconds = 1e9;  ///< now() - heartbeat_at as PostgreSQL sees it
+};
+
+/// The row of etcd_sync_leader: the epoch PostgreSQL lets write, and whose it is.
+struct LeaderRow {
+  std::int64_t epoch = 0;
+  std::string instance_id;
+};
+
+/// One look at who leads: etcd's campaign keys, etcd_sync_leader and etcd_sync_service.
+struct HaSnapshot {
+  std::vector<CampaignKey> keys;  ///< by create_revision: the first is the leader's
+  std::optional<LeaderRow> leader_row;
+  std::vector<InstanceRow> rows;
+  std::string error;  ///< what could not be read (etcd or PostgreSQL did not answer); empty when all was
+};
+
+/// An etcd-sync process of the run: its instance_id and the pid it runs as now.
+struct ExpectedInstance {
+  std::string instance_id;
+  std::int64_t pid = 0;
+};
+
+/// How fresh an instance's heartbeat must be to count as live (it beats every second).
+inline constexpr double kFreshHeartbeatSeconds = 3.0;
+
+/// nullopt when `snapshot` shows exactly one leader that every side agrees on: each of
+/// `instances` has a fresh running row written by its current pid; exactly one fresh row has role
+/// leader; etcd_sync_leader names it with the epoch its row has; etcd's lowest campaign key is its,
+/// created at that epoch; and every instance has a campaign key. Else what is off, in one line.
+std::optional<std::string> ha_unsettled(const HaSnapshot& snapshot, const std::vector<ExpectedInstance>& instances);
+
+/// etcd_sync_leader as sampled during the run (a change of epoch or instance_id per sample).
+struct EpochSample {
+  double at_seconds = 0;  ///< since the run began
+  std::int64_t epoch = 0;
+  std::string instance_id;
+};
+
+/// An instance's log saying it leads ("leading", after taking the epoch over in PostgreSQL).
+struct LeadRecord {
+  std::string instance_id;
+  std::int64_t epoch = 0;
+  std::string time;  ///< the log line's timestamp, for the reader
+};
+
+/// What high availability is judged on (check H).
+struct HaInput {
+  std::string campaign_prefix;                ///< <election_prefix>campaign/
+  std::vector<EtcdEvent> campaign_history;    ///< etcd's events under campaign_prefix, in revision order
+  std::vector<EpochSample> epoch_samples;     ///< in sampling order
+  std::vector<LeadRecord> leads;              ///< every instance's, each instance's in its log's order
+  std::optional<HaSnapshot> final_snapshot;   ///< the look once settled (before the final SIGTERMs)
+  std::vector<ExpectedInstance> instances;    ///< the processes running at that look
+};
+
 /// Everything the checker looks at.
 struct CheckInput {
   std::string prefix;         ///< the synchronized prefix, e.g. "/chaos/"
+  std::string election_prefix;  ///< [ha] election_prefix: etcd-sync's own keys, never mirrored (empty: none)
   std::string marker_prefix;  ///< where etcd-side deletes put their markers, e.g. "/chaos-meta/del/"
   ConflictMode mode = ConflictMode::etcd_wins;
   std::vector<EtcdEvent> history;  ///< etcd's events from revision 1, in revision order (any keys)
   std::vector<Receipt> receipts;   ///< every put of the outbox's receipt key from revision 1
   std::vector<MirrorRow> mirror;   ///< the `etcd` table
   std::vector<WalRow> wal;         ///< the `etcd_wal` table, any order
+  std::optional<HaInput> ha;       ///< leadership; nullopt: check H is skipped
 };
 
-/// The checks, by the letters of issue 10 (A-F), the suite's own (G, R) and the status check (S).
+/// The checks, by the letters of issue 10 (A-F), the suite's own (G, H, R) and the status check (S).
 enum class Check : char {
   mirror_is_history = 'A',        ///< `etcd` equals etcd's history under the prefix, event by event
   nothing_pending = 'B',          ///< no row is left pending
@@ -96,8 +175,13 @@ enum class Check : char {
                                   ///< deleted nothing has no revision and no event (see R)
   settled_never_applied = 'D',    ///< no conflict or failed row's write reached etcd
   no_write_without_success = 'E', ///< every outbox write in etcd belongs to a success row
-  success_in_id_order = 'F',      ///< success rows of one key reached etcd in id order
+  success_in_id_order = 'F',      ///< success rows of one key reached etcd in id order (a
+                                  ///< violation whose earlier row committed after the later one
+                                  ///< is told apart: a late commit)
   nothing_failed = 'G',           ///< no row failed; under postgres_wins none is a conflict
+  high_availability = 'H',        ///< the epoch row only grows; each epoch led is its instance's
+                                  ///< campaign key's create_revision, led once; at the end exactly
+                                  ///< one live instance leads, and etcd and PostgreSQL agree on it
   receipts = 'R',                 ///< each success row is named by exactly one receipt, at its
                                   ///< revision (a delete that deleted nothing: where the key was
                                   ///< absent); no other row is named; every entry names a row
@@ -129,7 +213,8 @@ struct CheckReport {
   std::string summary() const;
 };
 
-/// Runs every check. A delete event is the etcd side's when its marker is at its revision, the
+/// Runs every check (H only with input.ha). Keys under input.election_prefix are etcd-sync's own:
+/// never compared as history, and a row of them in the etcd table is a violation of A. A delete event is the etcd side's when its marker is at its revision, the
 /// outbox's when the receipt at its revision names a delete row of that key (whose status C, D or
 /// E then judges); any other delete counts under E, naming the key's delete rows whose base fits
 /// as suspects.

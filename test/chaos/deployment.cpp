@@ -2,6 +2,9 @@
 
 #include <fstream>
 #include <stdexcept>
+#include <thread>
+
+#include "reactor/ha/campaign.hpp"
 
 namespace etcd_sync::chaos {
 
@@ -19,12 +22,9 @@ Deployment::Deployment(DeploymentSettings settings, ChaosLog& log)
     : etcd(dir.path(), settings.etcd_members),
       postgres(dir.path()),
       settings_(std::move(settings)),
-      log_(log),
-      config_path_(dir.path() / "etcd-sync.toml") {
-  for (std::size_t i = 0; i < settings_.instances; ++i) {
-    instances.push_back(std::make_unique<testing::ServiceProcess>(
-        dir.path(), settings_.instances == 1 ? std::string("etcd-sync") : "etcd-sync-" + std::to_string(i)));
-  }
+      log_(log) {
+  for (std::size_t i = 0; i < settings_.instances; ++i)
+    instances.push_back(std::make_unique<testing::ServiceProcess>(dir.path(), "etcd-sync-" + std::to_string(i)));
 }
 
 Deployment::~Deployment() {
@@ -33,8 +33,27 @@ Deployment::~Deployment() {
 
 std::string Deployment::conninfo() const { return postgres.conninfo(database); }
 
-void Deployment::write_config() {
-  std::ofstream out(config_path_);
+std::filesystem::path Deployment::config_path(std::size_t index) const {
+  return dir.path() / ("etcd-sync-" + std::to_string(index) + ".toml");
+}
+
+std::optional<std::size_t> Deployment::index_of(const std::string& id) const {
+  for (std::size_t i = 0; i < instances.size(); ++i)
+    if (instance_id(i) == id) return i;
+  return std::nullopt;
+}
+
+std::string Deployment::describe_instance(std::size_t index) {
+  auto& instance = *instances.at(index);
+  return "instance " + std::to_string(index) + " (" + instance_id(index) + ", pid " +
+         (instance.running() ? std::to_string(instance.pid()) : std::string("none")) + ")";
+}
+
+std::string Deployment::campaign_prefix() const { return etcd_sync::campaign_prefix(settings_.election_prefix); }
+
+void Deployment::write_config(std::size_t index) {
+  const auto path = config_path(index);
+  std::ofstream out(path);
   out << "[postgresql]\ndsn = \"" << conninfo() << "\"\n\n[etcd]\nendpoints = [";
   const auto endpoints = etcd.endpoints();
   for (std::size_t i = 0; i < endpoints.size(); ++i) out << (i ? ", " : "") << '"' << endpoints[i] << '"';
@@ -44,31 +63,59 @@ void Deployment::write_config() {
       << "batch_size = 100\nsync_interval = \"" << settings_.sync_interval << "\"\n\n"
       << "[sync.retry]\nmax_attempts = " << settings_.max_attempts << "\ninitial_backoff = \"" << settings_.initial_backoff
       << "\"\nmax_backoff = \"" << settings_.max_backoff << "\"\n\n"
-      << "[ha]\nelection_prefix = \"" << settings_.election_prefix << "\"\n\n"
+      << "[ha]\nelection_prefix = \"" << settings_.election_prefix << "\"\nttl = \"" << settings_.ha_ttl_seconds
+      << "s\"\ninstance_id = \"" << instance_id(index) << "\"\n\n"
       << "[logging]\nlevel = \"" << settings_.log_level << "\"\nformat = \"json\"\n";
-  if (!out) throw std::runtime_error("cannot write " + config_path_.string());
+  if (!out) throw std::runtime_error("cannot write " + path.string());
 }
 
 void Deployment::start() {
   etcd.start();
   postgres.start();
   postgres.create_database(database);
-  write_config();
+  {
+    // Commit timestamps tell check F whether a row of a lower id committed after a higher one
+    // (track_commit_timestamp takes effect at the server's start).
+    testing::PgClient db(conninfo());
+    db.exec("ALTER SYSTEM SET track_commit_timestamp = on");
+  }
+  postgres.restart();
+  for (std::size_t i = 0; i < instances.size(); ++i) write_config(i);
   log_.line("etcd (" + std::to_string(etcd.size()) + " members) and PostgreSQL (port " +
-            std::to_string(postgres.port()) + ") up; config " + config_path_.string());
+            std::to_string(postgres.port()) + ") up; " + std::to_string(instances.size()) +
+            " etcd-sync instance(s), [ha] ttl " + std::to_string(settings_.ha_ttl_seconds) + " s, configs " +
+            config_path(0).string() + (instances.size() > 1 ? " ..." : ""));
   for (std::size_t i = 0; i < instances.size(); ++i) {
     start_instance(i);
     auto& instance = *instances[i];
-    if (!instance.wait_for_log("etcd-sync started", seconds(30)) ||
-        !instance.wait_for_log("\"to\":\"watching\"", seconds(30))) {
-      throw std::runtime_error("etcd-sync did not start; " + instance.log_path().string() + " ends with:\n" +
+    const bool up = i == 0 ? instance.wait_for_log("\"msg\":\"leading\"", seconds(30)) &&
+                                 instance.wait_for_log("\"to\":\"watching\"", seconds(30))
+                           : wait_campaigned(i, seconds(30));
+    if (!up) {
+      throw std::runtime_error(describe_instance(i) + " did not " + (i == 0 ? "lead" : "stand by") + "; " +
+                               instance.log_path().string() + " ends with:\n" +
                                testing::last_lines(instance.log_text(), 40));
     }
+    log_.line(describe_instance(i) + (i == 0 ? " leads" : " stands by"));
   }
 }
 
 void Deployment::start_instance(std::size_t index) {
-  instances.at(index)->start({"start", "-c", config_path_.string()});
+  instances.at(index)->start({"start", "-c", config_path(index).string()});
+}
+
+bool Deployment::wait_campaigned(std::size_t index, std::chrono::milliseconds deadline) {
+  auto& instance = *instances.at(index);
+  const auto until = std::chrono::steady_clock::now() + deadline;
+  while (std::chrono::steady_clock::now() < until) {
+    const std::string text = instance.log_since_mark();
+    if (text.find("etcd-sync started") != std::string::npos &&
+        (text.find("\"to\":\"standby\"") != std::string::npos || text.find("\"msg\":\"leading\"") != std::string::npos))
+      return true;
+    if (!instance.running()) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
 }
 
 void Deployment::ensure_servers_up() {

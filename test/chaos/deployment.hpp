@@ -1,12 +1,14 @@
-// What one fault-suite run runs on: etcd (a cluster), PostgreSQL with the run's database, the
-// etcd-sync configuration, and the etcd-sync instances (one today; a vector so that high
-// availability adds more without changing the faults or the settle step).
+// What one fault-suite run runs on: etcd (a cluster), PostgreSQL with the run's database, and
+// --instances etcd-sync instances on the same database and prefix, each with its own
+// configuration file that differs only in [ha] instance_id ("chaos-0", "chaos-1", ...) and its own
+// log (etcd-sync-<i>.log).
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,7 +25,8 @@ struct DeploymentSettings {
   std::size_t etcd_members = 3;
   std::size_t instances = 1;
   std::string prefix = "/chaos/";
-  std::string election_prefix = "/etcd-sync/election/";  ///< [ha] election_prefix: the outbox's barrier and receipt
+  std::string election_prefix = "/etcd-sync/election/";  ///< [ha] election_prefix: campaign keys, the outbox's barrier and receipt
+  int ha_ttl_seconds = 3;  ///< [ha] ttl: short, so that takeovers after a dead or frozen leader happen within a fault
   std::string log_level = "debug";
   std::string request_timeout = "2s";
   std::string dial_timeout = "2s";
@@ -42,14 +45,18 @@ class Deployment {
   /// Everything stops (etcd-sync first, then the servers); the temp dir goes unless kept.
   ~Deployment();
 
-  /// Starts etcd and PostgreSQL, creates the database, writes the configuration and starts every
-  /// etcd-sync instance, waiting until each has started and its mirror watches. Throws
-  /// std::runtime_error (with the log's end) when something does not come up.
+  /// Starts etcd and PostgreSQL, creates the database, writes the configurations and starts every
+  /// etcd-sync instance, one after the other: the first until it leads and its mirror watches,
+  /// each other until it stands by. Throws std::runtime_error (with the log's end) when something
+  /// does not come up.
   void start();
 
   /// Starts instance `index` without waiting (a restart after a fault). Throws if it cannot be
   /// exec'd.
   void start_instance(std::size_t index);
+  /// Waits up to `deadline` until instance `index`, started last, has started and its elector
+  /// leads or stands by (logged since its start). Returns false at the deadline or if it exited.
+  bool wait_campaigned(std::size_t index, std::chrono::milliseconds deadline);
   /// Starts every server that is not running (after the faults, before settling).
   void ensure_servers_up();
 
@@ -58,7 +65,16 @@ class Deployment {
   /// The etcd endpoints, as the configuration names them.
   std::vector<std::string> etcd_endpoints() const { return etcd.endpoints(); }
   const DeploymentSettings& settings() const { return settings_; }
-  const std::filesystem::path& config_path() const { return config_path_; }
+  /// Instance `index`'s configuration file.
+  std::filesystem::path config_path(std::size_t index) const;
+  /// Instance `index`'s [ha] instance_id: "chaos-<index>".
+  static std::string instance_id(std::size_t index) { return "chaos-" + std::to_string(index); }
+  /// The index of the instance with `instance_id`, or nullopt when it is none of the run's.
+  std::optional<std::size_t> index_of(const std::string& instance_id) const;
+  /// "instance 1 (chaos-1, pid 1234)".
+  std::string describe_instance(std::size_t index);
+  /// <election_prefix>campaign/, where every instance's campaign key is.
+  std::string campaign_prefix() const;
 
   /// Files of the run: server data and logs, etcd-sync's logs, the configuration, chaos.log.
   testing::TempDir dir;
@@ -67,11 +83,10 @@ class Deployment {
   std::vector<std::unique_ptr<testing::ServiceProcess>> instances;
 
  private:
-  void write_config();
+  void write_config(std::size_t index);
 
   DeploymentSettings settings_;
   ChaosLog& log_;
-  std::filesystem::path config_path_;
 };
 
 }  // namespace etcd_sync::chaos

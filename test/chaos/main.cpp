@@ -1,11 +1,14 @@
 // etcd-sync-chaos: the randomized fault suite's driver (README "Tests"; scripts/chaos runs it).
 //
-// One run: real etcd (a 3-member cluster by default) and PostgreSQL on loopback, etcd-sync
-// started from the build, concurrent writers on both sides of ~30 shared keys for --seconds, faults
-// at random moments (kill -9, SIGTERM and SIGSTOP of etcd-sync; etcd member restarts and leader
-// kills; PostgreSQL restarts and crashes). Then it settles (writers stop, every server and
-// etcd-sync runs, no etcd_wal row pending, the mirror's checkpoint at etcd's revision), stops
-// etcd-sync with SIGTERM and checks etcd's history against the tables (checker.hpp).
+// One run: real etcd (a 3-member cluster by default) and PostgreSQL on loopback, --instances
+// etcd-sync instances started from the build (one leads, the others stand by), concurrent writers
+// on both sides of ~30 shared keys for --seconds, faults at random moments (kill -9, SIGTERM and
+// SIGSTOP of etcd-sync, the leader more often than a standby; etcd member restarts and leader
+// kills; PostgreSQL restarts and crashes; with several instances also the leader frozen past its
+// ttl, its campaign key deleted, the epoch row raised by hand, a rolling restart). Then it settles
+// (writers stop, every server and etcd-sync runs, exactly one instance leads, no etcd_wal row
+// pending, the mirror's checkpoint at etcd's revision), stops etcd-sync with SIGTERM and checks
+// etcd's history against the tables, and the leadership record (checker.hpp).
 //
 // Every decision comes from --seed. Exit status: 0 when every check holds, 1 when one does not
 // (the temp dir with every log is kept and named), 2 when the run itself could not be carried out.
@@ -25,8 +28,10 @@
 #include "test/chaos/deployment.hpp"
 #include "test/chaos/evidence.hpp"
 #include "test/chaos/faults.hpp"
+#include "test/chaos/ha.hpp"
 #include "test/chaos/random.hpp"
 #include "test/chaos/writers.hpp"
+#include "test/support/etcd_loop.hpp"
 
 namespace etcd_sync::chaos {
 namespace {
@@ -45,6 +50,7 @@ struct Options {
   int seconds = 30;
   std::string mode = "etcd_wins";
   std::size_t etcd_members = 3;
+  std::size_t instances = 1;
   std::string faults = "all";
   double rate = 50;  // writes per second per side
   int keys = 30;
@@ -59,6 +65,7 @@ std::string replay_command(const Options& options) {
   std::ostringstream out;
   out << "scripts/chaos --seed " << options.seed << " --seconds " << options.seconds << " --mode " << options.mode
       << " --etcd-members " << options.etcd_members;
+  if (options.instances != 1) out << " --instances " << options.instances;
   if (options.faults != "all") out << " --faults " << options.faults;
   if (options.rate != Options{}.rate) out << " --rate " << options.rate;
   if (options.keys != Options{}.keys) out << " --keys " << options.keys;
@@ -76,9 +83,10 @@ std::string fixed(double value, int decimals = 1) {
   return text;
 }
 
-/// Waits until nothing is pending and the mirror's checkpoint has reached etcd's revision;
-/// logs where it stands every 10 s. Returns whether it got there within `deadline`.
-bool settle(Deployment& deployment, ChaosLog& log, seconds deadline) {
+/// Waits until nothing is pending, the mirror's checkpoint has reached etcd's revision and exactly
+/// one instance leads (ha_unsettled); logs where it stands every 10 s. Returns whether it got there
+/// within `deadline`; `last` is the last look at who leads.
+bool settle(Deployment& deployment, testing::EtcdLoop& etcd, ChaosLog& log, seconds deadline, HaSnapshot& last) {
   const auto began = steady_clock::now();
   auto next_report = began + seconds(10);
   while (true) {
@@ -89,16 +97,19 @@ bool settle(Deployment& deployment, ChaosLog& log, seconds deadline) {
     } catch (const std::exception&) {
     }
     const std::int64_t checkpoint = mirror_checkpoint(deployment);
-    if (pending == 0 && revision > 0 && checkpoint >= revision) return true;
+    last = read_ha(deployment, etcd);
+    const auto leadership = ha_unsettled(last, expected_instances(deployment));
+    if (pending == 0 && revision > 0 && checkpoint >= revision && !leadership) return true;
     const auto now = steady_clock::now();
+    const std::string where = std::to_string(pending) + " rows pending, checkpoint " + std::to_string(checkpoint) +
+                              ", etcd revision " + std::to_string(revision) + ", leadership: " +
+                              leadership.value_or("one leader");
     if (now - began >= deadline) {
-      log.line("settle: gave up after " + std::to_string(deadline.count()) + " s: " + std::to_string(pending) +
-               " rows pending, checkpoint " + std::to_string(checkpoint) + ", etcd revision " + std::to_string(revision));
+      log.line("settle: gave up after " + std::to_string(deadline.count()) + " s: " + where);
       return false;
     }
     if (now >= next_report) {
-      log.line("settle: " + std::to_string(pending) + " rows pending, checkpoint " + std::to_string(checkpoint) +
-               ", etcd revision " + std::to_string(revision));
+      log.line("settle: " + where);
       next_report = now + seconds(10);
     }
     std::this_thread::sleep_for(milliseconds(250));
@@ -112,29 +123,42 @@ int run(const Options& options) {
   DeploymentSettings settings;
   settings.mode = options.mode == "etcd_wins" ? ConflictMode::etcd_wins : ConflictMode::postgres_wins;
   settings.etcd_members = options.etcd_members;
+  settings.instances = options.instances;
   settings.log_level = options.log_level;
-  const auto kinds = parse_fault_kinds(options.faults);
+  const auto kinds = parse_fault_kinds(options.faults, options.instances);
   Deployment deployment(settings, log);
   log.tee_to(deployment.dir.path() / "chaos.log");
   log.line("seed " + std::to_string(options.seed) + ", mode " + options.mode + ", " +
-           std::to_string(options.etcd_members) + " etcd members, " + std::to_string(options.seconds) +
+           std::to_string(options.etcd_members) + " etcd members, " + std::to_string(options.instances) +
+           " etcd-sync instance(s) ([ha] ttl " + std::to_string(settings.ha_ttl_seconds) + " s), " +
+           std::to_string(options.seconds) +
            " s of writing, faults " + join_fault_kinds(kinds) + ", " + fixed(options.rate, 0) +
            " writes/s per side on " + std::to_string(options.keys) + " keys; files in " + deployment.dir.path().string());
 
   const auto fail_with_files = [&](const std::string& verdict) {
     deployment.dir.keep();
+    std::string logs;
+    for (std::size_t i = 0; i < deployment.instances.size(); ++i)
+      logs += deployment.instances[i]->log_path().filename().string() + " (" + Deployment::instance_id(i) + "), ";
     std::cout << "chaos: " << verdict << "\nchaos: replay with: " << replay_command(options)
-              << "\nchaos: logs kept in " << deployment.dir.path().string() << " (etcd-sync.log, chaos.log, "
+              << "\nchaos: logs kept in " << deployment.dir.path().string() << " (" << logs << "chaos.log, "
               << "violations.txt, etcd-*/etcd.log, postgres/postgres.log)" << std::endl;
   };
 
   CheckReport report;
   std::vector<ServiceFinding> findings;
+  std::vector<std::string> slow_takeovers;
+  std::vector<std::string> instance_lines;
+  std::string takeovers;
   bool settled = false;
   std::string timings;
+  std::unique_ptr<EpochSampler> epochs;
   try {
     deployment.start();
     create_base_table(deployment.conninfo());
+    epochs = std::make_unique<EpochSampler>(deployment.conninfo(), log);  // the port is known once PostgreSQL runs
+    epochs->start();
+    auto etcd = ha_etcd_client(deployment);
     const double startup = seconds_since(began);
     log.line("etcd-sync started (" + fixed(startup) + " s); writers start");
 
@@ -173,14 +197,33 @@ int run(const Options& options) {
     const auto settling = steady_clock::now();
     deployment.ensure_servers_up();
     faults.revive_instances();
-    settled = settle(deployment, log, seconds(options.settle_timeout));
+    HaInput ha;
+    HaSnapshot last;
+    settled = settle(deployment, *etcd, log, seconds(options.settle_timeout), last);
+    ha.final_snapshot = last;
+    ha.instances = expected_instances(deployment);
     const double settle_time = seconds_since(settling);
     log.line(std::string(settled ? "settled" : "did not settle") + " after " + fixed(settle_time) + " s");
+    for (const auto& key : last.keys)
+      log.line("at the end: campaign key of " + key.instance_id + ", create_revision " + std::to_string(key.create_revision));
+    for (const auto& row : last.rows)
+      log.line("at the end: " + row.instance_id + " pid " + std::to_string(row.pid) + " role " + row.role + " (" +
+               row.ha_state + "), epoch " + (row.epoch ? std::to_string(*row.epoch) : std::string("-")));
 
     const auto checking = steady_clock::now();
     faults.terminate_instances();
+    epochs->stop();
     findings = faults.findings();
-    const CheckInput input = collect_check_input(deployment, kMarkerPrefix);
+    takeovers = faults.takeover_summary();
+    slow_takeovers = faults.slow_takeovers();
+    ha.epoch_samples = epochs->samples();
+    for (std::size_t i = 0; i < deployment.instances.size(); ++i) {
+      const auto id = Deployment::instance_id(i);
+      const auto facts = read_instance_log(id, deployment.instances[i]->log_text());
+      ha.leads.insert(ha.leads.end(), facts.leads.begin(), facts.leads.end());
+      instance_lines.push_back(describe(id, facts) + "; log " + deployment.instances[i]->log_path().filename().string());
+    }
+    const CheckInput input = collect_check_input(deployment, kMarkerPrefix, std::move(ha));
     report = check_run(input);
     const double check_time = seconds_since(checking);
     timings = "startup " + fixed(startup) + " s, writing " + fixed(wrote) + " s, settle " + fixed(settle_time) +
@@ -208,6 +251,9 @@ int run(const Options& options) {
     }
   }
   if (hidden > 0) std::cout << "chaos: " << hidden << " more violations in violations.txt\n";
+  for (const auto& line : instance_lines) std::cout << "chaos: " << line << "\n";
+  std::cout << "chaos: takeovers (from the fault to a new epoch in etcd_sync_leader): " << takeovers << "\n";
+  for (const auto& slow : slow_takeovers) std::cout << "chaos: slow takeover (timing, not a check): " << slow << "\n";
   for (const auto& finding : findings) {
     all << "(service) at " << fixed(finding.at_seconds, 3) << " s: " << finding.message << "\n";
     std::cout << "(service) at " << fixed(finding.at_seconds, 3) << " s: " << finding.message << "\n";
@@ -240,9 +286,13 @@ int main(int argc, char** argv) {
   app.add_option("--seconds", options.seconds, "seconds of writing under faults")->check(CLI::PositiveNumber);
   app.add_option("--mode", options.mode, "conflict_resolution")->check(CLI::IsMember({"etcd_wins", "postgres_wins"}));
   app.add_option("--etcd-members", options.etcd_members, "etcd cluster size")->check(CLI::IsMember({1, 3}));
+  app.add_option("--instances", options.instances,
+                 "etcd-sync instances on the same database and prefix (instance_id chaos-0, chaos-1, ...)")
+      ->check(CLI::Range(1, 9));
   app.add_option("--faults", options.faults,
                  "fault kinds, comma-separated: service-kill9, service-term, service-stop, etcd-restart, "
-                 "etcd-leader-kill9, pg-restart, pg-kill9; or all, none");
+                 "etcd-leader-kill9, pg-restart, pg-kill9, leader-stop, election-key-delete, epoch-bump, "
+                 "rolling-restart; or all (the last four only with --instances 2 or more), none");
   app.add_option("--rate", options.rate, "writes per second on each side")->check(CLI::PositiveNumber);
   app.add_option("--keys", options.keys, "number of shared keys")->check(CLI::PositiveNumber);
   app.add_option("--delete-share", options.delete_share, "share of the writes on each side that are deletes")
@@ -254,7 +304,7 @@ int main(int argc, char** argv) {
   options.seed_given = app.count("--seed") > 0;
   if (!options.seed_given) options.seed = std::random_device{}() % 1000000000;
   try {
-    etcd_sync::chaos::parse_fault_kinds(options.faults);
+    etcd_sync::chaos::parse_fault_kinds(options.faults, options.instances);
   } catch (const std::invalid_argument& e) {
     std::cerr << "etcd-sync-chaos: " << e.what() << "\n";
     return 64;

@@ -312,6 +312,29 @@ TEST(ChaosChecker, SuccessOutOfIdOrderIsF) {
   const auto report = run.check();
   EXPECT_EQ(report.count(Check::success_in_id_order), 1u) << messages(report);
   EXPECT_EQ(report.violations.size(), 1u) << messages(report);
+  EXPECT_EQ(report.violations[0].kind, "before an earlier row");  // commit times unknown: not told apart
+}
+
+TEST(ChaosChecker, OutOfIdOrderAfterALateCommitIsToldApart) {
+  History run(ConflictMode::postgres_wins);
+  run.event("/c/a", "w-2", 2);
+  run.event("/c/a", "w-1", 3);
+  auto& first = run.row(1, "/c/a", "w-1", std::nullopt, "success", 3);
+  first.statement = "s-1.1";
+  first.committed_at = 1000.0025;  // after row 2's INSERT
+  auto& second = run.row(2, "/c/a", "w-2", std::nullopt, "success", 2);
+  second.statement = "s-0.1";
+  second.committed_at = 1000.0010;
+  run.receipt(2, {2});
+  run.receipt(3, {1});
+  const auto report = run.check();
+  ASSERT_EQ(report.violations.size(), 1u) << messages(report);
+  EXPECT_EQ(report.violations[0].kind, "before an earlier row that committed after it (a late commit)");
+  EXPECT_NE(report.violations[0].message.find("row 1's INSERT (s-1.1) committed 1.500 ms after row 2's (s-0.1)"),
+            std::string::npos)
+      << messages(report);
+  run.input.wal[0].committed_at = 1000.0005;  // committed first, still applied after: no excuse
+  EXPECT_EQ(run.check().violations.at(0).kind, "before an earlier row");
 }
 
 TEST(ChaosChecker, DeleteThatDeletedNothingCountsInIdOrderAtItsReceipt) {
@@ -465,6 +488,151 @@ TEST(ChaosChecker, ContextShowsTheKeysEventsAndWhoWroteThem) {
   EXPECT_NE(text.find("r3 put w-1  [row 1 success rev 4]"), std::string::npos) << text;
   EXPECT_NE(text.find("-> r4 delete  [etcd-side delete]"), std::string::npos) << text;
   EXPECT_NE(text.find("r2 put e-1  [etcd-side put]"), std::string::npos) << text;
+}
+
+// --- high availability (H), and etcd-sync's own keys under A --------------------------------------
+
+/// Leadership that holds: chaos-0 led epoch 20, then (its key deleted) chaos-1 epoch 22; at the end
+/// chaos-1 leads, chaos-0 stands by with its new key 30.
+HaInput clean_ha() {
+  HaInput ha;
+  ha.campaign_prefix = "/e/campaign/";
+  ha.campaign_history = {{"/e/campaign/chaos-0", "{}", 20}, {"/e/campaign/chaos-1", "{}", 22},
+                         {"/e/campaign/chaos-0", std::nullopt, 29}, {"/e/campaign/chaos-0", "{}", 30}};
+  ha.epoch_samples = {{1.0, 20, "chaos-0"}, {5.0, 21, "chaos-0"}, {5.2, 22, "chaos-1"}};
+  ha.leads = {{"chaos-0", 20, "t1"}, {"chaos-1", 22, "t2"}};
+  HaSnapshot end;
+  end.keys = {{"chaos-1", 22, 7}, {"chaos-0", 30, 8}};
+  end.leader_row = LeaderRow{22, "chaos-1"};
+  end.rows = {{"chaos-0", "running", "standby", "standby", std::nullopt, 100, 0.4},
+              {"chaos-1", "running", "leader", "leader", 22, 101, 0.2}};
+  ha.final_snapshot = end;
+  ha.instances = {{"chaos-0", 100}, {"chaos-1", 101}};
+  return ha;
+}
+
+History clean_ha_run() {
+  auto run = clean_run();
+  run.input.election_prefix = "/e/";
+  run.input.ha = clean_ha();
+  return run;
+}
+
+/// The kinds of the violations of check H, joined by ";".
+std::string ha_kinds(const CheckReport& report) {
+  std::string kinds;
+  for (const auto& v : report.violations)
+    if (v.check == Check::high_availability) kinds += v.kind + ";";
+  return kinds;
+}
+
+TEST(ChaosCheckerHa, CleanLeadershipPasses) {
+  const auto report = clean_ha_run().check();
+  EXPECT_TRUE(report.ok()) << messages(report);
+  EXPECT_NE(report.summary().find("(H) 0"), std::string::npos) << report.summary();
+  EXPECT_EQ(report.totals.at("epochs led"), 2u);
+}
+
+TEST(ChaosCheckerHa, EpochRowGoingDownIsH) {
+  auto run = clean_ha_run();
+  run.input.ha->epoch_samples.push_back({6.0, 21, "chaos-0"});
+  const auto report = run.check();
+  EXPECT_EQ(ha_kinds(report), "epoch went down;") << messages(report);
+  EXPECT_NE(messages(report).find("from epoch 22 (chaos-1, at 5.200 s) to epoch 21 (chaos-0, at 6.000 s)"),
+            std::string::npos)
+      << messages(report);
+}
+
+TEST(ChaosCheckerHa, EpochLedTwiceOrNotByItsKeyIsH) {
+  auto run = clean_ha_run();
+  run.input.ha->leads.push_back({"chaos-0", 22, "t3"});  // chaos-1's key's revision, and led already
+  const auto report = run.check();
+  const auto kinds = ha_kinds(report);
+  EXPECT_NE(kinds.find("led epoch is not its campaign key's create_revision;"), std::string::npos) << kinds;
+  EXPECT_NE(kinds.find("epoch led twice;"), std::string::npos) << kinds;
+  EXPECT_NE(messages(report).find("no put of /e/campaign/chaos-0 at revision 22"), std::string::npos) << messages(report);
+}
+
+TEST(ChaosCheckerHa, AnInstancesEpochsGoingDownIsH) {
+  auto run = clean_ha_run();
+  run.input.ha->campaign_history.push_back({"/e/campaign/chaos-1", std::nullopt, 31});
+  run.input.ha->campaign_history.push_back({"/e/campaign/chaos-1", "{}", 32});
+  run.input.ha->leads = {{"chaos-0", 20, "t1"}, {"chaos-1", 32, "t2"}, {"chaos-1", 22, "t3"}};
+  EXPECT_EQ(ha_kinds(run.check()), "an instance's epochs went down;");
+}
+
+TEST(ChaosCheckerHa, NotExactlyOneAgreedLeaderAtTheEndIsH) {
+  auto two = clean_ha_run();
+  two.input.ha->final_snapshot->rows[0].role = "leader";
+  two.input.ha->final_snapshot->rows[0].epoch = 20;
+  auto report = two.check();
+  EXPECT_EQ(ha_kinds(report), "not exactly one agreed leader at the end;");
+  EXPECT_NE(messages(report).find("2 live instances have role leader: chaos-0 (epoch 20) chaos-1 (epoch 22)"),
+            std::string::npos)
+      << messages(report);
+
+  auto none = clean_ha_run();
+  none.input.ha->final_snapshot.reset();
+  EXPECT_EQ(ha_kinds(none.check()), "no final look;");
+}
+
+TEST(ChaosCheckerHa, HaUnsettledNamesWhatIsOff) {
+  const HaSnapshot good = *clean_ha().final_snapshot;
+  const std::vector<ExpectedInstance> instances = {{"chaos-0", 100}, {"chaos-1", 101}};
+  EXPECT_EQ(ha_unsettled(good, instances), std::nullopt);
+
+  auto stale = good;
+  stale.rows[0].heartbeat_age_seconds = 5;
+  EXPECT_EQ(ha_unsettled(stale, instances), "chaos-0 is not live: state running, heartbeat 5.0 s ago");
+
+  auto restarted = good;
+  restarted.rows[1].pid = 99;  // the row of the process before a restart
+  EXPECT_EQ(ha_unsettled(restarted, instances), "chaos-1's row is from pid 99, not from its process (pid 101)");
+
+  auto none = good;
+  none.rows[1].role = "standby";
+  EXPECT_EQ(ha_unsettled(none, instances), "0 live instances have role leader");
+
+  auto row_of_another = good;
+  row_of_another.leader_row = LeaderRow{23, "chaos-1"};  // raised by hand: fenced, not yet stepped down
+  EXPECT_EQ(ha_unsettled(row_of_another, instances),
+            "chaos-1 has role leader with epoch 22, but etcd_sync_leader names chaos-1 with epoch 23");
+
+  auto etcd_disagrees = good;
+  std::swap(etcd_disagrees.keys[0], etcd_disagrees.keys[1]);
+  etcd_disagrees.keys[0].create_revision = 21;
+  EXPECT_EQ(ha_unsettled(etcd_disagrees, instances),
+            "etcd's lowest campaign key is chaos-0's (create_revision 21), but chaos-1 leads with epoch 22");
+
+  auto standby_without_key = good;
+  standby_without_key.keys.pop_back();
+  EXPECT_EQ(ha_unsettled(standby_without_key, instances), "1 campaign keys for 2 instances: a standby does not campaign");
+
+  auto silent = good;
+  silent.error = "etcd: unavailable";
+  EXPECT_EQ(ha_unsettled(silent, instances), "could not look: etcd: unavailable");
+}
+
+TEST(ChaosCheckerHa, ContextNamesTheLeadersCampaignKey) {
+  auto run = clean_ha_run();
+  run.input.wal[0].revision = 4;  // a C violation, at revision 4: chaos-0 has not campaigned yet
+  run.input.ha->campaign_history.insert(run.input.ha->campaign_history.begin(), {"/e/campaign/chaos-2", "{}", 1});
+  const auto text = messages(run.check());
+  EXPECT_NE(text.find("events of /c/a around revision 4 (the leader's campaign key there: chaos-2 (epoch 1)):"),
+            std::string::npos)
+      << text;
+}
+
+TEST(ChaosCheckerHa, OwnKeysAreNoHistoryAndNeverMirrored) {
+  auto run = clean_ha_run();
+  run.input.prefix = "/";  // the synchronized prefix covers the election prefix
+  std::erase_if(run.input.history, [](const EtcdEvent& e) { return e.key == "/outside"; });  // mirrored now
+  run.input.history.insert(run.input.history.begin(), {"/e/campaign/chaos-0", "{}", 1});
+  EXPECT_TRUE(run.check().ok()) << messages(run.check());  // a campaign key in etcd's history is not mirrored
+  run.input.mirror.push_back({"/e/campaign/chaos-0", "{}", 1, false});
+  const auto report = run.check();
+  ASSERT_EQ(report.violations.size(), 1u) << messages(report);
+  EXPECT_EQ(report.violations[0].kind, "election key mirrored");
 }
 
 }  // namespace
