@@ -3,16 +3,22 @@
 // etcd took to elect a new leader (every surviving member's Maintenance.Status polled every 10 ms)
 // and how long etcd-sync's outbox and mirror took to flow again, then restarts the killed member.
 //
-// The first rounds make the member etcd-sync works on the leader before killing it (etcd-sync
-// starts on the first endpoint of its list, the leader; after a failure its calls move to the next
-// endpoint; `etcdctl move-leader` hands the leadership there), so its calls in flight die with the
-// leader. The last rounds kill the leader while etcd-sync works on a follower, whose calls wait on a
-// leader that is gone. The log says whether etcd-sync's calls were on the killed member.
+// Before each kill the scenario finds the member etcd-sync works on: the one its process exchanges
+// most bytes with over 0.5 s (tcp_info of its connections, from `ss -tinp`). The first rounds make
+// that member the leader (`etcdctl move-leader`) and kill it, so etcd-sync's calls in flight die
+// with it; the last rounds make another member the leader and kill that one while etcd-sync works
+// on a follower, whose calls then wait on a leader that is gone. Each component's first error after
+// the kill is printed too.
 
 #include "perf/steady_load.hpp"
 #include "test/support/etcd_cluster.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <cinttypes>
+#include <cstring>
+#include <map>
+#include <sstream>
 #include <thread>
 
 namespace etcd_sync::bench {
@@ -46,17 +52,88 @@ struct Round {
   std::string victim_name, new_leader_name;
   std::int64_t kill_us = 0, elected_us = 0;
   std::int64_t until_us = 0;  ///< etcd-sync had caught up: the round's rows are those committed before
-  bool hit = false;              ///< etcd-sync's log names the killed member's endpoint after the kill
+  std::vector<std::int64_t> traffic;  ///< bytes etcd-sync exchanged with each member over 0.5 s before the kill
+  std::map<std::string, std::string> first_errors;  ///< component -> its first error after the kill
   bool lease_lost = false;       ///< etcd-sync's log says it lost its etcd lease (it stopped leading)
   std::int64_t epoch_before = 0, epoch_after = 0;
   std::string machine;
 };
 
+/// Bytes etcd-sync's process (`pid`) exchanged with each of `ports` (the members' client ports) over
+/// `window`: the sum of bytes_sent + bytes_received of its established TCP connections to that port,
+/// read with `ss -tinp` (tcp_info) before and after. Tells which member its calls and watch use.
+std::vector<std::int64_t> traffic_by_port(pid_t pid, const std::vector<int>& ports, std::chrono::milliseconds window) {
+  auto sample = [&] {
+    std::map<std::string, std::int64_t> by_connection;  // "local peer" -> bytes, per connection
+    std::vector<std::pair<std::string, int>> peers;      // connection -> peer port
+    auto result = testing::run_command("/usr/bin/ss", {"-tinpH", "state", "established"});
+    std::istringstream lines(result.stdout_text);
+    std::string line, connection;
+    int port = 0;
+    bool ours = false;
+    while (std::getline(lines, line)) {
+      if (!line.empty() && line[0] != ' ' && line[0] != '\t') {  // "recv-q send-q local peer users:(...)"
+        std::istringstream words(line);
+        std::string recv_q, send_q, local, peer;
+        words >> recv_q >> send_q >> local >> peer;
+        ours = line.find("pid=" + std::to_string(pid) + ",") != std::string::npos;
+        connection = local + " " + peer;
+        port = std::atoi(peer.substr(peer.rfind(':') + 1).c_str());
+        continue;
+      }
+      if (!ours) continue;
+      std::int64_t bytes = 0;
+      for (const char* field : {"bytes_sent:", "bytes_received:"}) {
+        auto at = line.find(field);
+        if (at != std::string::npos) bytes += std::strtoll(line.c_str() + at + std::strlen(field), nullptr, 10);
+      }
+      by_connection[connection] = bytes;
+      peers.emplace_back(connection, port);
+    }
+    std::map<std::string, std::pair<int, std::int64_t>> out;
+    for (const auto& [c, p] : peers) out[c] = {p, by_connection[c]};
+    return out;
+  };
+  auto before = sample();
+  std::this_thread::sleep_for(window);
+  auto after = sample();
+  std::vector<std::int64_t> bytes(ports.size(), 0);
+  for (const auto& [connection, info] : after) {
+    auto it = before.find(connection);
+    const std::int64_t delta = info.second - (it == before.end() ? 0 : it->second.second);
+    for (std::size_t i = 0; i < ports.size(); ++i)
+      if (ports[i] == info.first) bytes[i] += delta;
+  }
+  return bytes;
+}
+
+/// The first error each etcd-sync component logged in `log` (its "component" and "error" fields).
+std::map<std::string, std::string> first_errors(const std::string& log) {
+  std::map<std::string, std::string> out;
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    try {
+      auto json = nlohmann::json::parse(line);
+      if (!json.contains("error") || !json.contains("component")) continue;
+      auto component = json["component"].get<std::string>();
+      if (!out.count(component)) out[component] = json["error"].get<std::string>();
+    } catch (const std::exception&) {
+    }
+  }
+  return out;
+}
+
 std::string hex_id(std::uint64_t id) { return format("%" PRIx64, id); }
 
+/// The leading instance's epoch; 0 when there is none, or no such table (a build before HA, measured
+/// with --service-binary).
 std::int64_t leader_epoch(testing::PgClient& db) {
-  auto epoch = db.scalar("SELECT epoch FROM etcd_sync_leader");
-  return epoch ? std::stoll(*epoch) : 0;
+  try {
+    auto epoch = db.scalar("SELECT epoch FROM etcd_sync_leader");
+    return epoch ? std::stoll(*epoch) : 0;
+  } catch (const std::exception&) {
+    return 0;
+  }
 }
 
 /// Waits until the outbox and the mirror are current: no etcd_wal row committed over a second ago
@@ -126,25 +203,40 @@ Outcome run_failover(const BenchOptions& options) {
     throw std::runtime_error("the load does not flow: " + env.env.wal_status_counts());
 
   std::vector<Round> rounds;
-  std::size_t expected = 0;  // index into `order`: the member etcd-sync's calls go to
+  std::vector<int> ports;
+  for (std::size_t i = 0; i < 3; ++i) ports.push_back(cluster.member(i).client_port());
   const int total = options.rounds + options.follower_rounds;
   for (int r = 0; r < total; ++r) {
     Round round;
     round.number = r + 1;
     round.on_leader = r < options.rounds;
-    round.victim = round.on_leader ? order[expected] : order[(expected + 1) % 3];
-    round.victim_name = cluster.member(round.victim).name();
-    // Hand etcd's leadership to the member to kill, then let the load settle on it.
-    if (cluster.wait_for_leader(20s) != round.victim) {
-      cluster.etcdctl({"move-leader", hex_id(member_ids[round.victim])});
-      if (!testing::wait_until([&] { return cluster.leader_index() == round.victim; }, 20s, 50ms))
-        throw std::runtime_error("etcd's leadership did not move to " + round.victim_name);
+    // Find the member etcd-sync works on (most of its bytes), make the member to kill etcd's
+    // leader, let the load settle, and look again: a leadership transfer can move etcd-sync's calls.
+    for (int attempt = 1;; ++attempt) {
+      auto traffic = traffic_by_port(env.service_pid(), ports, 500ms);
+      const auto busiest = static_cast<std::size_t>(std::max_element(traffic.begin(), traffic.end()) - traffic.begin());
+      const auto quietest = static_cast<std::size_t>(std::min_element(traffic.begin(), traffic.end()) - traffic.begin());
+      std::int64_t all = 0;
+      for (auto bytes : traffic) all += bytes;
+      // On a follower: the member to kill carries under 5% of etcd-sync's bytes.
+      if (attempt > 1 && (round.on_leader ? busiest == round.victim : traffic[round.victim] * 20 < all)) {
+        round.traffic = traffic;
+        break;
+      }
+      if (attempt > 4) throw std::runtime_error("etcd-sync's calls keep moving between members; round " + std::to_string(round.number));
+      round.victim = round.on_leader ? busiest : quietest;
+      round.victim_name = cluster.member(round.victim).name();
+      if (cluster.wait_for_leader(20s) != round.victim) {
+        cluster.etcdctl({"move-leader", hex_id(member_ids[round.victim])});
+        if (!testing::wait_until([&] { return cluster.leader_index() == round.victim; }, 20s, 50ms))
+          throw std::runtime_error("etcd's leadership did not move to " + round.victim_name);
+      }
+      const auto before = applied();
+      if (!testing::wait_until([&] { return applied() >= before + static_cast<std::int64_t>(2 * options.load_rate); }, 30s, 50ms) ||
+          !wait_current(env, *members[round.victim], 30s))
+        throw std::runtime_error("the load does not flow before round " + std::to_string(round.number) + ": " +
+                                 env.env.wal_status_counts());
     }
-    const auto before = applied();
-    if (!testing::wait_until([&] { return applied() >= before + static_cast<std::int64_t>(2 * options.load_rate); }, 30s, 50ms) ||
-        !wait_current(env, *members[round.victim], 30s))
-      throw std::runtime_error("the load does not flow before round " + std::to_string(round.number) + ": " +
-                               env.env.wal_status_counts());
     round.epoch_before = leader_epoch(db);
     MachineShare machine;
     machine.start();
@@ -183,10 +275,9 @@ Outcome run_failover(const BenchOptions& options) {
     round.machine = machine.stop();
     round.epoch_after = leader_epoch(db);
     const auto log = env.service.log_since_mark();
-    round.hit = log.find(cluster.member(round.victim).endpoint()) != std::string::npos;
+    round.first_errors = first_errors(log);
     round.lease_lost = log.find("etcd lease lost") != std::string::npos;
     cluster.member(round.victim).start();  // rejoins with its data, on its ports
-    if (round.on_leader) expected = (expected + 1) % 3;
     rounds.push_back(round);
     detail(format("round %d done: killed %s, etcd elected %s", round.number, round.victim_name.c_str(),
                   round.new_leader_name.c_str()));
@@ -208,10 +299,16 @@ Outcome run_failover(const BenchOptions& options) {
     const double elected = seconds_between(round.kill_us, round.elected_us);
     const double outbox_from_election = seconds_between(round.elected_us, f.first_applied_us);
     const double mirror_from_kill = seconds_between(round.kill_us, f.first_mirrored_us);
-    std::printf("  round %d: kill -9 of %s, etcd's leader, %s (etcd-sync's log %s the killed member after the kill)\n",
-                round.number, round.victim_name.c_str(),
-                round.on_leader ? "where etcd-sync worked" : "while etcd-sync worked on a follower",
-                round.hit ? "names" : "does not name");
+    std::printf("  round %d: kill -9 of %s, etcd's leader, %s\n", round.number, round.victim_name.c_str(),
+                round.on_leader ? "where etcd-sync worked" : "while etcd-sync worked on a follower");
+    std::string traffic;
+    for (std::size_t i = 0; i < 3; ++i)
+      traffic += format("%s%s %.1f kB", i ? ", " : "", cluster.member(i).name().c_str(), round.traffic[i] / 1e3);
+    detail("  etcd-sync's bytes to and from each member over 0.5 s before the kill: " + traffic);
+    std::string errors;
+    for (const auto& [component, error] : round.first_errors)
+      errors += format("%s%s: %s", errors.empty() ? "" : "; ", component.c_str(), error.substr(0, 110).c_str());
+    detail("  first error after the kill per component: " + (errors.empty() ? std::string("none") : errors));
     detail(format("  kill -> new etcd leader (%s): %.3f s", round.new_leader_name.c_str(), elected));
     detail(format("  outbox: new leader -> first row committed after the kill applied: %.3f s (kill -> %.3f s; target <= 2 s "
                   "after the election: %s)",
