@@ -310,7 +310,7 @@ Outcome run_failover(const BenchOptions& options) {
       errors += format("%s%s: %s", errors.empty() ? "" : "; ", component.c_str(), error.substr(0, 110).c_str());
     detail("  first error after the kill per component: " + (errors.empty() ? std::string("none") : errors));
     detail(format("  kill -> new etcd leader (%s): %.3f s", round.new_leader_name.c_str(), elected));
-    detail(format("  outbox: new leader -> first row committed after the kill applied: %.3f s (kill -> %.3f s; target <= 2 s "
+    detail(format("  outbox: new leader -> first row inserted after the kill applied: %.3f s (kill -> %.3f s; target <= 2 s "
                   "after the election: %s)",
                   outbox_from_election, seconds_between(round.kill_us, f.first_applied_us),
                   outbox_from_election >= 0 && outbox_from_election <= 2.0 ? "met" : "MISSED"));
@@ -321,7 +321,7 @@ Outcome run_failover(const BenchOptions& options) {
                   f.after_wait_ms.max / 1e3));
     std::string statuses;
     for (const auto& [status, n] : f.in_flight_statuses) statuses += format(" %s:%lld", status.c_str(), static_cast<long long>(n));
-    detail(format("  rows committed before the kill, unapplied at it (in flight or in doubt): %lld, settled by kill + %.3f s (%s)",
+    detail(format("  rows inserted before the kill, unapplied at it (in flight or in doubt): %lld, settled by kill + %.3f s (%s)",
                   static_cast<long long>(f.in_flight),
                   f.in_flight > 0 ? seconds_between(round.kill_us, f.in_flight_settled_us) : 0.0,
                   statuses.empty() ? "none" : statuses.substr(1).c_str()));
@@ -331,7 +331,10 @@ Outcome run_failover(const BenchOptions& options) {
                   mirror_from_kill, seconds_between(round.elected_us, f.first_mirrored_us),
                   static_cast<long long>(f.puts_failed), seconds_between(round.kill_us, f.first_put_answered_us),
                   f.put_mirror_ms.p50 / 1e3, f.put_mirror_ms.max / 1e3));
-    detail(format("  etcd-sync %s (epoch %lld -> %lld%s)",
+    if (round.epoch_before == 0)
+      detail("  (no etcd_sync_leader: a build without leader election)");
+    else
+      detail(format("  etcd-sync %s (epoch %lld -> %lld%s)",
                   round.epoch_before == round.epoch_after && !round.lease_lost ? "kept leading" : "STOPPED LEADING",
                   static_cast<long long>(round.epoch_before), static_cast<long long>(round.epoch_after),
                   round.lease_lost ? ", its etcd lease was lost" : ""));

@@ -54,10 +54,12 @@ asio::awaitable<void> SteadyLoad::insert_rows(PgConnection& pg, std::size_t firs
   for (std::size_t i = first; !stop_; i += step) {
     co_await sleep_until(start + period * static_cast<std::int64_t>(i));
     if (stop_) break;
+    const auto sent = wall_micros();
     co_await pg.query("INSERT INTO etcd_wal (key, value) VALUES ($1, $2)",
                       pg_params(PgParam::text(wal_prefix + std::to_string(i)), PgParam::text(value_)));
     const auto committed = wall_micros();
     if (rows_.size() <= i) rows_.resize(i + 1);
+    rows_[i].sent_us = sent;
     rows_[i].committed_us = committed;
     ++rows_committed_;
   }
@@ -144,10 +146,10 @@ FaultFigures fault_figures(const SteadyLoad& load, const LoadOutcomes& outcomes,
   std::int64_t first_revision = INT64_MAX;
   std::vector<std::size_t> after;
   for (std::size_t i = 0; i < rows.size() && i < outcomes.rows.size(); ++i) {
-    const auto committed = rows[i].committed_us;
-    if (committed == 0) continue;
+    const auto sent = rows[i].sent_us;
+    if (rows[i].committed_us == 0) continue;
     const auto& outcome = outcomes.rows[i];
-    if (committed < fault_us) {
+    if (sent < fault_us) {
       if (outcome.applied_us == 0 || outcome.applied_us > fault_us) {
         ++f.in_flight;
         ++f.in_flight_statuses[outcome.status];
@@ -155,7 +157,7 @@ FaultFigures fault_figures(const SteadyLoad& load, const LoadOutcomes& outcomes,
       }
       continue;
     }
-    if (committed >= until_us) continue;
+    if (sent >= until_us) continue;
     after.push_back(i);
     if (outcome.applied_us > 0 && (f.first_applied_us == 0 || outcome.applied_us < f.first_applied_us))
       f.first_applied_us = outcome.applied_us;

@@ -16,6 +16,7 @@ namespace etcd_sync::bench {
 
 /// One etcd_wal row the load inserted: key `<wal_prefix><index>`, a fresh key each time.
 struct LoadRow {
+  std::int64_t sent_us = 0;       ///< the INSERT was sent: the row cannot exist before
   std::int64_t committed_us = 0;  ///< the INSERT's autocommit returned (0: not inserted)
 };
 
@@ -96,13 +97,15 @@ struct LoadOutcomes {
 /// How one fault (at `fault_us`) held up the load's rows and puts, measured up to `until_us` (the
 /// next fault or the end of the run).
 struct FaultFigures {
-  // Outbox: rows committed after the fault.
-  std::int64_t rows_after = 0;            ///< committed in [fault, until)
+  // Outbox: rows inserted after the fault (INSERT sent after it, so committed after it; a row whose
+  // INSERT was sent before may have committed and even been applied before the fault, although the
+  // generator learnt of its COMMIT after).
+  std::int64_t rows_after = 0;            ///< sent in [fault, until)
   std::int64_t first_applied_us = 0;      ///< the first of them to be applied (min applied_at); 0: none
-  std::int64_t outage_rows = 0;           ///< committed after the fault, before first_applied_us
+  std::int64_t outage_rows = 0;           ///< sent after the fault, committed before first_applied_us
   Distribution outage_wait_ms;            ///< their commit -> applied_at
-  Distribution after_wait_ms;             ///< every row committed in [fault, until): commit -> applied_at
-  // Rows committed before the fault that were still unapplied at the fault (in flight or in doubt).
+  Distribution after_wait_ms;             ///< every row sent in [fault, until): commit -> applied_at
+  // Rows sent before the fault that were still unapplied at the fault (in flight or in doubt).
   std::int64_t in_flight = 0;
   std::int64_t in_flight_settled_us = 0;  ///< the last of their applied_at
   std::map<std::string, std::int64_t> in_flight_statuses;

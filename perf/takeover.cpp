@@ -225,7 +225,7 @@ Outcome run_takeover(const BenchOptions& options) {
                 static_cast<long long>(c.epoch_after), target);
     detail(format("  fault -> standby leading (its log): %.3f s (%s); its epoch seen in etcd_sync_leader %.3f s", leading,
                   verdict(leading), seconds_between(c.fault_us, c.seen_us)));
-    detail(format("  fault -> first row committed after the fault applied: %.3f s (%s); leading -> %.3f s", outbox,
+    detail(format("  fault -> first row inserted after the fault applied: %.3f s (%s); leading -> %.3f s", outbox,
                   verdict(outbox), seconds_between(c.leading_us, f.first_applied_us)));
     detail(format("  fault -> first revision committed after the fault mirrored: %.3f s (%s); leading -> %.3f s", mirror,
                   verdict(mirror), seconds_between(c.leading_us, f.first_mirrored_us)));
