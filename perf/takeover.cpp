@@ -2,7 +2,7 @@
 // a steady load on both sides (SteadyLoad). For each [ha] ttl, three faults of whichever instance
 // leads: SIGTERM, kill -9, and SIGSTOP for ttl + 2 s then SIGCONT. Measured from the fault: the
 // standby leading (its "leading" log line, written once its epoch is in etcd_sync_leader), the
-// first etcd_wal row committed after the fault applied, the first revision committed after the
+// first etcd_wal row inserted after the fault applied, the first revision committed after the
 // fault mirrored; for SIGSTOP also that the old leader, continued, stands by (its etcd_sync_service
 // row says role standby) and why (lease lost or fenced). An instance that was terminated or killed
 // is started again (it joins as the standby) before the next fault.
