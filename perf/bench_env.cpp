@@ -163,6 +163,58 @@ double pressure_seconds(const std::string& resource) {
 
 }  // namespace
 
+std::vector<double> MachineShare::sample() const {
+  // Every live process of the tree rooted here, each with its own time and the time of its children
+  // it has reaped (cutime, cstime: fields 16 and 17 of /proc/PID/stat). A process that exits moves
+  // its whole time into its parent's cutime when reaped, so killed members, stopped instances and
+  // PostgreSQL backends that ended stay counted.
+  const pid_t root = getpid();
+  std::map<pid_t, std::pair<pid_t, double>> processes;  // pid -> (parent, cpu seconds)
+  const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  if (DIR* proc = opendir("/proc")) {
+    while (dirent* entry = readdir(proc)) {
+      char* end = nullptr;
+      long pid = std::strtol(entry->d_name, &end, 10);
+      if (*end != '\0' || pid <= 0) continue;
+      auto fields = stat_fields(static_cast<pid_t>(pid));
+      if (fields.size() < 15) continue;
+      double seconds = 0;
+      for (int i = 11; i <= 14; ++i) seconds += std::stod(fields[i]);  // utime stime cutime cstime
+      processes[static_cast<pid_t>(pid)] = {static_cast<pid_t>(std::stol(fields[1])), seconds / ticks};
+    }
+    closedir(proc);
+  }
+  double ours = 0;
+  for (const auto& [pid, info] : processes) {
+    for (pid_t p = pid; p > 1;) {
+      if (p == root) {
+        ours += info.second;
+        break;
+      }
+      auto it = processes.find(p);
+      if (it == processes.end()) break;
+      p = it->second.first;
+    }
+  }
+  auto [busy, steal] = machine_busy_and_steal_seconds();
+  return {ours, busy, steal, pressure_seconds("io")};
+}
+
+void MachineShare::start() {
+  at_start_ = sample();
+  began_ = Clock::now();
+}
+
+std::string MachineShare::stop() const {
+  auto now = sample();
+  double elapsed = seconds_since(began_);
+  auto percent = [&](std::size_t i) { return elapsed > 0 ? 100.0 * (now[i] - at_start_[i]) / elapsed : 0.0; };
+  double ours = percent(0);
+  return format("load average %s; this benchmark %.0f%% of one core, other processes %.0f%% (of which steal %.0f%%), "
+                "io pressure %.1f%% of the window",
+                load_average().c_str(), ours, std::max(0.0, percent(1) - ours), percent(2), percent(3));
+}
+
 CpuShare::CpuShare(pid_t etcd_sync, pid_t etcd, pid_t postmaster) : pids_{etcd_sync, etcd, postmaster} {}
 
 std::vector<double> CpuShare::sample() const {
@@ -234,6 +286,12 @@ void ServiceUnderTest::start(const std::vector<std::string>& args) {
   process_.start(spec);
 }
 
+void ServiceUnderTest::mark_log() {
+  std::error_code ec;
+  auto size = fs::file_size(log_path_, ec);
+  mark_ = ec ? 0 : size;
+}
+
 bool ServiceUnderTest::wait_for_log(const std::string& needle, std::chrono::milliseconds deadline) {
   bool found = false;
   testing::wait_until(
@@ -287,6 +345,26 @@ SyncSettings BenchEnv::default_settings(const BenchOptions& options) {
   s.request_timeout = "10s";
   s.dial_timeout = "5s";
   return s;
+}
+
+fs::path BenchEnv::write_config(const SyncSettings& settings, const std::string& name,
+                                const std::vector<std::string>& endpoints, const std::string& extra_toml) {
+  auto path = env.write_config(settings, name);
+  std::string text = testing::read_text_file(path);
+  if (!endpoints.empty()) {
+    std::string list;
+    for (const auto& e : endpoints) list += (list.empty() ? "\"" : ", \"") + e + "\"";
+    auto at = text.find("endpoints = [");
+    auto end = text.find(']', at);
+    text.replace(at, end - at + 1, "endpoints = [" + list + "]");
+  }
+  text += extra_toml;
+  {
+    std::ofstream out(path, std::ios::trunc);
+    out << text;
+  }
+  fs::copy_file(path, out_dir_ / name, fs::copy_options::overwrite_existing);
+  return path;
 }
 
 void BenchEnv::migrate() {

@@ -60,6 +60,23 @@ std::int64_t threads_status_sum(pid_t pid, const std::string& field);
 /// "/proc/loadavg" without the trailing fields: "1.23 0.98 0.75".
 std::string load_average();
 
+/// The CPU the whole benchmark (this process and everything it started, alive or already reaped:
+/// servers, etcd-sync instances, etcdctl) took over a window, what other processes on the machine
+/// took meanwhile, and the io pressure. For scenarios whose processes come and go (a killed etcd
+/// member, a restarted instance), where CpuShare's per-process figures would not add up.
+class MachineShare {
+ public:
+  void start();
+  /// "load average 0.52 0.61 0.70; this benchmark 85% of one core, other processes 4% (of which
+  /// steal 1%), io pressure 0.2% of the window".
+  std::string stop() const;
+
+ private:
+  std::vector<double> sample() const;
+  Clock::time_point began_;
+  std::vector<double> at_start_;
+};
+
 /// How the CPU was shared between the processes over a window: percent of one core each.
 class CpuShare {
  public:
@@ -111,6 +128,17 @@ class ServiceUnderTest {
   bool running() { return process_.running(); }
   pid_t pid() const { return process_.pid(); }
   int terminate() { return process_.stop(SIGTERM, std::chrono::seconds(10)); }
+  /// Sends `sig` (SIGTERM, SIGSTOP, SIGCONT) if the process runs.
+  void signal(int sig) { process_.signal(sig); }
+  /// SIGKILL and reap.
+  void kill9() { process_.stop(SIGKILL, std::chrono::seconds(5)); }
+  /// Waits up to `deadline` for the process to exit; its exit code, or nullopt while it runs.
+  std::optional<int> wait_exit(std::chrono::milliseconds deadline) { return process_.wait_exit(deadline); }
+  /// Moves the mark to the end of the log: wait_for_log() and log_since_mark() see newer lines only.
+  void mark_log();
+  /// The log written since the mark (start() or mark_log()).
+  std::string log_since_mark() const { return testing::read_text_file(log_path_, mark_); }
+  const fs::path& log_path() const { return log_path_; }
   const fs::path& binary() const { return binary_; }
 
  private:
@@ -132,6 +160,14 @@ class BenchEnv {
   /// The settings every scenario starts from: the contract's defaults, JSON logs, and the
   /// options' batch_size and log level.
   static SyncSettings default_settings(const struct BenchOptions& options);
+
+  /// Writes a configuration for `settings` named `name` in the servers' temp dir with etcd's
+  /// `endpoints` (empty: the scenario's single etcd) and `extra_toml` appended (an [ha] table), and
+  /// copies it to the scenario's output dir; returns its path.
+  fs::path write_config(const SyncSettings& settings, const std::string& name, const std::vector<std::string>& endpoints,
+                        const std::string& extra_toml = "");
+  /// From now on start_service() and spawn_service() use `config`.
+  void use_config(const fs::path& config) { config_ = config; }
 
   /// Runs `etcd-sync migrate` so that the tables exist before the service starts.
   void migrate();
@@ -192,6 +228,11 @@ struct BenchOptions {
   int load_concurrency = 16;
   // (e) idle
   double idle_seconds = 60;
+  // (h) failover and (i) takeover: a steady load on both sides
+  double load_rate = 200;     ///< etcd_wal rows/s (each its own transaction) and etcd puts/s
+  int rounds = 3;             ///< (h) kills of etcd's leader while etcd-sync works on that member
+  int follower_rounds = 1;    ///< (h) then kills of etcd's leader while etcd-sync works on a follower
+  std::vector<int> ttls = {10, 2};  ///< (i) [ha] ttl in seconds, one pass of the three faults each
 };
 
 Outcome run_saturation(const BenchOptions& options);      // (a)
@@ -199,6 +240,8 @@ Outcome run_mirror_latency(const BenchOptions& options);  // (b)
 Outcome run_outbox(const BenchOptions& options);          // (c)
 Outcome run_snapshot(const BenchOptions& options);        // (d)
 Outcome run_idle(const BenchOptions& options);            // (e)
+Outcome run_failover(const BenchOptions& options);        // (h)
+Outcome run_takeover(const BenchOptions& options);        // (i)
 
 /// printf-style formatting into a std::string.
 std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));

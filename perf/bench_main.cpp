@@ -1,7 +1,8 @@
 // etcd-sync-bench: the load generator and scenarios of perf/README.md.
 //
-//   etcd-sync-bench [options] all | saturation | mirror-latency | outbox | snapshot | idle ...
-//   (a, b, c, d, e are aliases of the scenarios in that order)
+//   etcd-sync-bench [options] all | saturation | mirror-latency | outbox | snapshot | idle | failover | takeover ...
+//   (a, b, c, d, e, h, i are aliases of the scenarios in that order; f and g are kept for issue 13's
+//   catch-up and pruning)
 //
 // Each scenario starts its own etcd, PostgreSQL and etcd-sync on free loopback ports in a temp
 // directory, prints details and one "RESULT" line, and leaves the logs in --out/<scenario>/.
@@ -31,7 +32,8 @@ struct Scenario {
 const Scenario scenarios[] = {
     {"saturation", "a", run_saturation}, {"mirror-latency", "b", run_mirror_latency},
     {"outbox", "c", run_outbox},         {"snapshot", "d", run_snapshot},
-    {"idle", "e", run_idle},
+    {"idle", "e", run_idle},             {"failover", "h", run_failover},
+    {"takeover", "i", run_takeover},
 };
 
 std::string machine() {
@@ -56,7 +58,7 @@ int main(int argc, char** argv) {
   CLI::App app{"etcd-sync benchmarks: etcd and PostgreSQL on loopback, the etcd-sync binary, a load generator"};
   BenchOptions o;
   std::vector<std::string> names;
-  app.add_option("scenarios", names, "all (default), or any of: saturation mirror-latency outbox snapshot idle (a..e)");
+  app.add_option("scenarios", names, "all (default), or any of: saturation mirror-latency outbox snapshot idle failover takeover (a..e, h, i)");
   app.add_option("--out", o.out_dir, "where each scenario's logs and config are kept")->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "[sync] batch_size of the service")->capture_default_str();
   app.add_option("--log-level", o.log_level, "[logging] level of the service")->capture_default_str();
@@ -79,6 +81,12 @@ int main(int argc, char** argv) {
   app.add_option("--load-budget", o.load_budget_seconds, "(d) seconds allowed for loading etcd")->capture_default_str();
   app.add_option("--load-concurrency", o.load_concurrency, "(d) Txns in flight while loading")->capture_default_str();
   app.add_option("--idle-seconds", o.idle_seconds, "(e) measured idle window")->capture_default_str();
+  app.add_option("--load-rate", o.load_rate, "(h, i) etcd_wal rows/s and etcd puts/s of the steady load")->capture_default_str();
+  app.add_option("--rounds", o.rounds, "(h) kills of etcd's leader while etcd-sync works on it")->capture_default_str();
+  app.add_option("--follower-rounds", o.follower_rounds, "(h) then kills of etcd's leader while etcd-sync works on a follower")
+      ->capture_default_str();
+  app.add_option("--ttl", o.ttls, "(i) [ha] ttl in seconds, one pass of the three faults each (repeatable)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   etcd_sync::configure_logging(etcd_sync::LogLevel::warn, etcd_sync::LogFormat::text);
@@ -92,7 +100,7 @@ int main(int argc, char** argv) {
         found = true;
       }
     if (!found) {
-      std::fprintf(stderr, "unknown scenario '%s' (all, saturation, mirror-latency, outbox, snapshot, idle, a..e)\n",
+      std::fprintf(stderr, "unknown scenario '%s' (all, saturation, mirror-latency, outbox, snapshot, idle, failover, takeover, a..e, h, i)\n",
                    name.c_str());
       return 2;
     }
