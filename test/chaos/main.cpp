@@ -251,6 +251,11 @@ int run(const Options& options) {
     }
   }
   if (hidden > 0) std::cout << "chaos: " << hidden << " more violations in violations.txt\n";
+  for (const auto& note : report.notes) {
+    const std::string line = "(note: " + std::string(1, static_cast<char>(note.check)) + ", " + note.kind + ") " + note.message;
+    all << line << "\n";
+    std::cout << line << "\n";
+  }
   for (const auto& line : instance_lines) std::cout << "chaos: " << line << "\n";
   std::cout << "chaos: takeovers (from the fault to a new epoch in etcd_sync_leader): " << takeovers << "\n";
   for (const auto& slow : slow_takeovers) std::cout << "chaos: slow takeover (timing, not a check): " << slow << "\n";
