@@ -9,6 +9,8 @@
 #include "perf/bench_env.hpp"
 #include "perf/etcd_load.hpp"
 #include "perf/steady_load.hpp"
+#include "adapters/etcd_watch.hpp"
+#include "reactor/keys/keys.hpp"
 
 #include <thread>
 
@@ -51,6 +53,37 @@ asio::awaitable<void> copy_twin(PgConnection& pg, const std::vector<std::string>
   auto result = co_await pg.copy_end();
   out.seconds = seconds_since(began);
   out.rows = result.affected();
+}
+
+struct WatchFigures {
+  double seconds = 0;
+  std::int64_t events = 0;
+};
+
+/// etcd's own delivery of the same history: a plain Watch on the prefix from `from_revision`, read
+/// until an event at `to_revision` arrived (nothing is written meanwhile).
+asio::awaitable<void> watch_history(Loop& loop, std::int64_t from_revision, std::int64_t to_revision, WatchFigures& out) {
+  auto watch = loop.etcd().open_watch();
+  auto range = prefix_range(bench_prefix);
+  etcdserverpb::WatchCreateRequest create;
+  create.set_key(range.key);
+  create.set_range_end(range.range_end);
+  create.set_start_revision(from_revision);
+  const auto began = Clock::now();
+  co_await watch->start(create);
+  std::int64_t seen = 0;
+  while (seen < to_revision) {
+    auto response = co_await watch->read();
+    if (!response) break;
+    out.events += response->events_size();
+    for (const auto& event : response->events()) seen = std::max(seen, event.kv().mod_revision());
+  }
+  out.seconds = seconds_since(began);
+  watch->cancel();
+  while (co_await watch->read()) {
+  }
+  co_await watch->finish();
+  if (seen < to_revision) throw std::runtime_error("the reference watch ended before revision " + std::to_string(to_revision));
 }
 
 asio::awaitable<std::int64_t> current_revision(EtcdClient& etcd) { co_return co_await etcd_revision(etcd); }
@@ -120,6 +153,13 @@ Outcome run_catch_up(const BenchOptions& options) {
   auto rows = std::stoll(env.env.db().scalar("SELECT count(*) FROM etcd WHERE starts_with(key, '/bench/catchup/')").value_or("0"));
   detail(format("rows of the written keys in etcd table: %lld of %lld (%s)", rows, static_cast<long long>(load.loaded),
                 rows == load.loaded ? "every event mirrored once" : "MISMATCH"));
+
+  WatchFigures watched;
+  loop.run(watch_history(loop, checkpoint_before + 1, revision, watched));
+  detail(format("etcd's own delivery of the same events to a plain Watch in the generator (from revision %lld, "
+                "etcd-sync stopped): %lld events in %.2f s, %.0f events/s",
+                static_cast<long long>(checkpoint_before + 1), static_cast<long long>(watched.events), watched.seconds,
+                watched.events / watched.seconds));
 
   // The reference: the same rows with COPY into a twin of `etcd`, etcd-sync stopped.
   const auto chunks = twin_rows(load);
