@@ -4,8 +4,9 @@
 // them, with the matching checkpoint; then etcd-sync starts with [history] keep_versions = 1 while
 // puts flow open-loop at --rate on other keys under the prefix. The mirror's latency is (b)'s:
 // put answered -> row visible, from the deferred trigger, over the puts sent during the pruning
-// pass (its start and end from the service's "history pruned" log line). Pruned rows/s is that
-// line's rows over its seconds, checked against etcd_sync_history_pruned_rows_total on /metrics.
+// pass (its start and end from the service's "history pruned" log line), and over the 10 s after
+// it (the pruner resting: the same run's baseline). Pruned rows/s is that line's rows over its
+// seconds, checked against etcd_sync_history_pruned_rows_total on /metrics.
 
 #include "perf/bench_env.hpp"
 #include "perf/mirror_latency.hpp"
@@ -82,7 +83,7 @@ struct PruneRun {
   PacedPuts puts;
   ServiceUnderTest* service = nullptr;
   std::optional<PassLine> pass;
-  double tail_seconds = 5;       ///< the load goes on this long after the pass ended
+  double tail_seconds = 10;      ///< the load goes on this long after the pass ended
   double deadline_seconds = 900;
 };
 
@@ -190,8 +191,9 @@ Outcome run_pruning(const BenchOptions& options) {
   detail(format("during the pass: %zu puts, %.0f puts/s achieved, %zu revisions not seen in PostgreSQL", during.puts,
                 during.achieved_rate, during.missing));
   print_mirror_latency(during);
-  detail(format("after the pass (%.0f s tail): %zu puts; put commit -> row visible %s", run.tail_seconds, after.puts,
-                describe_ms(after.visible_ms).c_str()));
+  detail(format("after the pass, the pruner resting (%.0f s, the same run's baseline): %zu puts, %.0f puts/s achieved, "
+                "%zu revisions not seen", run.tail_seconds, after.puts, after.achieved_rate, after.missing));
+  print_mirror_latency(after);
   detail("from the load's start to the end of its tail: " + cpu_line);
   env.stop_service();
   auto kept = db.exec("SELECT count(*), count(DISTINCT key), count(*) FILTER (WHERE version = " +
@@ -206,9 +208,9 @@ Outcome run_pruning(const BenchOptions& options) {
   const bool met = correct && during.missing == 0 && during.puts > 0 && d.p99 < 10.0;
   return {"g pruning",
           format("%lld rows pruned at %.0f rows/s; mirror at %.0f puts/s meanwhile: commit -> row visible p50 %.2f ms, "
-                 "p99 %.2f ms, max %.2f ms (target p99 < 10 ms: %s)",
+                 "p99 %.2f ms, max %.2f ms (after the pass p99 %.2f ms) (target p99 < 10 ms: %s)",
                  static_cast<long long>(pass.rows), pruned_rate, during.achieved_rate, d.p50, d.p99, d.max,
-                 met ? "met" : "MISSED"),
+                 after.visible_ms.p99, met ? "met" : "MISSED"),
           met};
 }
 
