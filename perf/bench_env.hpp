@@ -228,6 +228,10 @@ struct BenchOptions {
   int load_concurrency = 16;
   // (e) idle
   double idle_seconds = 60;
+  // (f) catch-up
+  int catchup_events = 256000;  ///< puts written to etcd while etcd-sync is stopped
+  // (g) pruning
+  int prune_rows = 2000000;     ///< history rows in `etcd` before etcd-sync starts (10 versions per key)
   // (h) failover and (i) takeover: a steady load on both sides
   double load_rate = 200;     ///< etcd_wal rows/s (each its own transaction) and etcd puts/s
   int rounds = 3;             ///< (h) kills of etcd's leader while etcd-sync works on that member
@@ -240,6 +244,8 @@ Outcome run_mirror_latency(const BenchOptions& options);  // (b)
 Outcome run_outbox(const BenchOptions& options);          // (c)
 Outcome run_snapshot(const BenchOptions& options);        // (d)
 Outcome run_idle(const BenchOptions& options);            // (e)
+Outcome run_catch_up(const BenchOptions& options);        // (f)
+Outcome run_pruning(const BenchOptions& options);         // (g)
 Outcome run_failover(const BenchOptions& options);        // (h)
 Outcome run_takeover(const BenchOptions& options);        // (i)
 

@@ -1,8 +1,8 @@
 // etcd-sync-bench: the load generator and scenarios of perf/README.md.
 //
-//   etcd-sync-bench [options] all | saturation | mirror-latency | outbox | snapshot | idle | failover | takeover ...
-//   (a, b, c, d, e, h, i are aliases of the scenarios in that order; f and g are kept for issue 13's
-//   catch-up and pruning)
+//   etcd-sync-bench [options] all | saturation | mirror-latency | outbox | snapshot | idle | catch-up | pruning |
+//                             failover | takeover ...
+//   (a..i are aliases of the scenarios in that order)
 //
 // Each scenario starts its own etcd, PostgreSQL and etcd-sync on free loopback ports in a temp
 // directory, prints details and one "RESULT" line, and leaves the logs in --out/<scenario>/.
@@ -32,7 +32,8 @@ struct Scenario {
 const Scenario scenarios[] = {
     {"saturation", "a", run_saturation}, {"mirror-latency", "b", run_mirror_latency},
     {"outbox", "c", run_outbox},         {"snapshot", "d", run_snapshot},
-    {"idle", "e", run_idle},             {"failover", "h", run_failover},
+    {"idle", "e", run_idle},             {"catch-up", "f", run_catch_up},
+    {"pruning", "g", run_pruning},       {"failover", "h", run_failover},
     {"takeover", "i", run_takeover},
 };
 
@@ -58,7 +59,7 @@ int main(int argc, char** argv) {
   CLI::App app{"etcd-sync benchmarks: etcd and PostgreSQL on loopback, the etcd-sync binary, a load generator"};
   BenchOptions o;
   std::vector<std::string> names;
-  app.add_option("scenarios", names, "all (default), or any of: saturation mirror-latency outbox snapshot idle failover takeover (a..e, h, i)");
+  app.add_option("scenarios", names, "all (default), or any of: saturation mirror-latency outbox snapshot idle catch-up pruning failover takeover (a..i)");
   app.add_option("--out", o.out_dir, "where each scenario's logs and config are kept")->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "[sync] batch_size of the service")->capture_default_str();
   app.add_option("--log-level", o.log_level, "[logging] level of the service")->capture_default_str();
@@ -72,15 +73,19 @@ int main(int argc, char** argv) {
   app.add_flag("--etcdctl-watch", o.etcdctl_watch,
                "(a) also run `etcdctl watch --prefix` (etcd's own Go client) and compare its progress with the mirror");
   app.add_option("--warmup", o.warmup_seconds, "(a) warm-up before the window")->capture_default_str();
-  app.add_option("--rate", o.rate, "(b, c) puts or rows per second")->capture_default_str();
+  app.add_option("--rate", o.rate, "(b, c, g) puts or rows per second")->capture_default_str();
   app.add_option("--latency-seconds", o.latency_seconds, "(b, c) how long the fixed rate runs")->capture_default_str();
   app.add_option("--inserters", o.inserters, "(c) PostgreSQL connections inserting at the fixed rate")->capture_default_str();
   app.add_option("--wal-rows", o.wal_rows, "(c) rows in the throughput INSERT")->capture_default_str();
   app.add_option("--keys", o.snapshot_keys, "(d) keys in the snapshot")->capture_default_str();
   app.add_option("--value-bytes", o.value_bytes, "value size of every put and row")->capture_default_str();
   app.add_option("--load-budget", o.load_budget_seconds, "(d) seconds allowed for loading etcd")->capture_default_str();
-  app.add_option("--load-concurrency", o.load_concurrency, "(d) Txns in flight while loading")->capture_default_str();
+  app.add_option("--load-concurrency", o.load_concurrency, "(d, f) Txns in flight while loading")->capture_default_str();
   app.add_option("--idle-seconds", o.idle_seconds, "(e) measured idle window")->capture_default_str();
+  app.add_option("--catchup-events", o.catchup_events, "(f) puts written to etcd while etcd-sync is stopped")
+      ->capture_default_str();
+  app.add_option("--prune-rows", o.prune_rows, "(g) history rows to prune (10 versions per key) under the --rate puts")
+      ->capture_default_str();
   app.add_option("--load-rate", o.load_rate, "(h, i) etcd_wal rows/s and etcd puts/s of the steady load")->capture_default_str();
   app.add_option("--rounds", o.rounds, "(h) kills of etcd's leader while etcd-sync works on it")->capture_default_str();
   app.add_option("--follower-rounds", o.follower_rounds, "(h) then kills of etcd's leader while etcd-sync works on a follower")
@@ -100,7 +105,7 @@ int main(int argc, char** argv) {
         found = true;
       }
     if (!found) {
-      std::fprintf(stderr, "unknown scenario '%s' (all, saturation, mirror-latency, outbox, snapshot, idle, failover, takeover, a..e, h, i)\n",
+      std::fprintf(stderr, "unknown scenario '%s' (all, saturation, mirror-latency, outbox, snapshot, idle, catch-up, pruning, failover, takeover, a..i)\n",
                    name.c_str());
       return 2;
     }

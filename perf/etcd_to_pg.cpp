@@ -12,6 +12,7 @@
 // Both clocks are this machine's CLOCK_REALTIME.
 
 #include "perf/bench_env.hpp"
+#include "perf/mirror_latency.hpp"
 #include "adapters/etcd_watch.hpp"
 #include "reactor/keys/keys.hpp"
 #include "reactor/loop/wakeup.hpp"
@@ -172,60 +173,7 @@ asio::awaitable<void> saturate(Loop& loop, PgConnection& pg, Saturation& state, 
 
 // --- (b) ---------------------------------------------------------------------------------------
 
-struct TimedPut {
-  std::int64_t revision = 0;
-  std::int64_t sent_us = 0;
-  std::int64_t committed_us = 0;
-  double late_ms = 0;  // how far behind its schedule the generator started it
-};
-
-struct Paced {
-  std::vector<TimedPut> puts;
-  std::string value;
-  int running = 0;
-  std::exception_ptr failure;
-};
-
-asio::awaitable<void> timed_put(EtcdClient& etcd, std::string key, const std::string& value, TimedPut& out) {
-  etcdserverpb::PutRequest request;
-  request.set_key(std::move(key));
-  request.set_value(value);
-  out.sent_us = wall_micros();
-  auto response = co_await etcd.put(request);
-  out.committed_us = wall_micros();
-  out.revision = response.header().revision();
-}
-
-asio::awaitable<void> pace_puts(Loop& loop, Paced& state, double rate) {
-  Wakeup done(loop.io());
-  const auto period = std::chrono::nanoseconds(static_cast<std::int64_t>(1e9 / rate));
-  const auto start = Clock::now() + 20ms;
-  for (std::size_t i = 0; i < state.puts.size(); ++i) {
-    auto due = start + period * static_cast<std::int64_t>(i);
-    co_await sleep_until(due);
-    state.puts[i].late_ms = std::chrono::duration<double, std::milli>(Clock::now() - due).count();
-    ++state.running;
-    asio::co_spawn(loop.io(), timed_put(loop.etcd(), "/bench/lat/" + std::to_string(i % 1000), state.value, state.puts[i]),
-                   [&state, &done](std::exception_ptr e) {
-                     if (e && !state.failure) state.failure = e;
-                     --state.running;
-                     done.notify();
-                   });
-  }
-  while (state.running > 0) co_await done.wait(1s);
-  if (state.failure) std::rethrow_exception(state.failure);
-}
-
-asio::awaitable<void> wait_checkpoint(PgConnection& pg, std::int64_t revision, std::chrono::seconds deadline) {
-  auto began = Clock::now();
-  while (co_await mirror_checkpoint(pg) < revision) {
-    if (Clock::now() - began > deadline)
-      throw std::runtime_error("the mirror did not reach revision " + std::to_string(revision) + " in time");
-    co_await sleep_for(20ms);
-  }
-}
-
-asio::awaitable<void> paced_run(Loop& loop, PgConnection& pg, Paced& state, double rate, CpuShare& cpu) {
+asio::awaitable<void> paced_run(Loop& loop, PgConnection& pg, PacedPuts& state, double rate, CpuShare& cpu) {
   co_await pg.connect(5s);
   cpu.start();
   co_await pace_puts(loop, state, rate);
@@ -306,53 +254,28 @@ Outcome run_mirror_latency(const BenchOptions& options) {
   auto settings = BenchEnv::default_settings(options);
   BenchEnv env(options.out_dir / "mirror-latency", settings, options);
   env.migrate();
-  // Fires at the mirror's COMMIT (deferred), so clock_timestamp() is when the row becomes visible.
-  env.env.db().exec(
-      "CREATE TABLE bench_seen (revision bigint PRIMARY KEY, seen timestamptz NOT NULL);"
-      "CREATE FUNCTION bench_seen_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-      "  INSERT INTO bench_seen VALUES (NEW.revision, clock_timestamp()) ON CONFLICT DO NOTHING; RETURN NULL; "
-      "END $$;"
-      "CREATE CONSTRAINT TRIGGER bench_seen AFTER INSERT ON etcd DEFERRABLE INITIALLY DEFERRED "
-      "  FOR EACH ROW EXECUTE FUNCTION bench_seen_row();");
+  install_seen_trigger(env.env.db());
   env.start_service();
   detail("servers: " + env.versions());
 
   Loop loop(env.etcd_endpoint());
   PgConnection pg(loop.io(), env.conninfo(), "bench");
-  Paced state;
+  PacedPuts state;
   state.value.assign(options.value_bytes, 'v');
-  state.puts.resize(static_cast<std::size_t>(options.rate * options.latency_seconds));
+  state.limit = static_cast<std::size_t>(options.rate * options.latency_seconds);
   CpuShare cpu(env.service_pid(), env.env.etcd.pid(), env.env.postgres.pid());
   auto began = Clock::now();
   loop.run(paced_run(loop, pg, state, options.rate, cpu));
   auto cpu_line = cpu.stop();
   double elapsed = seconds_since(began);
 
-  std::map<std::int64_t, std::int64_t> seen;  // revision -> wall micros at the mirror's commit
-  for (const auto& row : env.env.db().exec("SELECT revision, (extract(epoch FROM seen) * 1000000)::bigint FROM bench_seen"))
-    seen[std::stoll(*row[0])] = std::stoll(*row[1]);
-  std::vector<double> latency, from_send, put_ms, late;
-  std::size_t missing = 0;
-  for (const auto& p : state.puts) {
-    put_ms.push_back((p.committed_us - p.sent_us) / 1000.0);
-    late.push_back(p.late_ms);
-    auto it = seen.find(p.revision);
-    if (it == seen.end()) {
-      ++missing;
-      continue;
-    }
-    latency.push_back((it->second - p.committed_us) / 1000.0);
-    from_send.push_back((it->second - p.sent_us) / 1000.0);
-  }
-  auto first_sent = state.puts.front().sent_us, last_sent = state.puts.back().sent_us;
-  double achieved = (state.puts.size() - 1) / ((last_sent - first_sent) / 1e6);
-  auto d = distribution(latency);
+  auto m = mirror_latency(state.puts, read_seen(env.env.db()));
+  const auto& d = m.visible_ms;
+  const auto missing = m.missing;
+  const auto achieved = m.achieved_rate;
   detail(format("%zu puts in %.2f s of sending: %.0f puts/s achieved; run incl. drain %.2f s; %zu revisions not seen in PostgreSQL",
-                state.puts.size(), (last_sent - first_sent) / 1e6, achieved, elapsed, missing));
-  detail("put commit -> row visible in PostgreSQL: " + describe_ms(d));
-  detail("put sent -> row visible in PostgreSQL:   " + describe_ms(distribution(from_send)));
-  detail("etcd Put round trip (sent -> answered):  " + describe_ms(distribution(put_ms)));
-  detail("generator lateness vs schedule:          " + describe_ms(distribution(late)));
+                m.puts, m.sending_seconds, achieved, elapsed, missing));
+  print_mirror_latency(m);
   detail(cpu_line);
   detail("load average after: " + load_average());
   env.stop_service();

@@ -3,7 +3,7 @@
 // until its checkpoint reaches etcd's revision. Peak RSS is the service's VmHWM at that moment.
 
 #include "perf/bench_env.hpp"
-#include "reactor/loop/wakeup.hpp"
+#include "perf/etcd_load.hpp"
 
 #include <thread>
 
@@ -13,50 +13,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr int puts_per_txn = 128;  // etcd's default --max-txn-ops
-
-struct Load {
-  int total = 0;
-  int next = 0;
-  std::int64_t loaded = 0;
-  Clock::time_point deadline;
-  std::string value;
-  int running = 0;
-  std::exception_ptr failure;
-};
-
 std::string snapshot_key(int i) { return format("/bench/snap/%07d", i); }
-
-asio::awaitable<void> load_worker(EtcdClient& etcd, Load& state) {
-  etcdserverpb::TxnRequest txn;
-  while (state.next < state.total && Clock::now() < state.deadline) {
-    int first = state.next;
-    int count = std::min(puts_per_txn, state.total - first);
-    state.next += count;
-    txn.clear_success();
-    for (int k = 0; k < count; ++k) {
-      auto* put = txn.add_success()->mutable_request_put();
-      put->set_key(snapshot_key(first + k));
-      put->set_value(state.value);
-    }
-    co_await etcd.txn(txn);
-    state.loaded += count;
-  }
-}
-
-asio::awaitable<void> load_etcd(Loop& loop, Load& state, int concurrency) {
-  Wakeup done(loop.io());
-  for (int i = 0; i < concurrency; ++i) {
-    ++state.running;
-    asio::co_spawn(loop.io(), load_worker(loop.etcd(), state), [&state, &done](std::exception_ptr e) {
-      if (e && !state.failure) state.failure = e;
-      --state.running;
-      done.notify();
-    });
-  }
-  while (state.running > 0) co_await done.wait(1s);
-  if (state.failure) std::rethrow_exception(state.failure);
-}
 
 asio::awaitable<etcdserverpb::StatusResponse> etcd_status(EtcdClient& etcd) { co_return co_await etcd.status(); }
 
@@ -70,8 +27,9 @@ Outcome run_snapshot(const BenchOptions& options) {
   BenchEnv env(options.out_dir / "snapshot", settings, options);
   detail("servers: " + env.versions());
 
-  Load load;
+  TxnLoad load;
   load.total = options.snapshot_keys;
+  load.key = snapshot_key;
   load.value.assign(options.value_bytes, 'v');
   load.deadline = Clock::now() + std::chrono::milliseconds(static_cast<int>(options.load_budget_seconds * 1000));
   etcdserverpb::StatusResponse status;
