@@ -248,6 +248,7 @@ Outcome run_catch_up(const BenchOptions& options);        // (f)
 Outcome run_pruning(const BenchOptions& options);         // (g)
 Outcome run_failover(const BenchOptions& options);        // (h)
 Outcome run_takeover(const BenchOptions& options);        // (i)
+Outcome run_logging(const BenchOptions& options);         // (j)
 
 /// printf-style formatting into a std::string.
 std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));

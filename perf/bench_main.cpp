@@ -1,8 +1,8 @@
 // etcd-sync-bench: the load generator and scenarios of perf/README.md.
 //
 //   etcd-sync-bench [options] all | saturation | mirror-latency | outbox | snapshot | idle | catch-up | pruning |
-//                             failover | takeover ...
-//   (a..i are aliases of the scenarios in that order)
+//                             failover | takeover | logging ...
+//   (a..j are aliases of the scenarios in that order)
 //
 // Each scenario starts its own etcd, PostgreSQL and etcd-sync on free loopback ports in a temp
 // directory, prints details and one "RESULT" line, and leaves the logs in --out/<scenario>/.
@@ -34,7 +34,7 @@ const Scenario scenarios[] = {
     {"outbox", "c", run_outbox},         {"snapshot", "d", run_snapshot},
     {"idle", "e", run_idle},             {"catch-up", "f", run_catch_up},
     {"pruning", "g", run_pruning},       {"failover", "h", run_failover},
-    {"takeover", "i", run_takeover},
+    {"takeover", "i", run_takeover},     {"logging", "j", run_logging},
 };
 
 std::string machine() {
@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
   CLI::App app{"etcd-sync benchmarks: etcd and PostgreSQL on loopback, the etcd-sync binary, a load generator"};
   BenchOptions o;
   std::vector<std::string> names;
-  app.add_option("scenarios", names, "all (default), or any of: saturation mirror-latency outbox snapshot idle catch-up pruning failover takeover (a..i)");
+  app.add_option("scenarios", names, "all (default), or any of: saturation mirror-latency outbox snapshot idle catch-up pruning failover takeover logging (a..j)");
   app.add_option("--out", o.out_dir, "where each scenario's logs and config are kept")->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "[sync] batch_size of the service")->capture_default_str();
   app.add_option("--log-level", o.log_level, "[logging] level of the service")->capture_default_str();
@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
         found = true;
       }
     if (!found) {
-      std::fprintf(stderr, "unknown scenario '%s' (all, saturation, mirror-latency, outbox, snapshot, idle, catch-up, pruning, failover, takeover, a..i)\n",
+      std::fprintf(stderr, "unknown scenario '%s' (all, saturation, mirror-latency, outbox, snapshot, idle, catch-up, pruning, failover, takeover, logging, a..j)\n",
                    name.c_str());
       return 2;
     }
