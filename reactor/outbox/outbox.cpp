@@ -161,7 +161,9 @@ asio::awaitable<void> Outbox::claim_loop() {
       set_activity(unsettled_ids_.empty() ? OutboxState::idle : OutboxState::applying);  // coroutine-safe: enum arms
       const auto limit = ClaimSchedule::claim_limit(config.sync.batch_size, unsettled_ids_.size(), batches_applying_);
       if (limit == 0) {
+        waiting_for_room_ = true;  // on_written wakes it whenever outcomes free room
         co_await wakeup_.wait(schedule_.sleep_limit(std::chrono::steady_clock::now(), config.sync.sync_interval));
+        waiting_for_room_ = false;
         continue;  // until a batch ends or outcomes are written
       }
       auto attempts = co_await claim(limit);
@@ -495,7 +497,7 @@ void Outbox::on_written(OutcomesWritten written) {
               {"status", to_string(d.outcome.status)}, {"revision", d.outcome.revision}});
     suspect_ids_[d.row.id] = d.row.attempt_revision.value_or(d.row.claim_revision);
   }
-  if (written.more_pending || written.abandoned || batches_applying_ > 0) {
+  if (written.more_pending || written.abandoned || batches_applying_ > 0 || waiting_for_room_) {
     wakeup_.notify();  // the next rows of these keys (or retried rows) may be claimed now
   } else if (unsettled_ids_.empty()) {
     set_activity(OutboxState::idle);

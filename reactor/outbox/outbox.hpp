@@ -122,6 +122,8 @@ class Outbox final : public Engine {
   TxnFence fence_;
   std::chrono::steady_clock::time_point etcd_retry_at_{};
   int batches_applying_ = 0;
+  /// The claim loop waits for claimed rows' outcomes to free room (ClaimSchedule::claim_limit 0).
+  bool waiting_for_room_ = false;
   std::mt19937_64 tokens_;
   bool stopping_ = false;
 };
