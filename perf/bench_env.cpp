@@ -71,12 +71,12 @@ double ticks_to_seconds(const std::vector<std::string>& fields) {
   return (std::stod(fields[11]) + std::stod(fields[12])) / ticks;  // utime (14), stime (15)
 }
 
-}  // namespace
-
-double cpu_seconds(pid_t pid) { return pid > 0 ? ticks_to_seconds(stat_fields(pid)) : 0; }
-
-double tree_cpu_seconds(pid_t root) {
+/// CPU seconds of `root` and every live process below it: utime + stime of each, and with
+/// `reaped_children` also the cutime + cstime of children each has reaped (fields 14-17 of
+/// /proc/PID/stat).
+double tree_seconds(pid_t root, bool reaped_children) {
   if (root <= 0) return 0;
+  static const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
   std::map<pid_t, std::pair<pid_t, double>> processes;  // pid -> (parent, cpu seconds)
   if (DIR* proc = opendir("/proc")) {
     while (dirent* entry = readdir(proc)) {
@@ -84,8 +84,10 @@ double tree_cpu_seconds(pid_t root) {
       long pid = std::strtol(entry->d_name, &end, 10);
       if (*end != '\0' || pid <= 0) continue;
       auto fields = stat_fields(static_cast<pid_t>(pid));
-      if (fields.size() < 13) continue;
-      processes[static_cast<pid_t>(pid)] = {static_cast<pid_t>(std::stol(fields[1])), ticks_to_seconds(fields)};
+      if (fields.size() < 15) continue;
+      double seconds = 0;
+      for (int i = 11; i <= (reaped_children ? 14 : 12); ++i) seconds += std::stod(fields[i]);
+      processes[static_cast<pid_t>(pid)] = {static_cast<pid_t>(std::stol(fields[1])), seconds / ticks};
     }
     closedir(proc);
   }
@@ -103,6 +105,12 @@ double tree_cpu_seconds(pid_t root) {
   }
   return total;
 }
+
+}  // namespace
+
+double cpu_seconds(pid_t pid) { return pid > 0 ? ticks_to_seconds(stat_fields(pid)) : 0; }
+
+double tree_cpu_seconds(pid_t root) { return tree_seconds(root, false); }
 
 std::int64_t status_number(pid_t pid, const std::string& field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -168,34 +176,7 @@ std::vector<double> MachineShare::sample() const {
   // it has reaped (cutime, cstime: fields 16 and 17 of /proc/PID/stat). A process that exits moves
   // its whole time into its parent's cutime when reaped, so killed members, stopped instances and
   // PostgreSQL backends that ended stay counted.
-  const pid_t root = getpid();
-  std::map<pid_t, std::pair<pid_t, double>> processes;  // pid -> (parent, cpu seconds)
-  const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
-  if (DIR* proc = opendir("/proc")) {
-    while (dirent* entry = readdir(proc)) {
-      char* end = nullptr;
-      long pid = std::strtol(entry->d_name, &end, 10);
-      if (*end != '\0' || pid <= 0) continue;
-      auto fields = stat_fields(static_cast<pid_t>(pid));
-      if (fields.size() < 15) continue;
-      double seconds = 0;
-      for (int i = 11; i <= 14; ++i) seconds += std::stod(fields[i]);  // utime stime cutime cstime
-      processes[static_cast<pid_t>(pid)] = {static_cast<pid_t>(std::stol(fields[1])), seconds / ticks};
-    }
-    closedir(proc);
-  }
-  double ours = 0;
-  for (const auto& [pid, info] : processes) {
-    for (pid_t p = pid; p > 1;) {
-      if (p == root) {
-        ours += info.second;
-        break;
-      }
-      auto it = processes.find(p);
-      if (it == processes.end()) break;
-      p = it->second.first;
-    }
-  }
+  const double ours = tree_seconds(getpid(), true);
   auto [busy, steal] = machine_busy_and_steal_seconds();
   return {ours, busy, steal, pressure_seconds("io")};
 }

@@ -223,4 +223,16 @@ std::optional<std::int64_t> log_line_time(const std::string& log, const std::vec
   return std::nullopt;
 }
 
+bool LoadOutcomes::applied_once(std::int64_t row_count, bool drained) const {
+  std::string statuses;
+  for (const auto& [status, n] : status_counts) statuses += format(" %s:%lld", status.c_str(), static_cast<long long>(n));
+  const auto success = status_counts.count("success") ? status_counts.at("success") : 0;
+  const bool once = wal_keys_in_mirror == distinct_wal_keys_in_mirror && success == row_count && wal_keys_in_mirror == row_count;
+  detail(format("%lld rows in all:%s; %s; the mirror holds %lld rows of their %lld keys (%s)", static_cast<long long>(row_count),
+                statuses.c_str(), drained ? "none pending at the end" : "SOME STILL PENDING",
+                static_cast<long long>(wal_keys_in_mirror), static_cast<long long>(distinct_wal_keys_in_mirror),
+                once ? "every row applied once" : "MISMATCH"));
+  return once;
+}
+
 }  // namespace etcd_sync::bench

@@ -92,6 +92,10 @@ struct LoadOutcomes {
   std::map<std::string, std::int64_t> status_counts;
 
   static LoadOutcomes read(testing::PgClient& db, std::size_t row_count);
+
+  /// Whether every one of `row_count` rows is `success` and has exactly one `etcd` row of its key;
+  /// prints a detail line with the statuses, `drained` (nothing pending at the end) and that verdict.
+  bool applied_once(std::int64_t row_count, bool drained) const;
 };
 
 /// How one fault (at `fault_us`) held up the load's rows and puts, measured up to `until_us` (the

@@ -246,16 +246,7 @@ Outcome run_takeover(const BenchOptions& options) {
     summary += format("%sttl %d %s %.2f s (<= %.0f: %s)", summary.empty() ? "" : "; ", c.ttl, fault_name(c.fault), leading,
                       target, met ? "met" : "MISSED");
   }
-  std::string statuses;
-  for (const auto& [status, n] : outcomes.status_counts) statuses += format(" %s:%lld", status.c_str(), static_cast<long long>(n));
-  const auto row_count = static_cast<std::int64_t>(load.rows().size());
-  const bool applied_once = outcomes.wal_keys_in_mirror == outcomes.distinct_wal_keys_in_mirror &&
-                            outcomes.status_counts["success"] == row_count && outcomes.wal_keys_in_mirror == row_count;
-  detail(format("%lld rows in all:%s; %s; the mirror holds %lld rows of their %lld keys (%s)", static_cast<long long>(row_count),
-                statuses.c_str(), drained ? "none pending at the end" : "SOME STILL PENDING",
-                static_cast<long long>(outcomes.wal_keys_in_mirror),
-                static_cast<long long>(outcomes.distinct_wal_keys_in_mirror),
-                applied_once ? "every row applied once" : "MISMATCH"));
+  const bool applied_once = outcomes.applied_once(static_cast<std::int64_t>(load.rows().size()), drained);
   detail("load average after: " + load_average());
   return {"i takeover", "standby leading after " + summary, all_met && applied_once && drained};
 }
