@@ -50,7 +50,6 @@ Outbox::Outbox(asio::io_context& io, std::shared_ptr<const Config> config, EtcdC
       barrier_(io, etcd, outbox_keys(config_->ha.election_prefix), config_->etcd.request_timeout),
       row_backoff_(config_->sync.retry.initial_backoff, config_->sync.retry.max_backoff),
       wakeup_(io),
-      etcd_wakeup_(io),
       batches_(io),
       tokens_(std::random_device{}()) {
   fence_.keys = outbox_keys(config_->ha.election_prefix);
@@ -65,7 +64,7 @@ void Outbox::on_fenced(const SyncError& error) {
   deposed_ = true;
   fencing_.fenced(error);
   wakeup_.notify();
-  etcd_wakeup_.notify();
+  wake_etcd_waiters();
 }
 
 void Outbox::reconfigure(std::shared_ptr<const Config> config) {
@@ -86,7 +85,7 @@ void Outbox::wake(std::optional<std::int64_t> lowest_id) {
 void Outbox::stop() {
   stopping_ = true;
   wakeup_.notify();
-  etcd_wakeup_.notify();
+  wake_etcd_waiters();
   writer_.stop();
 }
 
@@ -111,7 +110,7 @@ asio::awaitable<void> Outbox::run() {
     } catch (const SyncError&) {
       fatal = std::current_exception();  // a permission the outbox cannot work without
       stopping_ = true;
-      etcd_wakeup_.notify();
+      wake_etcd_waiters();
     }
     // Batches in etcd finish (or are cancelled) and their outcomes are written before run() returns.
     co_await batches_.close();
@@ -420,12 +419,21 @@ asio::awaitable<void> Outbox::send_group(const Batch& batch, std::vector<Attempt
 
 // --- etcd outages ------------------------------------------------------------------------------
 
+namespace {
+
+/// How often a waiter asks etcd for its Status during an outage: etcd elects a new leader in about
+/// a second (its default election timeout is 1000 ms), and the outbox should follow within 2 s.
+constexpr std::chrono::milliseconds kOutageProbeInterval{250};
+
+}  // namespace
+
 void Outbox::on_etcd_outage(const SyncError& error, const Config& config) {
   // Concurrent failures of one outage count once: a new backoff starts only after the last one.
   const auto now = std::chrono::steady_clock::now();
   if (now < etcd_retry_at_) return;
   SyncError named = error.peer() == Peer::unknown ? SyncError(error.kind(), error.what(), Peer::etcd) : error;
   etcd_retry_at_ = now + status_.failed(named, config.sync.retry);
+  outage_term_ = etcd_.raft_term();
 }
 
 void Outbox::on_etcd_working() {
@@ -435,9 +443,53 @@ void Outbox::on_etcd_working() {
   status_.set(OutboxState::applying);
 }
 
+
 asio::awaitable<bool> Outbox::etcd_ready() {
-  while (!stopping_ && std::chrono::steady_clock::now() < etcd_retry_at_) co_await etcd_wakeup_.wait_until(etcd_retry_at_);
+  asio::steady_timer timer(io_);
+  etcd_waiters_.insert(&timer);
+  struct Leave {
+    std::set<asio::steady_timer*>& waiters;
+    asio::steady_timer* timer;
+    ~Leave() { waiters.erase(timer); }
+  } leave{etcd_waiters_, &timer};
+  while (!stopping_ && std::chrono::steady_clock::now() < etcd_retry_at_) {
+    const bool asks = !asking_etcd_;
+    const auto now = std::chrono::steady_clock::now();
+    auto deadline = etcd_retry_at_;
+    if (asks) deadline = std::min(deadline, now + kOutageProbeInterval);
+    timer.expires_at(deadline);
+    if (asks) asking_etcd_ = true;
+    boost::system::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (!asks) continue;
+    bool answered = false;
+    if (!stopping_ && std::chrono::steady_clock::now() < etcd_retry_at_) answered = co_await etcd_has_leader();
+    asking_etcd_ = false;
+    if (answered) {
+      etcd_retry_at_ = std::chrono::steady_clock::now();
+      wake_etcd_waiters();
+    }
+  }
   co_return !stopping_;
+}
+
+asio::awaitable<bool> Outbox::etcd_has_leader() {
+  bool leader = false;
+  try {
+    // Right after a leader dies its followers still name it until their election timeout, and a
+    // Txn sent then is forwarded to it and waits out etcd's request timeout (about 7 s): only a
+    // leader of a newer raft term than the outage began in counts. An outage that ends without an
+    // election waits out its backoff.
+    const auto response = co_await etcd_.status();
+    leader = response.leader() != 0 && static_cast<std::int64_t>(response.raftterm()) > outage_term_;
+  } catch (const SyncError&) {
+    // still down: the backoff goes on, and the client has moved to its next endpoint
+  }
+  co_return leader;
+}
+
+void Outbox::wake_etcd_waiters() {
+  for (auto* timer : etcd_waiters_) timer->cancel();
 }
 
 // --- outcomes ----------------------------------------------------------------------------------

@@ -22,6 +22,7 @@
 #include "reactor/outbox/wal_txn.hpp"
 
 #include <random>
+#include <set>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -87,8 +88,15 @@ class Outbox final : public Engine {
   /// Sends rows with distinct keys in one Txn (again without conflicting or refused rows) until
   /// each has an outcome, is in doubt (an outage), or the outbox stops.
   asio::awaitable<void> send_group(const Batch& batch, std::vector<Attempt*> group);
-  /// Waits until an etcd outage's backoff has passed; false when stopping.
+  /// Waits until an etcd outage's backoff has passed, or until etcd answers with a newly elected
+  /// leader, whichever is first (one waiter at a time asks, every kOutageProbeInterval); false when
+  /// stopping.
   asio::awaitable<bool> etcd_ready();
+  /// One Maintenance.Status call: true when the member answers and names a leader of a newer raft
+  /// term than outage_term_.
+  asio::awaitable<bool> etcd_has_leader();
+  /// Ends every etcd_ready() wait at once (stopping, deposed, or etcd answered).
+  void wake_etcd_waiters();
   void on_etcd_outage(const SyncError& error, const Config& config);
   /// Another instance leads (a fenced write, a deposed Txn): report it once and stop all work.
   void on_fenced(const SyncError& error);
@@ -112,7 +120,9 @@ class Outbox final : public Engine {
   ClaimSchedule schedule_;
   Backoff row_backoff_;
   Wakeup wakeup_;        ///< the claim loop: NOTIFY, a batch ended, outcomes written, stop
-  Wakeup etcd_wakeup_;   ///< batches waiting out an etcd outage: stop
+  std::set<asio::steady_timer*> etcd_waiters_;  ///< the timers of etcd_ready() calls waiting
+  bool asking_etcd_ = false;                   ///< one of them is asking etcd for its Status
+  std::int64_t outage_term_ = 0;               ///< etcd's raft term when the current outage began
   Gate batches_;         ///< every batch in flight
   std::unordered_set<std::int64_t> unsettled_ids_;  ///< claimed rows whose outcome is not yet written
   /// Row ids whose outcome matched no row when written (gone or changed: a PostgreSQL failover may
