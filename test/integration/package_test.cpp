@@ -24,11 +24,6 @@ namespace fs = std::filesystem;
 
 const fs::path source_dir = ETCD_SYNC_SOURCE_DIR;
 
-std::string shown(const CommandResult& r) {
-  return "exit " + std::to_string(r.exit_code) + (r.timed_out ? " (timed out)" : "") + "\nstdout:\n" +
-         r.stdout_text + "stderr:\n" + r.stderr_text;
-}
-
 bool executable(const fs::path& path) { return ::access(path.c_str(), X_OK) == 0; }
 
 /// The .deb, built once for all tests of this file into a directory of its own (so a parallel
@@ -53,8 +48,8 @@ class PackageTest : public ::testing::Test {
     delete dir_;
   }
   void SetUp() override {
-    ASSERT_EQ(cpack_->exit_code, 0) << shown(*cpack_);
-    ASSERT_TRUE(fs::exists(deb_)) << deb_ << " not built\n" << shown(*cpack_);
+    ASSERT_EQ(cpack_->exit_code, 0) << cpack_->shown();
+    ASSERT_TRUE(fs::exists(deb_)) << deb_ << " not built\n" << cpack_->shown();
   }
 
   static inline TempDir* dir_ = nullptr;
@@ -65,12 +60,12 @@ class PackageTest : public ::testing::Test {
 TEST_F(PackageTest, UnpackedIntoAThrowawayRootItRunsAndHoldsWhatTheReadmeSays) {
   const fs::path root = dir_->path() / "root";
   auto r = run_command("/usr/bin/dpkg", {"-x", deb_.string(), root.string()});
-  ASSERT_EQ(r.exit_code, 0) << shown(r);
+  ASSERT_EQ(r.exit_code, 0) << r.shown();
 
   const fs::path binary = root / "usr/bin/etcd-sync";
   ASSERT_TRUE(executable(binary)) << binary;
   r = run_command(binary, {"--version"});
-  EXPECT_EQ(r.exit_code, 0) << shown(r);
+  EXPECT_EQ(r.exit_code, 0) << r.shown();
   EXPECT_EQ(r.stdout_text, "etcd-sync " + std::string(ETCD_SYNC_VERSION) + "\n");
 
   // The unit runs the packaged binary; otherwise it is conf/etcd-sync.service.
@@ -100,7 +95,7 @@ TEST_F(PackageTest, UnpackedIntoAThrowawayRootItRunsAndHoldsWhatTheReadmeSays) {
 
 TEST_F(PackageTest, ControlFieldsAndMaintainerScripts) {
   auto r = run_command("/usr/bin/dpkg-deb", {"-f", deb_.string(), "Package", "Version", "Depends"});
-  ASSERT_EQ(r.exit_code, 0) << shown(r);
+  ASSERT_EQ(r.exit_code, 0) << r.shown();
   EXPECT_NE(r.stdout_text.find("Package: etcd-sync\n"), std::string::npos) << r.stdout_text;
   EXPECT_NE(r.stdout_text.find("Version: " + std::string(ETCD_SYNC_VERSION) + "\n"), std::string::npos) << r.stdout_text;
   // dpkg-shlibdeps found the shared libraries; the postinst needs adduser.
@@ -120,12 +115,12 @@ TEST_F(PackageTest, ControlFieldsAndMaintainerScripts) {
 
   const fs::path control = dir_->path() / "control";
   r = run_command("/usr/bin/dpkg-deb", {"-e", deb_.string(), control.string()});
-  ASSERT_EQ(r.exit_code, 0) << shown(r);
+  ASSERT_EQ(r.exit_code, 0) << r.shown();
   for (const char* script : {"postinst", "postrm"}) {
     EXPECT_TRUE(executable(control / script)) << script;
     EXPECT_EQ(read_text_file(control / script), read_text_file(source_dir / "conf/debian" / script)) << script;
     r = run_command("/bin/sh", {"-n", (control / script).string()});
-    EXPECT_EQ(r.exit_code, 0) << script << "\n" << shown(r);
+    EXPECT_EQ(r.exit_code, 0) << script << "\n" << r.shown();
   }
   const std::string postinst = read_text_file(control / "postinst");
   EXPECT_NE(postinst.find("adduser --system --group"), std::string::npos);
@@ -138,8 +133,8 @@ TEST_F(PackageTest, LintianReportsNothingButTheExplainedOverrides) {
   auto r = run_command("/usr/bin/lintian", {"--display-info", "--pedantic", "--fail-on", "info,pedantic,warning,error",
                                             deb_.string()},
                        {}, 120s);
-  EXPECT_EQ(r.exit_code, 0) << shown(r);
-  EXPECT_FALSE(std::regex_search(r.stdout_text, std::regex("^[EWIPX]: ", std::regex::multiline))) << shown(r);
+  EXPECT_EQ(r.exit_code, 0) << r.shown();
+  EXPECT_FALSE(std::regex_search(r.stdout_text, std::regex("^[EWIPX]: ", std::regex::multiline))) << r.shown();
 }
 
 // --- conf/prometheus-rules.yml ------------------------------------------------------------------
@@ -172,8 +167,8 @@ TEST(AlertRules, PromtoolAcceptsThemWhereItIsInstalled) {
   const fs::path promtool = "/usr/bin/promtool";
   if (!executable(promtool)) GTEST_SKIP() << "promtool is not installed (Debian package prometheus)";
   const auto r = run_command(promtool, {"check", "rules", (source_dir / "conf/prometheus-rules.yml").string()});
-  EXPECT_EQ(r.exit_code, 0) << shown(r);
-  EXPECT_NE(r.stdout_text.find("SUCCESS"), std::string::npos) << shown(r);
+  EXPECT_EQ(r.exit_code, 0) << r.shown();
+  EXPECT_NE(r.stdout_text.find("SUCCESS"), std::string::npos) << r.shown();
 }
 
 }  // namespace

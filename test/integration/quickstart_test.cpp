@@ -35,11 +35,6 @@ namespace fs = std::filesystem;
 
 const fs::path source_dir = ETCD_SYNC_SOURCE_DIR;
 
-std::string shown(const CommandResult& r) {
-  return "exit " + std::to_string(r.exit_code) + (r.timed_out ? " (timed out)" : "") + "\nstdout:\n" +
-         r.stdout_text + "stderr:\n" + r.stderr_text;
-}
-
 std::string quoted(const std::string& text) {
   std::string out = "'";
   for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
@@ -109,7 +104,7 @@ class GuideTerminal {
     if (stopped_) return;
     stopped_ = true;
     const auto r = run_command(source_dir / "scripts/local-servers", {"stop"}, servers_env_, 60s);
-    if (r.exit_code != 0) ADD_FAILURE() << "scripts/local-servers stop: " << shown(r);
+    if (r.exit_code != 0) ADD_FAILURE() << "scripts/local-servers stop: " << r.shown();
   }
 
  private:
@@ -181,23 +176,23 @@ TEST(QuickstartGuide, TestsOneToFourAsWrittenBesideScriptsQuickstart) {
 
   // Configuration and Running the Service: what the guide's own commands get.
   auto r = terminal.run(guide_validate);
-  EXPECT_EQ(r.exit_code, 0) << shown(r);
-  EXPECT_NE(r.stdout_text.find("ok: defaults is valid"), std::string::npos) << shown(r);
+  EXPECT_EQ(r.exit_code, 0) << r.shown();
+  EXPECT_NE(r.stdout_text.find("ok: defaults is valid"), std::string::npos) << r.shown();
   r = terminal.run(guide_daemon);
-  EXPECT_EQ(r.exit_code, 1) << shown(r);
-  EXPECT_NE(r.stderr_text.find(daemon_refusal), std::string::npos) << shown(r);
+  EXPECT_EQ(r.exit_code, 1) << r.shown();
+  EXPECT_NE(r.stderr_text.find(daemon_refusal), std::string::npos) << r.shown();
   r = terminal.run(guide_status);
-  ASSERT_EQ(r.exit_code, 0) << shown(r);
-  EXPECT_EQ(nlohmann::json::parse(r.stdout_text)["service"]["running"], true) << shown(r);
+  ASSERT_EQ(r.exit_code, 0) << r.shown();
+  EXPECT_EQ(nlohmann::json::parse(r.stdout_text)["service"]["running"], true) << r.shown();
 
   // Test 1: etcd to PostgreSQL.
   for (const auto& put : test1_puts) {
     r = terminal.run(put);
-    ASSERT_EQ(r.exit_code, 0) << put << "\n" << shown(r);
+    ASSERT_EQ(r.exit_code, 0) << put << "\n" << r.shown();
     EXPECT_EQ(r.stdout_text, "OK\n") << put;
   }
   r = terminal.run_until(test1_select, "\\(3 rows\\)");
-  ASSERT_NE(r.stdout_text.find("(3 rows)"), std::string::npos) << shown(r) << log_on_failure << tail_of_file(quickstart_log);
+  ASSERT_NE(r.stdout_text.find("(3 rows)"), std::string::npos) << r.shown() << log_on_failure << tail_of_file(quickstart_log);
   EXPECT_TRUE(std::regex_search(r.stdout_text, std::regex(row("/config/app/timeout", "30s")))) << r.stdout_text;
   EXPECT_TRUE(std::regex_search(r.stdout_text, std::regex(row("/config/app/retries", "3")))) << r.stdout_text;
   EXPECT_TRUE(std::regex_search(r.stdout_text, std::regex(row("/config/db/host", "localhost")))) << r.stdout_text;
@@ -207,46 +202,46 @@ TEST(QuickstartGuide, TestsOneToFourAsWrittenBesideScriptsQuickstart) {
   if (::access("/var/run/postgresql", W_OK) == 0) {
     r = run_command("/bin/bash",
                     {"-c", "unset PGHOST; PGPORT=" + std::to_string(terminal.pg_port()) + " " + test1_select});
-    EXPECT_EQ(r.exit_code, 0) << shown(r);
-    EXPECT_NE(r.stdout_text.find("(3 rows)"), std::string::npos) << shown(r);
+    EXPECT_EQ(r.exit_code, 0) << r.shown();
+    EXPECT_NE(r.stdout_text.find("(3 rows)"), std::string::npos) << r.shown();
   }
 
   // Test 2: PostgreSQL to etcd.
   r = terminal.run(test2_insert);
-  ASSERT_EQ(r.exit_code, 0) << shown(r);
+  ASSERT_EQ(r.exit_code, 0) << r.shown();
   EXPECT_EQ(r.stdout_text, "INSERT 0 1\n");
   r = terminal.run(test2_pending);  // pending or already done: the service is quick
-  EXPECT_EQ(r.exit_code, 0) << shown(r);
+  EXPECT_EQ(r.exit_code, 0) << r.shown();
   r = terminal.run_until(test2_get, "^/config/app/debug\ntrue\n$");
-  EXPECT_EQ(r.stdout_text, "/config/app/debug\ntrue\n") << shown(r) << log_on_failure << tail_of_file(quickstart_log);
+  EXPECT_EQ(r.stdout_text, "/config/app/debug\ntrue\n") << r.shown() << log_on_failure << tail_of_file(quickstart_log);
   r = terminal.run_until(test2_latest, "/config/app/debug\\s*\\|\\s*true\\s*\\|\\s*\\d+\\s*\\|\\s*success\\s*\\|");
-  EXPECT_NE(r.stdout_text.find("success"), std::string::npos) << shown(r);
+  EXPECT_NE(r.stdout_text.find("success"), std::string::npos) << r.shown();
 
   // Test 3: a conflict; etcd_wins keeps etcd's value.
   r = terminal.run(test3_put);
-  ASSERT_EQ(r.exit_code, 0) << shown(r);
+  ASSERT_EQ(r.exit_code, 0) << r.shown();
   r = terminal.run(test3_insert);
-  ASSERT_EQ(r.exit_code, 0) << shown(r);
+  ASSERT_EQ(r.exit_code, 0) << r.shown();
   r = terminal.run_until(test3_status, "^1\n$");  // the heartbeat publishes the counter each second
-  EXPECT_EQ(r.stdout_text, "1\n") << shown(r) << log_on_failure << tail_of_file(quickstart_log);
+  EXPECT_EQ(r.stdout_text, "1\n") << r.shown() << log_on_failure << tail_of_file(quickstart_log);
   r = terminal.run(test3_get);
-  EXPECT_EQ(r.stdout_text, "/config/test/conflict\netcd-value\n") << shown(r);
+  EXPECT_EQ(r.stdout_text, "/config/test/conflict\netcd-value\n") << r.shown();
 
   // Test 4: the service stops (Ctrl-C on scripts/quickstart), etcd and PostgreSQL go on.
   ASSERT_EQ(::kill(-quickstart.pid(), SIGINT), 0);
   EXPECT_EQ(quickstart.wait_exit(20s), 0) << tail_of_file(quickstart_log);
   r = terminal.run("etcdctl endpoint health");
-  EXPECT_EQ(r.exit_code, 0) << "etcd did not outlive Ctrl-C\n" << shown(r);
+  EXPECT_EQ(r.exit_code, 0) << "etcd did not outlive Ctrl-C\n" << r.shown();
   r = terminal.run(R"(psql -U sync_user -d sync_db -tAc "SELECT 'still here'")");
-  EXPECT_EQ(r.stdout_text, "still here\n") << "PostgreSQL did not outlive Ctrl-C\n" << shown(r);
+  EXPECT_EQ(r.stdout_text, "still here\n") << "PostgreSQL did not outlive Ctrl-C\n" << r.shown();
   r = terminal.run(test4_put);
-  ASSERT_EQ(r.exit_code, 0) << shown(r);
+  ASSERT_EQ(r.exit_code, 0) << r.shown();
   EXPECT_EQ(r.stdout_text, "OK\n");
 
   // The guide's restart names its YAML file: refused, with where the TOML spelling is.
   r = terminal.run(test4_restart);
-  EXPECT_EQ(r.exit_code, 1) << shown(r);
-  EXPECT_NE(r.stderr_text.find(yaml_refusal), std::string::npos) << shown(r);
+  EXPECT_EQ(r.exit_code, 1) << r.shown();
+  EXPECT_NE(r.stderr_text.find(yaml_refusal), std::string::npos) << r.shown();
   // So the user takes conf/quickstart.toml, with their ports. It holds a password: while others
   // may read it, etcd-sync says so; after the guide's chmod 600 it does not.
   std::string toml = read_text_file(source_dir / "conf/quickstart.toml");
@@ -255,14 +250,14 @@ TEST(QuickstartGuide, TestsOneToFourAsWrittenBesideScriptsQuickstart) {
   std::ofstream(config) << toml;
   fs::permissions(config, fs::perms(0644));
   r = terminal.run("./etcd-sync config validate --config config.toml");
-  EXPECT_EQ(r.exit_code, 0) << shown(r);
+  EXPECT_EQ(r.exit_code, 0) << r.shown();
   EXPECT_NE(r.stdout_text.find(config.filename().string() + " holds a password but is readable by group or others (mode 0644)"),
             std::string::npos)
-      << shown(r);
+      << r.shown();
   fs::permissions(config, fs::perms(0600));
   r = terminal.run("./etcd-sync config validate --config config.toml");
-  EXPECT_EQ(r.exit_code, 0) << shown(r);
-  EXPECT_EQ(r.stdout_text.find("holds a password"), std::string::npos) << shown(r);
+  EXPECT_EQ(r.exit_code, 0) << r.shown();
+  EXPECT_EQ(r.stdout_text.find("holds a password"), std::string::npos) << r.shown();
 
   // Restarted in the background (the guide's "&"), it brings over what changed while it was down.
   ChildProcess service;
@@ -274,16 +269,16 @@ TEST(QuickstartGuide, TestsOneToFourAsWrittenBesideScriptsQuickstart) {
   service.start(restart);
   r = terminal.run_until(test4_select, row("/config/test/offline", "offline-change"));
   EXPECT_TRUE(std::regex_search(r.stdout_text, std::regex(row("/config/test/offline", "offline-change"))))
-      << shown(r) << "\n--- restarted etcd-sync:\n" << tail_of_file(restart.output_path);
+      << r.shown() << "\n--- restarted etcd-sync:\n" << tail_of_file(restart.output_path);
   service.signal(SIGTERM);
   EXPECT_EQ(service.wait_exit(20s), 0) << tail_of_file(restart.output_path);
 
   // scripts/local-servers stop ends both servers.
   terminal.stop_servers();
   r = terminal.run("etcdctl --dial-timeout=1s endpoint health");
-  EXPECT_NE(r.exit_code, 0) << "etcd still answers after scripts/local-servers stop\n" << shown(r);
+  EXPECT_NE(r.exit_code, 0) << "etcd still answers after scripts/local-servers stop\n" << r.shown();
   r = terminal.run(R"(psql -U sync_user -d sync_db -tAc "SELECT 1")");
-  EXPECT_NE(r.exit_code, 0) << "PostgreSQL still answers after scripts/local-servers stop\n" << shown(r);
+  EXPECT_NE(r.exit_code, 0) << "PostgreSQL still answers after scripts/local-servers stop\n" << r.shown();
 }
 
 // --- the command line --------------------------------------------------------------------------
@@ -296,7 +291,7 @@ TEST(CommandLine, EveryHelpCarriesOneExampleLine) {
     for (const auto& a : args) name += " " + a;
     args.push_back("--help");
     const auto r = run_binary(args);
-    EXPECT_EQ(r.exit_code, 0) << name << "\n" << shown(r);
+    EXPECT_EQ(r.exit_code, 0) << name << "\n" << r.shown();
     std::vector<std::string> examples;
     std::istringstream lines(r.stdout_text);
     for (std::string line; std::getline(lines, line);) {
@@ -314,8 +309,8 @@ TEST(CommandLine, DaemonAndPidFileAreRefusedWithWhatToDoInstead) {
                                               {"start", "--pid-file", "/run/etcd-sync.pid"},
                                               {"start", "--daemon", "--pid-file", "/run/etcd-sync.pid"}}) {
     const auto r = run_binary(args, {}, 10s);
-    EXPECT_EQ(r.exit_code, 1) << shown(r);
-    EXPECT_NE(r.stderr_text.find(daemon_refusal), std::string::npos) << shown(r);
+    EXPECT_EQ(r.exit_code, 1) << r.shown();
+    EXPECT_NE(r.stderr_text.find(daemon_refusal), std::string::npos) << r.shown();
   }
   // Refused, not offered.
   const auto help = run_binary({"start", "--help"});
@@ -336,11 +331,11 @@ TEST(CommandLine, EmptyPostgresDsnFlagLeavesTheConnectionToThePgVariables) {
       {"PGDATABASE", "postgres"}};
   // Without -p "" the environment's DSN is used: it cannot connect (exit 2).
   auto r = run_binary({"migrate"}, env);
-  EXPECT_EQ(r.exit_code, 2) << shown(r);
+  EXPECT_EQ(r.exit_code, 2) << r.shown();
   // Given, even empty, -p wins over the environment, and libpq takes PG* as they are.
   r = run_binary({"migrate", "-p", ""}, env);
-  EXPECT_EQ(r.exit_code, 0) << shown(r);
-  EXPECT_NE(r.stdout_text.find("migration(s) in schema public"), std::string::npos) << shown(r);
+  EXPECT_EQ(r.exit_code, 0) << r.shown();
+  EXPECT_NE(r.stdout_text.find("migration(s) in schema public"), std::string::npos) << r.shown();
   EXPECT_EQ(PgClient(postgres.conninfo()).scalar("SELECT to_regclass('public.etcd_wal') IS NOT NULL"), "t");
 }
 

@@ -295,6 +295,11 @@ int ChildProcess::stop(int sig, milliseconds grace) {
   return *exit_code_;
 }
 
+std::string CommandResult::shown() const {
+  return "exit " + std::to_string(exit_code) + (timed_out ? " (timed out)" : "") + "\nstdout:\n" + stdout_text +
+         "stderr:\n" + stderr_text;
+}
+
 CommandResult run_command(const fs::path& program, const std::vector<std::string>& args,
                           const std::map<std::string, std::string>& env, milliseconds timeout) {
   int out_pipe[2];

@@ -84,6 +84,9 @@ struct CommandResult {
   std::string stdout_text;
   std::string stderr_text;
   bool timed_out = false;  ///< killed with SIGKILL after the timeout
+
+  /// "exit N (timed out)", then stdout and stderr, for a failed expectation's message.
+  std::string shown() const;
 };
 
 /// Runs `program` to completion (fork/exec, no shell) capturing stdout and stderr separately.
