@@ -6,6 +6,7 @@
 #include "reactor/loop/logging.hpp"
 #include "reactor/loop/spawn.hpp"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include <csignal>
@@ -273,7 +274,7 @@ asio::awaitable<void> Elector::wait_until_leading() {
     }
     if (status_.state() != HaState::standby)
       status_.set(HaState::standby, {{"epoch", epoch_}, {"waits_for", campaign_instance(config_->ha.election_prefix, step.wait_for)}});
-    const bool deleted = co_await wait_deleted(step.wait_for, step.watch_from);
+    const bool deleted = co_await wait_deleted(step.wait_for, step.watch_from, true);
     if (!deleted && (!lost_why_.empty() || stopping_)) co_return;
   }
 }
@@ -285,14 +286,22 @@ asio::awaitable<bool> Elector::own_key_is_ours() {
   co_return response.kvs_size() == 1 && response.kvs(0).create_revision() == epoch_ && response.kvs(0).lease() == lease_id_;
 }
 
-asio::awaitable<bool> Elector::wait_deleted(const std::string& key, std::int64_t from) {
+asio::awaitable<bool> Elector::wait_deleted(const std::string& key, std::int64_t from, bool also_own) {
   WatchStream stream(etcd_);
   etcdserverpb::WatchCreateRequest create;
-  create.set_key(key);
+  if (also_own && key != key_) {
+    // One watch over the range from the lower of the two keys to just past the higher; events of
+    // the other campaign keys between them are passed over.
+    create.set_key(std::min(key, key_));
+    create.set_range_end(std::max(key, key_) + std::string(1, '\0'));
+  } else {
+    create.set_key(key);
+  }
   create.set_start_revision(from);
   co_await stream.start(create);
   watch_ = &stream;
   bool deleted = false;
+  bool own_gone = false;
   bool broken = false;
   while (!deleted && lost_why_.empty() && !stopping_) {
     auto response = co_await stream.read();
@@ -306,14 +315,17 @@ asio::awaitable<bool> Elector::wait_deleted(const std::string& key, std::int64_t
     }
     for (const auto& event : response->events()) {
       // Deleted, or replaced by a key of another create_revision: either way not the key waited for.
-      if (event.type() == mvccpb::Event::DELETE ||
-          (key == key_ && event.kv().create_revision() != epoch_))
-        deleted = true;
+      const bool gone = event.type() == mvccpb::Event::DELETE || event.kv().create_revision() != epoch_;
+      if (event.kv().key() == key && (event.type() == mvccpb::Event::DELETE || (key == key_ && gone))) deleted = true;
+      if (also_own && key != key_ && event.kv().key() == key_ && gone) own_gone = true;
     }
+    if (own_gone) break;
   }
   watch_ = nullptr;
   stream.cancel();
   auto ended = co_await stream.finish();
+  if (own_gone)
+    throw SyncError(ErrorKind::transient, "our election key " + key_ + " was deleted while standing by", Peer::etcd);
   if (deleted) co_return true;
   if (!lost_why_.empty() || stopping_) co_return false;
   if (broken) throw ended;

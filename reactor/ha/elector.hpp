@@ -81,8 +81,9 @@ class Elector final : public Engine {
   asio::awaitable<void> replace_predecessor(const mvccpb::KeyValue& existing);
   asio::awaitable<void> wait_until_leading();
   /// Waits until `key` is deleted (true), or the wait must end (lease lost, stop: false). `from`:
-  /// the revision to watch from.
-  asio::awaitable<bool> wait_deleted(const std::string& key, std::int64_t from);
+  /// the revision to watch from. With `also_own` (a standby waiting for its predecessor) our own
+  /// key is watched too: its deletion throws SyncError(transient), and the elector campaigns again.
+  asio::awaitable<bool> wait_deleted(const std::string& key, std::int64_t from, bool also_own = false);
   asio::awaitable<bool> own_key_is_ours();
   asio::awaitable<void> hold_leadership();
   asio::awaitable<void> keep_alive();

@@ -334,6 +334,19 @@ TEST_F(HaTest, TheElectionKeyDeletedByHandMakesTheLeaderStepDown) {
   EXPECT_TRUE(instance(0).wait_for_log("was deleted", 10s)) << instance(0).log_since_mark();
   ASSERT_TRUE(wait_leader("node-1", 10s)) << instance(1).log_text();
   EXPECT_TRUE(instance(0).wait_for_log("\"to\":\"standby\"", 10s)) << instance(0).log_since_mark();
+  // Now the standby's own key: it notices, and campaigns again (it would otherwise stand by out of
+  // line, never to lead).
+  const std::string standby_key = "/etcd-sync/election/campaign/node-0";
+  ASSERT_TRUE(wait_until([&] { return env_->client->get(standby_key).has_value(); }, 10s));
+  const auto before = env_->client->get(standby_key)->create_revision();
+  instance(0).mark_log();
+  env_->etcd.etcdctl({"del", standby_key});
+  EXPECT_TRUE(instance(0).wait_for_log("was deleted while standing by", 10s)) << instance(0).log_since_mark();
+  EXPECT_TRUE(wait_until([&] {
+    auto kv = env_->client->get(standby_key);
+    return kv && kv->create_revision() > before;
+  }, 10s)) << "the standby did not campaign again\n" << instance(0).log_since_mark();
+  EXPECT_TRUE(instance(0).wait_for_log("\"to\":\"standby\"", 10s)) << instance(0).log_since_mark();
   finish_load(prefix);
 }
 
