@@ -325,7 +325,8 @@ TEST_F(HaTest, AnEpochBumpedByHandFencesTheLeaderUntilANewerOneLeads) {
   finish_load(prefix);
 }
 
-// The leader's election key deleted with etcdctl: it steps down; the standby leads.
+// The leader's election key deleted with etcdctl: it steps down; the standby leads. Then the
+// standby's own key deleted: it campaigns again.
 TEST_F(HaTest, TheElectionKeyDeletedByHandMakesTheLeaderStepDown) {
   const std::string prefix = "/ha-key/";
   two_instances_under_load(prefix, "2s");
