@@ -1,6 +1,7 @@
 #pragma once
-// A one-thread condition for coroutines on the reactor: wait() suspends until notify() or a
-// deadline. A notify() while nobody waits is remembered, so a check-then-wait never misses one.
+// One-thread conditions for coroutines on the reactor. Wakeup: one waiter; wait() suspends until
+// notify() or a deadline, and a notify() while nobody waits is remembered, so a check-then-wait
+// never misses one. Broadcast: any number of waiters, all woken by notify_all().
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
@@ -9,6 +10,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <chrono>
+#include <set>
 
 namespace etcd_sync {
 
@@ -54,6 +56,40 @@ class Wakeup {
  private:
   asio::steady_timer timer_;
   bool pending_ = false;
+};
+
+/// A condition any number of coroutines may wait on at once (a Wakeup serves one: a second
+/// waiter's wait would cancel the first's, and the two would wake each other in turn). Nothing is
+/// remembered: a waiter checks its condition, then waits, with no suspension in between, so on the
+/// one thread no notify_all() falls between them.
+class Broadcast {
+ public:
+  explicit Broadcast(asio::io_context& io) : io_(io) {}
+
+  /// Ends every wait in progress.
+  void notify_all() {
+    for (auto* timer : waiters_) timer->cancel();
+  }
+
+  /// Suspends until notify_all() or `deadline`, whichever is first.
+  asio::awaitable<void> wait_until(std::chrono::steady_clock::time_point deadline) {
+    asio::steady_timer timer(io_, deadline);
+    waiters_.insert(&timer);
+    struct Leave {
+      std::set<asio::steady_timer*>& waiters;
+      asio::steady_timer* timer;
+      ~Leave() { waiters.erase(timer); }
+    } leave{waiters_, &timer};
+    boost::system::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+
+  /// Suspends until notify_all().
+  asio::awaitable<void> wait() { co_await wait_until(std::chrono::steady_clock::time_point::max()); }
+
+ private:
+  asio::io_context& io_;
+  std::set<asio::steady_timer*> waiters_;  ///< the timers of the waits in progress
 };
 
 }  // namespace etcd_sync

@@ -91,7 +91,7 @@ asio::awaitable<Resolution> Barrier::resolve(const std::vector<const WalRow*>& r
     Barrier& barrier;
     ~Done() {
       barrier.resolving_ = false;
-      barrier.resolved_.notify();
+      barrier.resolved_.notify_all();
     }
   } done{*this};
 

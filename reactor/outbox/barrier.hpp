@@ -56,7 +56,7 @@ class Barrier {
   std::chrono::milliseconds request_timeout_;
   std::int64_t revision_ = 0;
   bool resolving_ = false;
-  Wakeup resolved_;
+  Broadcast resolved_;  ///< a resolve ended: the next one waiting may begin
 };
 
 }  // namespace etcd_sync

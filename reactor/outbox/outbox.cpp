@@ -50,6 +50,7 @@ Outbox::Outbox(asio::io_context& io, std::shared_ptr<const Config> config, EtcdC
       barrier_(io, etcd, outbox_keys(config_->ha.election_prefix), config_->etcd.request_timeout),
       row_backoff_(config_->sync.retry.initial_backoff, config_->sync.retry.max_backoff),
       wakeup_(io),
+      etcd_waiters_(io),
       batches_(io),
       tokens_(std::random_device{}()) {
   fence_.keys = outbox_keys(config_->ha.election_prefix);
@@ -64,7 +65,7 @@ void Outbox::on_fenced(const SyncError& error) {
   deposed_ = true;
   fencing_.fenced(error);
   wakeup_.notify();
-  wake_etcd_waiters();
+  etcd_waiters_.notify_all();
 }
 
 void Outbox::reconfigure(std::shared_ptr<const Config> config) {
@@ -85,7 +86,7 @@ void Outbox::wake(std::optional<std::int64_t> lowest_id) {
 void Outbox::stop() {
   stopping_ = true;
   wakeup_.notify();
-  wake_etcd_waiters();
+  etcd_waiters_.notify_all();
   writer_.stop();
 }
 
@@ -110,7 +111,7 @@ asio::awaitable<void> Outbox::run() {
     } catch (const SyncError&) {
       fatal = std::current_exception();  // a permission the outbox cannot work without
       stopping_ = true;
-      wake_etcd_waiters();
+      etcd_waiters_.notify_all();
     }
     // Batches in etcd finish (or are cancelled) and their outcomes are written before run() returns.
     co_await batches_.close();
@@ -443,31 +444,21 @@ void Outbox::on_etcd_working() {
   status_.set(OutboxState::applying);
 }
 
-
 asio::awaitable<bool> Outbox::etcd_ready() {
-  asio::steady_timer timer(io_);
-  etcd_waiters_.insert(&timer);
-  struct Leave {
-    std::set<asio::steady_timer*>& waiters;
-    asio::steady_timer* timer;
-    ~Leave() { waiters.erase(timer); }
-  } leave{etcd_waiters_, &timer};
   while (!stopping_ && std::chrono::steady_clock::now() < etcd_retry_at_) {
-    const bool asks = !asking_etcd_;
-    const auto now = std::chrono::steady_clock::now();
-    auto deadline = etcd_retry_at_;
-    if (asks) deadline = std::min(deadline, now + kOutageProbeInterval);
-    timer.expires_at(deadline);
-    if (asks) asking_etcd_ = true;
-    boost::system::error_code ec;
-    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    if (!asks) continue;
+    if (asking_etcd_) {
+      co_await etcd_waiters_.wait_until(etcd_retry_at_);
+      continue;
+    }
+    asking_etcd_ = true;
+    const auto ask_at = std::min(etcd_retry_at_, std::chrono::steady_clock::now() + kOutageProbeInterval);
+    co_await etcd_waiters_.wait_until(ask_at);
     bool answered = false;
     if (!stopping_ && std::chrono::steady_clock::now() < etcd_retry_at_) answered = co_await etcd_has_leader();
     asking_etcd_ = false;
     if (answered) {
       etcd_retry_at_ = std::chrono::steady_clock::now();
-      wake_etcd_waiters();
+      etcd_waiters_.notify_all();
     }
   }
   co_return !stopping_;
@@ -486,10 +477,6 @@ asio::awaitable<bool> Outbox::etcd_has_leader() {
     // still down: the backoff goes on, and the client has moved to its next endpoint
   }
   co_return leader;
-}
-
-void Outbox::wake_etcd_waiters() {
-  for (auto* timer : etcd_waiters_) timer->cancel();
 }
 
 // --- outcomes ----------------------------------------------------------------------------------

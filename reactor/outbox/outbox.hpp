@@ -22,7 +22,6 @@
 #include "reactor/outbox/wal_txn.hpp"
 
 #include <random>
-#include <set>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -95,8 +94,6 @@ class Outbox final : public Engine {
   /// One Maintenance.Status call: true when the member answers and names a leader of a newer raft
   /// term than outage_term_.
   asio::awaitable<bool> etcd_has_leader();
-  /// Ends every etcd_ready() wait at once (stopping, deposed, or etcd answered).
-  void wake_etcd_waiters();
   void on_etcd_outage(const SyncError& error, const Config& config);
   /// Another instance leads (a fenced write, a deposed Txn): report it once and stop all work.
   void on_fenced(const SyncError& error);
@@ -120,9 +117,9 @@ class Outbox final : public Engine {
   ClaimSchedule schedule_;
   Backoff row_backoff_;
   Wakeup wakeup_;        ///< the claim loop: NOTIFY, a batch ended, outcomes written, stop
-  std::set<asio::steady_timer*> etcd_waiters_;  ///< the timers of etcd_ready() calls waiting
-  bool asking_etcd_ = false;                   ///< one of them is asking etcd for its Status
-  std::int64_t outage_term_ = 0;               ///< etcd's raft term when the current outage began
+  Broadcast etcd_waiters_;  ///< etcd_ready() calls waiting out an outage: stop, deposed, etcd is back
+  bool asking_etcd_ = false;      ///< one of them is asking etcd for its Status
+  std::int64_t outage_term_ = 0;  ///< etcd's raft term when the current outage began
   Gate batches_;         ///< every batch in flight
   std::unordered_set<std::int64_t> unsettled_ids_;  ///< claimed rows whose outcome is not yet written
   /// Row ids whose outcome matched no row when written (gone or changed: a PostgreSQL failover may

@@ -1,4 +1,4 @@
-// The reactor's own tools (reactor/loop/): Wakeup, Gate, Deadline, spawn. They need an io_context
+// The reactor's own tools (reactor/loop/): Wakeup, Broadcast, Gate, Deadline, spawn. They need an io_context
 // but no servers.
 
 #include "reactor/loop/deadline.hpp"
@@ -39,6 +39,43 @@ TEST(Wakeup, ANotifyBeforeTheWaitIsRemembered) {
   spawn(io, wait_for(wakeup, woke), "waiter");
   io.run_for(100ms);
   EXPECT_TRUE(woke);
+}
+
+asio::awaitable<void> wait_on(Broadcast& broadcast, int& woken) {
+  co_await broadcast.wait();
+  ++woken;
+}
+
+// Several waiters at once (a Wakeup's second waiter would cancel the first's wait): each stays
+// asleep until notify_all(), which wakes them all; a deadline ends one wait alone.
+TEST(Broadcast, NotifyAllWakesEveryWaiterAndADeadlineEndsOneWait) {
+  asio::io_context io;
+  Broadcast broadcast(io);
+  int woken = 0;
+  spawn(io, wait_on(broadcast, woken), "waiter 1");
+  spawn(io, wait_on(broadcast, woken), "waiter 2");
+  spawn(io, wait_on(broadcast, woken), "waiter 3");
+  io.run_for(50ms);
+  EXPECT_EQ(woken, 0);
+  broadcast.notify_all();
+  io.run_for(50ms);
+  EXPECT_EQ(woken, 3);
+
+  bool timed_out = false;
+  auto timed = [&]() -> asio::awaitable<void> {
+    const auto deadline = std::chrono::steady_clock::now() + 20ms;
+    co_await broadcast.wait_until(deadline);
+    timed_out = true;
+  };
+  spawn(io, wait_on(broadcast, woken), "waiter 4");
+  spawn(io, timed(), "timed waiter");
+  io.restart();
+  io.run_for(100ms);
+  EXPECT_TRUE(timed_out);
+  EXPECT_EQ(woken, 3) << "the other waiter woke with the deadline";
+  broadcast.notify_all();
+  io.run_for(50ms);
+  EXPECT_EQ(woken, 4);
 }
 
 asio::awaitable<void> hold(Gate::Holder holder, Wakeup& release) {
