@@ -1,14 +1,15 @@
 #include "reactor/ha/elector.hpp"
 
 #include "reactor/engine/database.hpp"
+#include "reactor/engine/host.hpp"
 #include "reactor/ha/campaign.hpp"
 #include "reactor/keys/keys.hpp"
 #include "reactor/loop/logging.hpp"
 #include "reactor/loop/spawn.hpp"
 
-#include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <csignal>
 #include <fstream>
 
@@ -32,12 +33,6 @@ namespace {
 
 /// A predecessor with our instance_id counts as alive while its heartbeat is this fresh.
 constexpr double kLiveHeartbeatSeconds = 3.0;
-
-std::string host_name() {
-  char buffer[256] = {};
-  gethostname(buffer, sizeof buffer - 1);
-  return buffer;
-}
 
 /// Whether process `pid` of this host runs (and is not a zombie).
 bool process_alive(int pid) {

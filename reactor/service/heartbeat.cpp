@@ -1,16 +1,12 @@
 #include "reactor/service/heartbeat.hpp"
 
+#include "reactor/engine/host.hpp"
+
 #include <unistd.h>
 
 namespace etcd_sync {
 
 namespace {
-std::string host_name() {
-  char buffer[256] = {};
-  gethostname(buffer, sizeof buffer - 1);
-  return buffer;
-}
-
 std::vector<PgStatement> heartbeat_statements(const char* state, const SyncStats& stats, const InstanceFacts& facts) {
   std::vector<PgStatement> statements;
   statements.push_back(heartbeat_statement(state, stats, facts));

@@ -1,6 +1,7 @@
 #include "reactor/service/service.hpp"
 
 #include "reactor/engine/database.hpp"
+#include "reactor/engine/host.hpp"
 #include "reactor/ha/elector.hpp"
 #include "reactor/history/pruner.hpp"
 #include "reactor/loop/deadline.hpp"
@@ -74,12 +75,6 @@ EtcdClientOptions etcd_options(const EtcdConfig& config) {
 
 bool same_connections(const Config& a, const Config& b) {
   return a.postgresql == b.postgresql && a.etcd == b.etcd && a.sync.direction == b.sync.direction && a.ha == b.ha;
-}
-
-std::string host_name() {
-  char buffer[256] = {};
-  gethostname(buffer, sizeof buffer - 1);
-  return buffer;
 }
 
 namespace {

@@ -51,9 +51,6 @@ EtcdClientOptions etcd_options(const EtcdConfig& config);
 /// [postgresql], [etcd] and [ha] setting and the direction are the same (the rest applies in place).
 bool same_connections(const Config& a, const Config& b);
 
-/// The host name: the default [ha] instance_id.
-std::string host_name();
-
 class Service {
  public:
   /// `overrides` are kept to re-read the same file with the same flags on SIGHUP.
