@@ -28,15 +28,20 @@ enum class Peer { unknown, etcd, postgresql };
 /// Thrown by the adapters; caught where the sync engine decides what to do next.
 class SyncError : public std::runtime_error {
  public:
-  SyncError(ErrorKind kind, std::string message, Peer peer = Peer::unknown)
-      : std::runtime_error(std::move(message)), kind_(kind), peer_(peer) {}
+  /// `sqlstate`: PostgreSQL's five-character error code when the server refused a statement.
+  SyncError(ErrorKind kind, std::string message, Peer peer = Peer::unknown, std::string sqlstate = {})
+      : std::runtime_error(std::move(message)), kind_(kind), peer_(peer), sqlstate_(std::move(sqlstate)) {}
   ErrorKind kind() const { return kind_; }
   Peer peer() const { return peer_; }
   bool transient() const { return kind_ == ErrorKind::transient; }
+  /// The server's SQLSTATE ("23505" for a unique violation); empty for errors that carry none
+  /// (etcd's, a lost connection, a timeout).
+  const std::string& sqlstate() const { return sqlstate_; }
 
  private:
   ErrorKind kind_;
   Peer peer_;
+  std::string sqlstate_;
 };
 
 /// Classifies a gRPC status from etcd. UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED

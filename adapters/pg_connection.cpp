@@ -355,7 +355,7 @@ void PgConnection::send_params(const std::string& sql, const std::vector<PgParam
 SyncError PgConnection::result_error(const PgResult& result) const {
   return SyncError(classify_sqlstate(result.sqlstate()),
                    "PostgreSQL (" + name_ + "): " + result.error_message() + " [SQLSTATE " + result.sqlstate() + "]",
-                   Peer::postgresql);
+                   Peer::postgresql, result.sqlstate());
 }
 
 int PgConnection::send_statement(const PgStatement& statement) {
@@ -443,6 +443,10 @@ asio::awaitable<void> PgConnection::copy_start(std::string copy_sql) {
   if (!PQsendQuery(conn_, copy_sql.c_str())) throw_connection_error("sending COPY");
   co_await flush();
   PgResult result = co_await next_result();
+  while (result && result.status() == PGRES_COMMAND_OK) {  // a BEGIN sent before it
+    PgResult next = co_await next_result();
+    result = std::move(next);
+  }
   if (!result || result.status() != PGRES_COPY_IN) {
     SyncError error = copy_start_error(result);
     while (co_await next_result()) {

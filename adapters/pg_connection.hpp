@@ -126,6 +126,9 @@ class PgConnection {
 
   /// COPY ... FROM STDIN: start, send data (any number of chunks; each is flushed before the next, so
   /// memory stays bounded by one chunk), end. copy_end returns the COPY's result (rows in affected()).
+  /// `copy_sql` may start with statements that return no rows, such as "BEGIN; COPY ...": they run
+  /// in the same round trip. A row the server refuses (a constraint, bad input) fails copy_end with
+  /// the server's SQLSTATE; the transaction is then aborted and needs a ROLLBACK.
   asio::awaitable<void> copy_start(std::string copy_sql);
   asio::awaitable<void> copy_data(std::string_view data);
   asio::awaitable<PgResult> copy_end();

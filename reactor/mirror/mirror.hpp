@@ -70,6 +70,13 @@ class Mirror final : public Engine {
   /// watch must end (session.error is set).
   asio::awaitable<bool> apply_queued(WatchSession& session, std::int64_t start_revision);
   asio::awaitable<void> apply(const MirrorBatches& batches);
+  /// A backlog (kCopyMinEvents or more events read at once): each run of transactions
+  /// (MirrorBatches::copy_runs) is one COPY into `etcd` and its checkpoint. If PostgreSQL refuses a
+  /// row as a duplicate, the run is rolled back and the rest inserted with ON CONFLICT DO NOTHING,
+  /// and so is every backlog after it.
+  asio::awaitable<void> copy_backlog(const MirrorBatches& batches);
+  /// One COPY transaction of the rows of transactions [first, end); throws SyncError.
+  asio::awaitable<void> copy_run(const MirrorBatches& batches, std::size_t first, std::size_t end);
   void throw_if_stopping() const;
   std::string prefix() const;
   /// A key under [ha] election_prefix: etcd-sync's own (election, barrier, receipts), never mirrored.
@@ -87,6 +94,7 @@ class Mirror final : public Engine {
   bool dry_run_;
   bool stopping_ = false;
   bool resync_needed_ = false;
+  bool copy_backlogs_ = true;  ///< false once a COPY met a row already there: backlogs are inserted
   std::optional<std::int64_t> lost_from_;  ///< first revision whose history a compaction removed
   Fencing fencing_;
   /// The fence check as a statement, for the pure builders (nullopt without a term).

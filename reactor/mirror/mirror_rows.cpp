@@ -61,20 +61,55 @@ std::size_t MirrorBatches::events() const {
   return n;
 }
 
-std::vector<PgStatement> MirrorBatches::statements(const std::string& prefix,
-                                                   const std::optional<PgStatement>& fence) const {
+std::vector<PgStatement> MirrorBatches::statements(const std::string& prefix, const std::optional<PgStatement>& fence,
+                                                   std::size_t first, std::size_t end) const {
   std::vector<PgStatement> out;
-  const bool wrap = batches_.size() > 1;
-  for (const auto& batch : batches_) {
+  end = std::min(end, batches_.size());
+  const bool wrap = end - std::min(first, end) > 1;
+  for (std::size_t i = first; i < end; ++i) {
     if (wrap) out.push_back({"BEGIN", {}, true});
-    auto statements = batch.statements(prefix, fence);
+    auto statements = batches_[i].statements(prefix, fence);
     out.insert(out.end(), std::make_move_iterator(statements.begin()), std::make_move_iterator(statements.end()));
     if (wrap) out.push_back({"COMMIT", {}, true});
   }
   return out;
 }
 
-void append_snapshot_line(std::string& chunk, const MirrorRow& row) {
+std::vector<std::pair<std::size_t, std::size_t>> MirrorBatches::copy_runs(std::size_t max_events) const {
+  std::vector<std::pair<std::size_t, std::size_t>> runs;
+  std::size_t held = 0;
+  for (std::size_t i = 0; i < batches_.size(); ++i) {
+    const std::size_t events = batches_[i].events();
+    if (runs.empty() || held + events > max_events) {
+      runs.push_back({i, i + 1});
+      held = events;
+    } else {
+      runs.back().second = i + 1;
+      held += events;
+    }
+  }
+  return runs;
+}
+
+std::vector<PgStatement> MirrorBatches::after_copy(const std::string& prefix, const std::optional<PgStatement>& fence,
+                                                   std::size_t first, std::size_t end) const {
+  std::vector<PgStatement> out;
+  std::int64_t revision = 0;
+  for (std::size_t i = first; i < end && i < batches_.size(); ++i) {
+    append_rejected_inserts(batches_[i].rejected(), out);
+    revision = std::max(revision, batches_[i].revision());
+  }
+  out.push_back(checkpoint_statement(prefix, revision));
+  if (fence) out.push_back(*fence);
+  out.push_back({"COMMIT", {}, true});
+  return out;
+}
+
+std::string copy_in_sql(const std::string& table, const std::string& before) {
+  return before + "COPY " + table + " (" + kCopyColumns + ") FROM STDIN";
+}
+
+void append_copy_line(std::string& chunk, const MirrorRow& row) {
   append_copy_text(chunk, row.key);
   chunk += '\t';
   if (row.value)
@@ -88,6 +123,7 @@ void append_snapshot_line(std::string& chunk, const MirrorRow& row) {
     chunk += "\\N";
   chunk += '\t';
   chunk += std::to_string(row.revision);
+  chunk += row.tombstone ? "\tt" : "\tf";
   for (std::int64_t field : {row.meta ? row.meta->create_revision : 0, row.meta ? row.meta->version : 0,
                              row.meta ? row.meta->lease : 0}) {
     chunk += '\t';

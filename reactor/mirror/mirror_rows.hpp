@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace etcd_sync {
@@ -85,8 +86,19 @@ class MirrorBatches {
   std::size_t events() const;
   /// Every transaction's statements (MirrorBatch::statements, each with `fence`) in one list for
   /// one pipeline; with several transactions each is wrapped in BEGIN ... COMMIT, so each commits
-  /// on its own.
-  std::vector<PgStatement> statements(const std::string& prefix, const std::optional<PgStatement>& fence = {}) const;
+  /// on its own. `first` and `end` choose the transactions [first, end) (all by default).
+  std::vector<PgStatement> statements(const std::string& prefix, const std::optional<PgStatement>& fence = {},
+                                      std::size_t first = 0, std::size_t end = SIZE_MAX) const;
+
+  /// A backlog copied rather than inserted: runs [first, end) of consecutive transactions, each
+  /// run holding at most `max_events` events (one transaction larger than that is a run alone), to
+  /// be written as one COPY transaction each. Cuts stay between revisions, since the transactions'
+  /// are.
+  std::vector<std::pair<std::size_t, std::size_t>> copy_runs(std::size_t max_events) const;
+  /// What follows the COPY of the rows of transactions [first, end) in its transaction: the
+  /// rejected keys' INSERTs, the checkpoint at the run's highest revision, `fence`, and COMMIT.
+  std::vector<PgStatement> after_copy(const std::string& prefix, const std::optional<PgStatement>& fence,
+                                      std::size_t first, std::size_t end) const;
 
  private:
   std::size_t max_events_;
@@ -100,9 +112,14 @@ std::optional<MirrorRow> make_row(const std::string& key, const std::string& val
 /// The same from etcd's KeyValue (a watch event's, a snapshot page's), with its metadata on a put.
 std::optional<MirrorRow> make_row(const mvccpb::KeyValue& kv, bool tombstone, RejectedKey& rejected);
 
-/// Appends `row` as one line of COPY text format for (key, value, value_bytes, mod_revision,
-/// create_revision, version, lease).
-void append_snapshot_line(std::string& chunk, const MirrorRow& row);
+/// The columns of `etcd` a COPY line holds, in append_copy_line's order.
+inline constexpr const char* kCopyColumns = "key, value, value_bytes, revision, tombstone, create_revision, version, lease";
+
+/// "COPY <table> (kCopyColumns) FROM STDIN", after `before` (say, "BEGIN; ") in the same string.
+std::string copy_in_sql(const std::string& table, const std::string& before = {});
+
+/// Appends `row` as one line of COPY text format for kCopyColumns (NULL metadata on a tombstone).
+void append_copy_line(std::string& chunk, const MirrorRow& row);
 
 /// The INSERT for `rows` (none when empty): one fixed statement over parallel arrays, so it is
 /// prepared once per connection whatever the batch size, skipping (key, revision) pairs already

@@ -4,9 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <csignal>
 #include <fstream>
 #include <thread>
+#include <tuple>
 
 namespace etcd_sync::testing {
 namespace {
@@ -326,6 +328,102 @@ TEST_F(MirrorTest, TransactionsHoldAtMostBatchSizeEvents) {
       "SELECT max(n), count(*) FROM (SELECT count(*) AS n FROM etcd WHERE key LIKE '/batched/%' GROUP BY xmin::text) t");
   EXPECT_LE(std::stoi(*per_transaction.at(0).at(0)), 10) << "the largest transaction";
   EXPECT_GE(std::stoi(*per_transaction.at(0).at(1)), 50) << "transactions";
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
+// A backlog found at start (a thousand events or more read at once) is copied into `etcd` with COPY
+// in transactions of up to 10,000 events: every revision once, in order, with tombstones, bytes,
+// etcd's metadata and the rejected key, and far fewer transactions than batch_size would make.
+TEST_F(MirrorTest, BacklogAfterDowntimeIsCopiedWithEveryRevisionOnce) {
+  auto config = env_->write_config(settings("/backlog/"));
+  const auto first = env_->client->revision() + 1;
+  ServiceProcess service(env_->dir.path(), "backlog");
+  env_->start_service(service, config);
+  ASSERT_EQ(service.terminate(5s), 0);
+
+  std::vector<std::pair<std::string, std::string>> items;
+  for (int i = 0; i < 3000; ++i) items.emplace_back("/backlog/k" + std::to_string(i % 400), "v" + std::to_string(i));
+  env_->client->put_many(items, 16);
+  env_->client->del("/backlog/k7");
+  env_->client->put("/backlog/bytes", std::string("\x00\xff\t\\", 4));
+  const auto bad = env_->client->put(std::string("/backlog/\xff", 10), "v");
+  const auto lease = env_->client->grant_lease(60);
+  env_->client->put("/backlog/leased", "l", lease);
+  std::vector<std::pair<std::string, std::string>> txn;
+  for (int i = 0; i < 128; ++i) txn.emplace_back("/backlog/txn" + std::to_string(i), "t\n" + std::to_string(i));
+  const auto txn_revision = env_->client->txn_puts(txn);
+  const auto now = env_->client->revision();
+
+  env_->start_service(service, config);
+  ASSERT_TRUE(env_->wait_mirrored(now, 30s, "/backlog/")) << service.log_text();
+  auto want = env_->client->history("/backlog/", first, now);
+  std::erase_if(want, [&](const HistoryEntry& e) { return e.revision == bad; });  // not text: rejected
+  auto got = env_->mirror_rows("/backlog/");
+  auto by_revision_then_key = [](const HistoryEntry& a, const HistoryEntry& b) {
+    return std::tie(a.revision, a.key) < std::tie(b.revision, b.key);  // the Txn's puts share a revision
+  };
+  std::sort(want.begin(), want.end(), by_revision_then_key);
+  std::sort(got.begin(), got.end(), by_revision_then_key);
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << "at " << i;
+
+  // etcd's metadata, as etcd reports it now for the live keys; NULL on the tombstone.
+  for (const std::string key : {"/backlog/k1", "/backlog/leased", "/backlog/txn127"}) {
+    auto kv = env_->client->get(key);
+    ASSERT_TRUE(kv) << key;
+    auto row = env_->db().exec_params(
+        "SELECT create_revision, version, lease FROM etcd WHERE key = $1 AND revision = $2",
+        {key, std::to_string(kv->mod_revision())});
+    ASSERT_EQ(row.size(), 1u) << key;
+    EXPECT_EQ(std::stoll(*row[0][0]), kv->create_revision()) << key;
+    EXPECT_EQ(std::stoll(*row[0][1]), kv->version()) << key;
+    EXPECT_EQ(std::stoll(*row[0][2]), kv->lease()) << key;
+  }
+  EXPECT_EQ(*env_->db().scalar("SELECT count(*) FROM etcd WHERE key = '/backlog/k7' AND tombstone "
+                               "AND create_revision IS NULL AND version IS NULL AND lease IS NULL"),
+            "1");
+  EXPECT_EQ(*env_->db().scalar("SELECT count(*) FROM etcd WHERE key LIKE '/backlog/txn%' AND revision = " +
+                               std::to_string(txn_revision)),
+            "128");
+  auto rejected = env_->db().exec("SELECT encode(key_bytes, 'hex'), revision FROM etcd_sync_rejected");
+  ASSERT_EQ(rejected.size(), 1u);
+  EXPECT_EQ(*rejected[0][0], "2f6261636b6c6f672fff");
+  EXPECT_EQ(std::stoll(*rejected[0][1]), bad);
+
+  // Inserted, no transaction would hold more than batch_size (100) of the single puts.
+  auto largest = std::stoi(*env_->db().scalar(
+      "SELECT max(n) FROM (SELECT count(*) AS n FROM etcd WHERE starts_with(key, '/backlog/k') GROUP BY xmin::text) t"));
+  EXPECT_GE(largest, 1000) << "the backlog was inserted, not copied";
+  EXPECT_EQ(service.log_since_mark().find("already in the etcd table"), std::string::npos);
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
+// A row already in `etcd` above the checkpoint (written by hand here; another etcd-sync on an
+// overlapping prefix would do the same) makes PostgreSQL refuse the COPY as a duplicate: the run
+// is rolled back, the backlog is inserted with ON CONFLICT DO NOTHING instead, and the log says
+// so. Every revision is there once.
+TEST_F(MirrorTest, RowAlreadyAboveTheCheckpointTurnsTheBacklogIntoInserts) {
+  auto config = env_->write_config(settings("/dup/"));
+  const auto first = env_->client->revision() + 1;
+  ServiceProcess service(env_->dir.path(), "dup");
+  env_->start_service(service, config);
+  ASSERT_EQ(service.terminate(5s), 0);
+  std::vector<std::pair<std::string, std::string>> items;
+  for (int i = 0; i < 2500; ++i) items.emplace_back("/dup/k" + std::to_string(i % 300), "v" + std::to_string(i));
+  env_->client->put_many(items, 16);
+  const auto now = env_->client->revision();
+  auto want = env_->client->history("/dup/", first, now);
+  ASSERT_EQ(want.size(), 2500u);
+  const auto& there = want[500];  // in the watch's first response: etcd sends up to 1,000 revisions in one
+  env_->db().exec_params("INSERT INTO etcd (key, value, revision) VALUES ($1, $2, $3::bigint)",
+                         {there.key, *there.value, std::to_string(there.revision)});
+
+  env_->start_service(service, config);
+  ASSERT_TRUE(env_->wait_mirrored(now, 30s, "/dup/")) << service.log_text();
+  EXPECT_TRUE(service.wait_for_log("already in the etcd table", 5s));
+  auto got = env_->mirror_rows("/dup/");
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << "at " << i;
   EXPECT_EQ(service.terminate(5s), 0);
 }
 

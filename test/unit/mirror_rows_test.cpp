@@ -107,11 +107,16 @@ TEST(MirrorBatch, AnyBatchIsOneFixedStatementOverArrays) {
   EXPECT_EQ(few[0].params[7].value, R"({"0",NULL})");
 }
 
-TEST(SnapshotLine, EscapesCopyTextAndWritesBytesAsHex) {
+TEST(CopyLine, EscapesCopyTextAndWritesBytesAsHex) {
   std::string chunk;
-  append_snapshot_line(chunk, MirrorRow{"/a\tb", std::string("line\nnext \\ end"), std::nullopt, 7, false, KeyMeta{3, 2, 0}});
-  append_snapshot_line(chunk, MirrorRow{"/bin", std::nullopt, std::string("\x00\xff", 2), 8, false, KeyMeta{8, 1, 94}});
-  EXPECT_EQ(chunk, "/a\\tb\tline\\nnext \\\\ end\t\\N\t7\t3\t2\t0\n/bin\t\\N\t\\\\x00ff\t8\t8\t1\t94\n");
+  append_copy_line(chunk, MirrorRow{"/a\tb", std::string("line\nnext \\ end"), std::nullopt, 7, false, KeyMeta{3, 2, 0}});
+  append_copy_line(chunk, MirrorRow{"/bin", std::nullopt, std::string("\x00\xff", 2), 8, false, KeyMeta{8, 1, 94}});
+  append_copy_line(chunk, MirrorRow{"/gone", std::nullopt, std::nullopt, 9, true, std::nullopt});
+  EXPECT_EQ(chunk,
+            "/a\\tb\tline\\nnext \\\\ end\t\\N\t7\tf\t3\t2\t0\n"
+            "/bin\t\\N\t\\\\x00ff\t8\tf\t8\t1\t94\n"
+            "/gone\t\\N\t\\N\t9\tt\t\\N\t\\N\t\\N\n");
+  EXPECT_EQ(copy_in_sql("etcd", "BEGIN; "), std::string("BEGIN; COPY etcd (") + kCopyColumns + ") FROM STDIN");
 }
 
 TEST(Keys, RangePagesAreSizedByBytes) {
@@ -184,6 +189,49 @@ TEST(MirrorBatches, CutsTransactionsAtBatchSizeBetweenRevisionsOnly) {
   MirrorBatches one(100);
   one.add_event(event("/a", 1));
   EXPECT_NE(one.statements("").front().sql, "BEGIN") << "a single transaction needs no BEGIN";
+}
+
+// A backlog is copied in runs of whole transactions: the runs' cuts are the transactions' (between
+// revisions), and what follows each COPY moves the checkpoint to the run's revision.
+TEST(MirrorBatches, CopyRunsJoinWholeTransactionsUpToTheCap) {
+  MirrorBatches batches(2);
+  auto put = [](const std::string& key, std::int64_t revision) {
+    mvccpb::Event e;
+    e.mutable_kv()->set_key(key);
+    e.mutable_kv()->set_value("v");
+    e.mutable_kv()->set_mod_revision(revision);
+    return e;
+  };
+  for (std::int64_t r = 1; r <= 6; ++r) batches.add_event(put("/k" + std::to_string(r), r));
+  for (int i = 0; i < 7; ++i) batches.add_event(put("/txn" + std::to_string(i), 7));  // one Txn of 7 puts
+  mvccpb::Event bad = put("/bad\xff", 8);
+  batches.add_event(bad);
+  ASSERT_EQ(batches.batches().size(), 5u);  // 2, 2, 2, 7 (revision 7 stays whole), 1
+  auto runs = batches.copy_runs(4);
+  ASSERT_EQ(runs.size(), 4u);
+  EXPECT_EQ(runs[0], (std::pair<std::size_t, std::size_t>{0, 2})) << "two transactions of 2 fit in 4";
+  EXPECT_EQ(runs[1], (std::pair<std::size_t, std::size_t>{2, 3})) << "2 + 7 would not";
+  EXPECT_EQ(runs[2], (std::pair<std::size_t, std::size_t>{3, 4})) << "a transaction above the cap is a run alone";
+  EXPECT_EQ(runs[3], (std::pair<std::size_t, std::size_t>{4, 5}));
+  EXPECT_EQ(batches.copy_runs(100).size(), 1u);
+
+  auto tail = batches.after_copy("/", std::nullopt, 0, 2);
+  ASSERT_EQ(tail.size(), 2u) << "no rejected key in the first run: the checkpoint and COMMIT";
+  EXPECT_NE(tail[0].sql.find("etcd_sync_checkpoint"), std::string::npos);
+  EXPECT_EQ(tail[0].params[1].value, "4");
+  EXPECT_EQ(tail[1].sql, "COMMIT");
+  PgStatement fence{"SELECT fence()", {}};
+  auto last = batches.after_copy("/", fence, 4, 5);
+  ASSERT_EQ(last.size(), 4u);
+  EXPECT_NE(last[0].sql.find("etcd_sync_rejected"), std::string::npos) << "the key that is not UTF-8";
+  EXPECT_EQ(last[1].params[1].value, "8");
+  EXPECT_EQ(last[2].sql, "SELECT fence()") << "the fence comes last before COMMIT";
+
+  // The rest of a backlog after a refused COPY: transactions from the run's first on, each its own.
+  auto rest = batches.statements("/", std::nullopt, 2);
+  int commits = 0;
+  for (const auto& statement : rest) commits += statement.sql == "COMMIT";
+  EXPECT_EQ(commits, 3);
 }
 
 }  // namespace
