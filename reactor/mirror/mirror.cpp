@@ -61,6 +61,7 @@ Mirror::Mirror(asio::io_context& io, std::shared_ptr<const Config> config, EtcdC
       etcd_(etcd),
       stats_(stats),
       pg_(io, config_->postgresql.conninfo, "mirror"),
+      copy_pg_(io, config_->postgresql.conninfo, "mirror copy"),
       status_("mirror", MirrorState::starting, MirrorState::backing_off, stats),
       stop_wakeup_(io),
       dry_run_(dry_run),
@@ -138,12 +139,14 @@ asio::awaitable<void> Mirror::run() {
     if (delay.count() > 0) co_await stop_wakeup_.wait(delay);
   }
   pg_.close();
+  copy_pg_.close();
   status_.clear();
   status_.set(MirrorState::stopped);
 }
 
 std::chrono::milliseconds Mirror::on_failure(const SyncError& error) {
   pg_.close();  // drops any transaction in flight; the checkpoint says where to resume
+  copy_pg_.close();
   if (stopping_) return std::chrono::milliseconds(0);
   if (fencing_.fenced(error)) return config_->sync.retry.max_backoff;  // another leads: wait to be stopped
   if (error.kind() == ErrorKind::compacted) {
@@ -411,49 +414,98 @@ asio::awaitable<void> Mirror::apply(const MirrorBatches& batches) {
                                        {"transactions", static_cast<std::int64_t>(batches.batches().size())}});
 }
 
+/// The runs of one backlog in flight on two connections.
+struct Mirror::CopyPipe {
+  CopyPipe(asio::io_context& io, std::vector<std::pair<std::size_t, std::size_t>> runs)
+      : runs(std::move(runs)), turn(io), gate(io) {}
+  std::vector<std::pair<std::size_t, std::size_t>> runs;  // MirrorBatches::copy_runs
+  std::size_t committed = 0;                              // runs committed: they commit in order
+  std::optional<std::size_t> failed_run;                  // the lowest run that failed
+  std::exception_ptr failure;                             // its error
+  bool refused = false;                                   // it met a row already there
+  Broadcast turn;                                         // a run committed, or one failed
+  Gate gate;                                              // the second connection's coroutine
+};
+
 asio::awaitable<void> Mirror::copy_backlog(const MirrorBatches& batches) {
-  const auto runs = batches.copy_runs(std::max<std::size_t>(kCopyRunEvents, config_->sync.batch_size));
-  for (const auto& run : runs) {
-    std::optional<std::string> refused;
+  CopyPipe pipe(io_, batches.copy_runs(std::max<std::size_t>(kCopyRunEvents, config_->sync.batch_size)));
+  if (pipe.runs.size() > 1) {
+    if (!copy_pg_.connected()) co_await open_database(copy_pg_, config_.get());
+    spawn(io_, pipe.gate, copy_runs(batches, 1, copy_pg_, pipe), "mirror copy");
+  }
+  co_await copy_runs(batches, 0, pg_, pipe);
+  co_await pipe.gate.close();
+  if (!pipe.failed_run) co_return;
+  if (!pipe.refused) std::rethrow_exception(pipe.failure);
+  // A row of the run is there already, so rows above the checkpoint exist: another etcd-sync on
+  // an overlapping prefix, or rows written by hand. COPY cannot skip them; INSERT ... ON CONFLICT
+  // DO NOTHING can, and the rows it skips are the same revisions etcd reported.
+  std::string refused;
+  try {
+    std::rethrow_exception(pipe.failure);
+  } catch (const SyncError& error) {
+    refused = error.what();
+  }
+  co_await pg_.execute_script("ROLLBACK");  // a transaction left open (aborted or waiting its turn)
+  if (copy_pg_.connected()) co_await copy_pg_.execute_script("ROLLBACK");
+  copy_backlogs_ = false;
+  log_warn("a row above the checkpoint is already in the etcd table; backlogs are inserted with ON CONFLICT "
+           "DO NOTHING instead of copied from now on",
+           {{"component", "mirror"}, {"checkpoint", checkpoint_}, {"error", refused}});
+  failpoint("mirror.before_commit");
+  auto rest = batches.statements(prefix(), fence_statement(), pipe.runs[pipe.committed].first);  // runs commit in order
+  co_await pg_.pipeline(std::move(rest));
+}
+
+asio::awaitable<void> Mirror::copy_runs(const MirrorBatches& batches, std::size_t first_run, PgConnection& pg,
+                                        CopyPipe& pipe) {
+  // A run below the lowest failed one still commits; one above it must not.
+  auto failed_before = [&pipe](std::size_t run) { return pipe.failed_run && *pipe.failed_run < run; };
+  for (std::size_t i = first_run; i < pipe.runs.size() && !failed_before(i); i += 2) {
+    std::exception_ptr failure;
+    bool refused = false;
     try {
-      co_await copy_run(batches, run.first, run.second);
+      co_await copy_rows(pg, batches, pipe.runs[i].first, pipe.runs[i].second);
+      while (pipe.committed < i && !failed_before(i)) co_await pipe.turn.wait();
+      if (failed_before(i)) {
+        co_await pg.execute_script("ROLLBACK");
+        break;
+      }
+      failpoint("mirror.before_commit");
+      auto statements = batches.after_copy(prefix(), fence_statement(), pipe.runs[i].first, pipe.runs[i].second);
+      co_await pg.pipeline(std::move(statements));
+      pipe.committed = i + 1;
     } catch (const SyncError& error) {
-      if (error.sqlstate() != kUniqueViolation) throw;
-      refused = error.what();
+      refused = error.sqlstate() == kUniqueViolation;
+      failure = std::current_exception();
+    } catch (...) {
+      failure = std::current_exception();
     }
-    if (!refused) continue;
-    // A row of the run is there already, so rows above the checkpoint exist: another etcd-sync on
-    // an overlapping prefix, or rows written by hand. COPY cannot skip them; INSERT ... ON CONFLICT
-    // DO NOTHING can, and the rows it skips are the same revisions etcd reported.
-    co_await pg_.execute_script("ROLLBACK");
-    copy_backlogs_ = false;
-    log_warn("a row above the checkpoint is already in the etcd table; backlogs are inserted with ON CONFLICT "
-             "DO NOTHING instead of copied from now on",
-             {{"component", "mirror"}, {"checkpoint", checkpoint_}, {"error", *refused}});
-    failpoint("mirror.before_commit");
-    auto rest = batches.statements(prefix(), fence_statement(), run.first);
-    co_await pg_.pipeline(std::move(rest));
-    co_return;
+    if (failure && (!pipe.failed_run || i < *pipe.failed_run)) {
+      pipe.failed_run = i;
+      pipe.failure = failure;
+      pipe.refused = refused;
+    }
+    pipe.turn.notify_all();
+    if (failure) break;
   }
 }
 
-asio::awaitable<void> Mirror::copy_run(const MirrorBatches& batches, std::size_t first, std::size_t end) {
+asio::awaitable<void> Mirror::copy_rows(PgConnection& pg, const MirrorBatches& batches, std::size_t first,
+                                        std::size_t end) {
   auto copy = copy_in_sql("etcd", "BEGIN; ");
-  co_await pg_.copy_start(std::move(copy));
+  co_await pg.copy_start(std::move(copy));
   std::string chunk;
   for (std::size_t i = first; i < end; ++i) {
     for (const auto& row : batches.batches()[i].rows()) {
       append_copy_line(chunk, row);
       if (chunk.size() < kCopyChunkBytes) continue;
-      co_await pg_.copy_data(chunk);  // PostgreSQL works on this chunk while the next one is built
+      co_await pg.copy_data(chunk);  // PostgreSQL works on this chunk while the next one is built
       chunk.clear();
     }
   }
-  if (!chunk.empty()) co_await pg_.copy_data(chunk);
-  co_await pg_.copy_end();
-  failpoint("mirror.before_commit");
-  auto statements = batches.after_copy(prefix(), fence_statement(), first, end);
-  co_await pg_.pipeline(std::move(statements));
+  if (!chunk.empty()) co_await pg.copy_data(chunk);
+  co_await pg.copy_end();
 }
 
 }  // namespace etcd_sync

@@ -71,12 +71,20 @@ class Mirror final : public Engine {
   asio::awaitable<bool> apply_queued(WatchSession& session, std::int64_t start_revision);
   asio::awaitable<void> apply(const MirrorBatches& batches);
   /// A backlog (kCopyMinEvents or more events read at once): each run of transactions
-  /// (MirrorBatches::copy_runs) is one COPY into `etcd` and its checkpoint. If PostgreSQL refuses a
-  /// row as a duplicate, the run is rolled back and the rest inserted with ON CONFLICT DO NOTHING,
-  /// and so is every backlog after it.
+  /// (MirrorBatches::copy_runs) is one COPY into `etcd` with its checkpoint. Runs alternate between
+  /// two connections, so PostgreSQL works on one run's rows while the other's commit; a run
+  /// commits only after the run before it did, so the checkpoint never passes a revision that is
+  /// not committed. If PostgreSQL refuses a row as a duplicate, that run and any after it are rolled
+  /// back and their events inserted with ON CONFLICT DO NOTHING, as is every backlog after it.
+  /// Throws the first run's SyncError otherwise (both connections are then closed).
   asio::awaitable<void> copy_backlog(const MirrorBatches& batches);
-  /// One COPY transaction of the rows of transactions [first, end); throws SyncError.
-  asio::awaitable<void> copy_run(const MirrorBatches& batches, std::size_t first, std::size_t end);
+  struct CopyPipe;
+  /// Copies the runs first_run, first_run + 2, ... on `pg`, each committed in its turn; records
+  /// a failure in `pipe` instead of throwing.
+  asio::awaitable<void> copy_runs(const MirrorBatches& batches, std::size_t first_run, PgConnection& pg,
+                                  CopyPipe& pipe);
+  /// BEGIN, then the COPY of the rows of transactions [first, end) on `pg`, left open for its commit.
+  asio::awaitable<void> copy_rows(PgConnection& pg, const MirrorBatches& batches, std::size_t first, std::size_t end);
   void throw_if_stopping() const;
   std::string prefix() const;
   /// A key under [ha] election_prefix: etcd-sync's own (election, barrier, receipts), never mirrored.
@@ -87,6 +95,7 @@ class Mirror final : public Engine {
   EtcdClient& etcd_;
   SyncStats& stats_;
   PgConnection pg_;
+  PgConnection copy_pg_;  ///< the second connection of copy_backlog, opened at its first backlog
   EngineStatus<MirrorState> status_;
   Wakeup stop_wakeup_;
   WatchSession* session_ = nullptr;

@@ -332,8 +332,8 @@ TEST_F(MirrorTest, TransactionsHoldAtMostBatchSizeEvents) {
 }
 
 // A backlog found at start (a thousand events or more read at once) is copied into `etcd` with COPY
-// in transactions of up to 10,000 events: every revision once, in order, with tombstones, bytes,
-// etcd's metadata and the rejected key, and far fewer transactions than batch_size would make.
+// in transactions of up to 10,000 events, on two connections: every revision once, in order, with
+// tombstones, bytes, etcd's metadata and the rejected key, in transactions larger than batch_size.
 TEST_F(MirrorTest, BacklogAfterDowntimeIsCopiedWithEveryRevisionOnce) {
   auto config = env_->write_config(settings("/backlog/"));
   const auto first = env_->client->revision() + 1;
@@ -344,6 +344,11 @@ TEST_F(MirrorTest, BacklogAfterDowntimeIsCopiedWithEveryRevisionOnce) {
   std::vector<std::pair<std::string, std::string>> items;
   for (int i = 0; i < 3000; ++i) items.emplace_back("/backlog/k" + std::to_string(i % 400), "v" + std::to_string(i));
   env_->client->put_many(items, 16);
+  for (int t = 0; t < 160; ++t) {  // 20,480 events in one watch response: three COPY runs, two connections
+    std::vector<std::pair<std::string, std::string>> txn;
+    for (int i = 0; i < 128; ++i) txn.emplace_back("/backlog/many/" + std::to_string(t * 128 + i), "m");
+    env_->client->txn_puts(txn);
+  }
   env_->client->del("/backlog/k7");
   env_->client->put("/backlog/bytes", std::string("\x00\xff\t\\", 4));
   const auto bad = env_->client->put(std::string("/backlog/\xff", 10), "v");
@@ -399,22 +404,26 @@ TEST_F(MirrorTest, BacklogAfterDowntimeIsCopiedWithEveryRevisionOnce) {
 }
 
 // A row already in `etcd` above the checkpoint (written by hand here; another etcd-sync on an
-// overlapping prefix would do the same) makes PostgreSQL refuse the COPY as a duplicate: the run
-// is rolled back, the backlog is inserted with ON CONFLICT DO NOTHING instead, and the log says
-// so. Every revision is there once.
+// overlapping prefix would do the same) makes PostgreSQL refuse the COPY as a duplicate. The
+// backlog is 30,080 events in Txns of 128 (one watch response), so it is copied in three runs on
+// two connections, and the row is in the second run: that run and the third are rolled back, the
+// first stays, the rest is inserted with ON CONFLICT DO NOTHING, and the log says so. Every
+// revision is there once.
 TEST_F(MirrorTest, RowAlreadyAboveTheCheckpointTurnsTheBacklogIntoInserts) {
   auto config = env_->write_config(settings("/dup/"));
   const auto first = env_->client->revision() + 1;
   ServiceProcess service(env_->dir.path(), "dup");
   env_->start_service(service, config);
   ASSERT_EQ(service.terminate(5s), 0);
-  std::vector<std::pair<std::string, std::string>> items;
-  for (int i = 0; i < 2500; ++i) items.emplace_back("/dup/k" + std::to_string(i % 300), "v" + std::to_string(i));
-  env_->client->put_many(items, 16);
+  for (int t = 0; t < 235; ++t) {
+    std::vector<std::pair<std::string, std::string>> txn;
+    for (int i = 0; i < 128; ++i) txn.emplace_back("/dup/t" + std::to_string(t) + "/" + std::to_string(i), "v");
+    env_->client->txn_puts(txn);
+  }
   const auto now = env_->client->revision();
   auto want = env_->client->history("/dup/", first, now);
-  ASSERT_EQ(want.size(), 2500u);
-  const auto& there = want[500];  // in the watch's first response: etcd sends up to 1,000 revisions in one
+  ASSERT_EQ(want.size(), 30080u);
+  const auto& there = want[15000];  // runs hold 78 Txns (9,984 events): this is the second run's
   env_->db().exec_params("INSERT INTO etcd (key, value, revision) VALUES ($1, $2, $3::bigint)",
                          {there.key, *there.value, std::to_string(there.revision)});
 
@@ -422,8 +431,16 @@ TEST_F(MirrorTest, RowAlreadyAboveTheCheckpointTurnsTheBacklogIntoInserts) {
   ASSERT_TRUE(env_->wait_mirrored(now, 30s, "/dup/")) << service.log_text();
   EXPECT_TRUE(service.wait_for_log("already in the etcd table", 5s));
   auto got = env_->mirror_rows("/dup/");
+  auto by_revision_then_key = [](const HistoryEntry& a, const HistoryEntry& b) {
+    return std::tie(a.revision, a.key) < std::tie(b.revision, b.key);
+  };
+  std::sort(want.begin(), want.end(), by_revision_then_key);
+  std::sort(got.begin(), got.end(), by_revision_then_key);
   ASSERT_EQ(got.size(), want.size());
   for (std::size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << "at " << i;
+  auto largest = std::stoi(*env_->db().scalar(
+      "SELECT max(n) FROM (SELECT count(*) AS n FROM etcd WHERE starts_with(key, '/dup/') GROUP BY xmin::text) t"));
+  EXPECT_GE(largest, 9984) << "the first run was copied and kept";
   EXPECT_EQ(service.terminate(5s), 0);
 }
 
