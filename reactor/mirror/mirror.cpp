@@ -354,11 +354,11 @@ asio::awaitable<bool> Mirror::apply_queued(WatchSession& session, std::int64_t s
         }
         break;
       case WatchStep::Kind::events:
-        for (const auto& event : response.events()) {
+        for (auto& event : *response.mutable_events()) {
           if (own_key(event.kv().key()))
             batches.advance_to(event.kv().mod_revision());  // etcd-sync's own key: the revision only
           else
-            batches.add_event(event);
+            batches.add_event(std::move(event));  // the response is consumed: its strings move into rows
         }
         session.last_event = std::chrono::steady_clock::now();
         break;

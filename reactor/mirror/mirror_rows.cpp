@@ -6,48 +6,62 @@
 
 namespace etcd_sync {
 
-std::optional<MirrorRow> make_row(const std::string& key, const std::string& value, std::int64_t revision,
-                                  bool tombstone, RejectedKey& rejected) {
+std::optional<MirrorRow> make_row(std::string key, std::string value, std::int64_t revision, bool tombstone,
+                                  RejectedKey& rejected) {
   if (!is_text(key)) {
-    rejected = {key, tombstone ? std::nullopt : std::optional<std::string>(value), revision, tombstone,
-                key.find('\0') != std::string::npos ? "key contains a NUL byte" : "key is not valid UTF-8"};
+    const char* reason = key.find('\0') != std::string::npos ? "key contains a NUL byte" : "key is not valid UTF-8";
+    rejected = {std::move(key), tombstone ? std::nullopt : std::optional<std::string>(std::move(value)), revision,
+                tombstone, reason};
     return std::nullopt;
   }
-  MirrorRow row{key, std::nullopt, std::nullopt, revision, tombstone};
+  MirrorRow row{std::move(key), std::nullopt, std::nullopt, revision, tombstone, std::nullopt};
   if (!tombstone) {
     if (is_text(value))
-      row.value = value;
+      row.value = std::move(value);
     else
-      row.value_bytes = value;
+      row.value_bytes = std::move(value);
   }
   return row;
 }
 
-std::optional<MirrorRow> make_row(const mvccpb::KeyValue& kv, bool tombstone, RejectedKey& rejected) {
-  auto row = make_row(kv.key(), kv.value(), kv.mod_revision(), tombstone, rejected);
+namespace {
+
+std::optional<MirrorRow> with_meta(std::optional<MirrorRow> row, const mvccpb::KeyValue& kv, bool tombstone) {
   if (row && !tombstone) row->meta = KeyMeta{kv.create_revision(), kv.version(), kv.lease()};
   return row;
 }
 
-void MirrorBatch::add_event(const mvccpb::Event& event) {
-  bool tombstone = event.type() == mvccpb::Event::DELETE;
-  const auto& kv = event.kv();
+}  // namespace
+
+std::optional<MirrorRow> make_row(const mvccpb::KeyValue& kv, bool tombstone, RejectedKey& rejected) {
+  return with_meta(make_row(kv.key(), kv.value(), kv.mod_revision(), tombstone, rejected), kv, tombstone);
+}
+
+std::optional<MirrorRow> make_row(mvccpb::KeyValue&& kv, bool tombstone, RejectedKey& rejected) {
+  const std::int64_t revision = kv.mod_revision();
+  auto row = make_row(std::move(*kv.mutable_key()), std::move(*kv.mutable_value()), revision, tombstone, rejected);
+  return with_meta(std::move(row), kv, tombstone);
+}
+
+void MirrorBatch::add_event(mvccpb::Event event) {
+  const bool tombstone = event.type() == mvccpb::Event::DELETE;
+  const std::int64_t revision = event.kv().mod_revision();
   RejectedKey rejected;
-  if (auto row = make_row(kv, tombstone, rejected))
+  if (auto row = make_row(std::move(*event.mutable_kv()), tombstone, rejected))
     rows_.push_back(std::move(*row));
   else
     rejected_.push_back(std::move(rejected));
   (tombstone ? deletes_ : puts_) += 1;
-  revision_ = std::max(revision_, kv.mod_revision());
+  revision_ = std::max(revision_, revision);
 }
 
 void MirrorBatch::advance_to(std::int64_t revision) { revision_ = std::max(revision_, revision); }
 
-void MirrorBatches::add_event(const mvccpb::Event& event) {
+void MirrorBatches::add_event(mvccpb::Event event) {
   const std::int64_t revision = event.kv().mod_revision();
   bool new_revision = batches_.empty() || revision > batches_.back().revision();
   if (batches_.empty() || (new_revision && batches_.back().events() >= max_events_)) batches_.emplace_back();
-  batches_.back().add_event(event);
+  batches_.back().add_event(std::move(event));
 }
 
 void MirrorBatches::advance_to(std::int64_t revision) {

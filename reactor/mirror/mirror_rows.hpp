@@ -43,8 +43,8 @@ struct RejectedKey {
 /// The events of one or more watch responses, applied in one transaction with the checkpoint.
 class MirrorBatch {
  public:
-  /// Adds a PUT or DELETE event.
-  void add_event(const mvccpb::Event& event);
+  /// Adds a PUT or DELETE event; its key and value move into the row.
+  void add_event(mvccpb::Event event);
   /// Moves the batch's revision forward without rows (a progress notification at `revision`).
   void advance_to(std::int64_t revision);
 
@@ -75,7 +75,7 @@ class MirrorBatch {
 class MirrorBatches {
  public:
   explicit MirrorBatches(std::size_t max_events) : max_events_(max_events < 1 ? 1 : max_events) {}
-  void add_event(const mvccpb::Event& event);
+  void add_event(mvccpb::Event event);
   /// A progress notification at `revision`: the last transaction's checkpoint moves there.
   void advance_to(std::int64_t revision);
 
@@ -107,10 +107,12 @@ class MirrorBatches {
 
 /// Splits a key/value into a row or a rejected key. `value` is ignored for tombstones.
 /// Returns the row, or nullopt after filling `rejected` (key not valid UTF-8 or has NUL).
-std::optional<MirrorRow> make_row(const std::string& key, const std::string& value, std::int64_t revision,
-                                  bool tombstone, RejectedKey& rejected);
+std::optional<MirrorRow> make_row(std::string key, std::string value, std::int64_t revision, bool tombstone,
+                                  RejectedKey& rejected);
 /// The same from etcd's KeyValue (a watch event's, a snapshot page's), with its metadata on a put.
 std::optional<MirrorRow> make_row(const mvccpb::KeyValue& kv, bool tombstone, RejectedKey& rejected);
+/// The same, moving the key and value out of `kv` (a watch event's, consumed) instead of copying.
+std::optional<MirrorRow> make_row(mvccpb::KeyValue&& kv, bool tombstone, RejectedKey& rejected);
 
 /// The columns of `etcd` a COPY line holds, in append_copy_line's order.
 inline constexpr const char* kCopyColumns = "key, value, value_bytes, revision, tombstone, create_revision, version, lease";

@@ -116,6 +116,22 @@ TEST(CopyLine, EscapesCopyTextAndWritesBytesAsHex) {
             "/a\\tb\tline\\nnext \\\\ end\t\\N\t7\tf\t3\t2\t0\n"
             "/bin\t\\N\t\\\\x00ff\t8\tf\t8\t1\t94\n"
             "/gone\t\\N\t\\N\t9\tt\t\\N\t\\N\t\\N\n");
+  std::string escapes;
+  append_copy_text(escapes, "\\start middle\tand\r\nend\\");
+  EXPECT_EQ(escapes, "\\\\start middle\\tand\\r\\nend\\\\");
+  escapes.clear();
+  append_copy_text(escapes, "nothing to escape");
+  EXPECT_EQ(escapes, "nothing to escape");
+  // Long fields are scanned eight bytes at a time: each escaped byte at every position, and bytes
+  // near them that need no escape (0x0e, 0x5b, 0x5d, 0xff), come out right.
+  const std::string plain = "0123456789abcdef\x0e\x5b\x5d\xff-0123456789abcdef";
+  for (std::size_t at = 0; at <= plain.size(); ++at) {
+    for (auto [raw, escaped] : {std::pair<char, const char*>{'\\', "\\\\"}, {'\t', "\\t"}, {'\n', "\\n"}, {'\r', "\\r"}}) {
+      std::string got;
+      append_copy_text(got, plain.substr(0, at) + raw + plain.substr(at));
+      EXPECT_EQ(got, plain.substr(0, at) + escaped + plain.substr(at)) << "at " << at;
+    }
+  }
   EXPECT_EQ(copy_in_sql("etcd", "BEGIN; "), std::string("BEGIN; COPY etcd (") + kCopyColumns + ") FROM STDIN");
 }
 
@@ -157,6 +173,19 @@ TEST(Keys, IsTextAcceptsValidUtf8WithoutNul) {
   EXPECT_FALSE(is_text("\xed\xa0\x80"));          // surrogate
   EXPECT_FALSE(is_text("\xf4\x90\x80\x80"));      // above U+10FFFF
   EXPECT_FALSE(is_text("\xe2\x82"));              // truncated at the end
+  // Longer values go eight bytes at a time while they are plain ASCII: every position counts.
+  const std::string ascii = "0123456789abcdefghijklmnopqrstuv";
+  EXPECT_TRUE(is_text(ascii));
+  for (std::size_t at = 0; at < ascii.size(); ++at) {
+    std::string nul = ascii, high = ascii;
+    nul[at] = '\0';
+    high[at] = '\xff';
+    EXPECT_FALSE(is_text(nul)) << "NUL at " << at;
+    EXPECT_FALSE(is_text(high)) << "0xff at " << at;
+    EXPECT_TRUE(is_text(ascii.substr(0, at) + "\xc3\xa9" + ascii.substr(at))) << "é at " << at;
+  }
+  EXPECT_FALSE(is_text(ascii + "\xe2\x82"));  // truncated after a long plain stretch
+  EXPECT_TRUE(is_text(std::string(ascii) + "\x7f\x01"));
 }
 
 TEST(MirrorBatches, CutsTransactionsAtBatchSizeBetweenRevisionsOnly) {
