@@ -429,11 +429,24 @@ struct Mirror::CopyPipe {
 
 asio::awaitable<void> Mirror::copy_backlog(const MirrorBatches& batches) {
   CopyPipe pipe(io_, batches.copy_runs(std::max<std::size_t>(kCopyRunEvents, config_->sync.batch_size)));
+  std::size_t stride = 1;
   if (pipe.runs.size() > 1) {
-    if (!copy_pg_.connected()) co_await open_database(copy_pg_, config_.get());
-    spawn(io_, pipe.gate, copy_runs(batches, 1, copy_pg_, pipe), "mirror copy");
+    std::optional<std::string> unavailable;  // say, max_connections reached: one connection still works
+    try {
+      if (!copy_pg_.connected()) co_await open_database(copy_pg_, config_.get());
+    } catch (const SyncError& error) {
+      unavailable = error.what();
+    }
+    if (unavailable) {
+      copy_pg_.close();
+      log_warn("the mirror's second connection could not be opened; this backlog is copied on one",
+               {{"component", "mirror"}, {"error", *unavailable}});
+    } else {
+      stride = 2;
+      spawn(io_, pipe.gate, copy_runs(batches, 1, stride, copy_pg_, pipe), "mirror copy");
+    }
   }
-  co_await copy_runs(batches, 0, pg_, pipe);
+  co_await copy_runs(batches, 0, stride, pg_, pipe);
   co_await pipe.gate.close();
   if (!pipe.failed_run) co_return;
   if (!pipe.refused) std::rethrow_exception(pipe.failure);
@@ -457,11 +470,11 @@ asio::awaitable<void> Mirror::copy_backlog(const MirrorBatches& batches) {
   co_await pg_.pipeline(std::move(rest));
 }
 
-asio::awaitable<void> Mirror::copy_runs(const MirrorBatches& batches, std::size_t first_run, PgConnection& pg,
-                                        CopyPipe& pipe) {
+asio::awaitable<void> Mirror::copy_runs(const MirrorBatches& batches, std::size_t first_run, std::size_t stride,
+                                        PgConnection& pg, CopyPipe& pipe) {
   // A run below the lowest failed one still commits; one above it must not.
   auto failed_before = [&pipe](std::size_t run) { return pipe.failed_run && *pipe.failed_run < run; };
-  for (std::size_t i = first_run; i < pipe.runs.size() && !failed_before(i); i += 2) {
+  for (std::size_t i = first_run; i < pipe.runs.size() && !failed_before(i); i += stride) {
     std::exception_ptr failure;
     bool refused = false;
     try {

@@ -74,15 +74,16 @@ class Mirror final : public Engine {
   /// (MirrorBatches::copy_runs) is one COPY into `etcd` with its checkpoint. Runs alternate between
   /// two connections, so PostgreSQL works on one run's rows while the other's commit; a run
   /// commits only after the run before it did, so the checkpoint never passes a revision that is
-  /// not committed. If PostgreSQL refuses a row as a duplicate, that run and any after it are rolled
+  /// not committed (when the second connection cannot be opened, all runs go on the first). If
+  /// PostgreSQL refuses a row as a duplicate, that run and any after it are rolled
   /// back and their events inserted with ON CONFLICT DO NOTHING, as is every backlog after it.
   /// Throws the first run's SyncError otherwise (both connections are then closed).
   asio::awaitable<void> copy_backlog(const MirrorBatches& batches);
   struct CopyPipe;
-  /// Copies the runs first_run, first_run + 2, ... on `pg`, each committed in its turn; records
-  /// a failure in `pipe` instead of throwing.
-  asio::awaitable<void> copy_runs(const MirrorBatches& batches, std::size_t first_run, PgConnection& pg,
-                                  CopyPipe& pipe);
+  /// Copies the runs first_run, first_run + stride, ... on `pg`, each committed in its turn;
+  /// records a failure in `pipe` instead of throwing.
+  asio::awaitable<void> copy_runs(const MirrorBatches& batches, std::size_t first_run, std::size_t stride,
+                                  PgConnection& pg, CopyPipe& pipe);
   /// BEGIN, then the COPY of the rows of transactions [first, end) on `pg`, left open for its commit.
   asio::awaitable<void> copy_rows(PgConnection& pg, const MirrorBatches& batches, std::size_t first, std::size_t end);
   void throw_if_stopping() const;
