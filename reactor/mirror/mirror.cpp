@@ -8,6 +8,8 @@
 #include "reactor/mirror/watch_response.hpp"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 
 namespace etcd_sync {
 
@@ -15,13 +17,34 @@ namespace {
 
 constexpr std::size_t max_queued_bytes = 64 * 1024 * 1024;  // watch responses waiting for PostgreSQL
 
-// A backlog of this many events read at once (a catch-up after downtime or an outage) is copied:
-// below it, one pipeline of INSERTs for all its transactions costs fewer round trips than a COPY
-// per transaction. perf/README.md, (f).
-constexpr std::size_t kCopyMinEvents = 1000;
-// Events per COPY transaction, or batch_size when that is larger. Memory stays bounded by the
-// queue's max_queued_bytes.
+// When a backlog is copied (perf/README.md, (f)).
+struct CopyLimits {
+  // A backlog of this many events read at once (a catch-up after downtime or an outage) is
+  // copied: below it, one pipeline of INSERTs for all its transactions costs fewer round trips
+  // than a COPY per transaction.
+  std::size_t min_events = 1000;
+  // Events per COPY transaction, or batch_size when that is larger (0 here); a transaction of more
+  // is a run alone. Memory stays bounded by the queue's max_queued_bytes.
+  std::size_t run_events = 0;
+};
 constexpr std::size_t kCopyRunEvents = 10000;
+
+// The fault suite lowers both, so that the backlogs of its short outages (a few hundred events)
+// are copied in several runs on both connections: ETCD_SYNC_TEST_COPY_BACKLOG="min_events,run_events",
+// read once. Unset (as in production) or malformed, the defaults hold.
+const CopyLimits& copy_limits() {
+  static const CopyLimits limits = [] {
+    CopyLimits l;
+    const char* text = std::getenv("ETCD_SYNC_TEST_COPY_BACKLOG");
+    unsigned long min_events = 0, run_events = 0;
+    if (text && std::sscanf(text, "%lu,%lu", &min_events, &run_events) == 2 && min_events > 0 && run_events > 0) {
+      l.min_events = min_events;
+      l.run_events = run_events;
+    }
+    return l;
+  }();
+  return limits;
+}
 constexpr std::size_t kCopyChunkBytes = 256 * 1024;  // COPY data per write
 constexpr const char* kUniqueViolation = "23505";     // PostgreSQL docs, Appendix A: unique_violation
 
@@ -387,7 +410,7 @@ asio::awaitable<void> Mirror::apply(const MirrorBatches& batches) {
   }
   if (!dry_run_) {
     auto started = std::chrono::steady_clock::now();
-    if (copy_backlogs_ && batches.events() >= kCopyMinEvents) {
+    if (copy_backlogs_ && batches.events() >= copy_limits().min_events) {
       co_await copy_backlog(batches);
     } else {
       failpoint("mirror.before_commit");
@@ -428,7 +451,10 @@ struct Mirror::CopyPipe {
 };
 
 asio::awaitable<void> Mirror::copy_backlog(const MirrorBatches& batches) {
-  CopyPipe pipe(io_, batches.copy_runs(std::max<std::size_t>(kCopyRunEvents, config_->sync.batch_size)));
+  const auto run_events = copy_limits().run_events > 0
+                              ? copy_limits().run_events
+                              : std::max<std::size_t>(kCopyRunEvents, config_->sync.batch_size);
+  CopyPipe pipe(io_, batches.copy_runs(run_events));
   std::size_t stride = 1;
   if (pipe.runs.size() > 1) {
     std::optional<std::string> unavailable;  // say, max_connections reached: one connection still works
@@ -448,6 +474,10 @@ asio::awaitable<void> Mirror::copy_backlog(const MirrorBatches& batches) {
   }
   co_await copy_runs(batches, 0, stride, pg_, pipe);
   co_await pipe.gate.close();
+  log_debug("backlog copied", {{"component", "mirror"}, {"events", static_cast<std::int64_t>(batches.events())},
+                               {"runs", static_cast<std::int64_t>(pipe.runs.size())},
+                               {"runs_committed", static_cast<std::int64_t>(pipe.committed)},
+                               {"connections", static_cast<std::int64_t>(stride)}});
   if (!pipe.failed_run) co_return;
   if (!pipe.refused) std::rethrow_exception(pipe.failure);
   // A row of the run is there already, so rows above the checkpoint exist: another etcd-sync on

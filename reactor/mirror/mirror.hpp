@@ -70,7 +70,7 @@ class Mirror final : public Engine {
   /// watch must end (session.error is set).
   asio::awaitable<bool> apply_queued(WatchSession& session, std::int64_t start_revision);
   asio::awaitable<void> apply(const MirrorBatches& batches);
-  /// A backlog (kCopyMinEvents or more events read at once): each run of transactions
+  /// A backlog (1,000 or more events read at once: CopyLimits in mirror.cpp): each run of transactions
   /// (MirrorBatches::copy_runs) is one COPY into `etcd` with its checkpoint. Runs alternate between
   /// two connections, so PostgreSQL works on one run's rows while the other's commit; a run
   /// commits only after the run before it did, so the checkpoint never passes a revision that is

@@ -60,7 +60,7 @@ void Deployment::write_config(std::size_t index) {
   out << "]\nprefix = \"" << settings_.prefix << "\"\ndial_timeout = \"" << settings_.dial_timeout
       << "\"\nrequest_timeout = \"" << settings_.request_timeout << "\"\n\n"
       << "[sync]\ndirection = \"bidirectional\"\nconflict_resolution = \"" << to_string(settings_.mode) << "\"\n"
-      << "batch_size = 100\nsync_interval = \"" << settings_.sync_interval << "\"\n\n"
+      << "batch_size = 20\nsync_interval = \"" << settings_.sync_interval << "\"\n\n"
       << "[sync.retry]\nmax_attempts = " << settings_.max_attempts << "\ninitial_backoff = \"" << settings_.initial_backoff
       << "\"\nmax_backoff = \"" << settings_.max_backoff << "\"\n\n"
       << "[ha]\nelection_prefix = \"" << settings_.election_prefix << "\"\nttl = \"" << settings_.ha_ttl_seconds
@@ -101,7 +101,10 @@ void Deployment::start() {
 }
 
 void Deployment::start_instance(std::size_t index) {
-  instances.at(index)->start({"start", "-c", config_path(index).string()});
+  // The outages here leave backlogs of tens of events: copy those of 10 or more, one 20-event
+  // transaction per run, so that COPY, its two connections and its ordered commits take the
+  // faults too.
+  instances.at(index)->start({"start", "-c", config_path(index).string()}, {{"ETCD_SYNC_TEST_COPY_BACKLOG", "10,20"}});
 }
 
 bool Deployment::wait_campaigned(std::size_t index, std::chrono::milliseconds deadline) {
