@@ -182,15 +182,49 @@ std::chrono::milliseconds Mirror::on_failure(const SyncError& error) {
   return status_.failed(error, config_->sync.retry);
 }
 
+void Mirror::append_reconcile(std::int64_t revision, std::vector<PgStatement>& statements) const {
+  // Keys gone from etcd get a tombstone at the snapshot revision; keys whose latest row is older
+  // than their mod_revision get a row at it (a row at the same revision whose value differs is
+  // rewritten: validate --fix).
+  statements.push_back(
+      {"INSERT INTO etcd (key, value, value_bytes, revision, tombstone) "
+       "SELECT l.key, NULL, NULL, $2::bigint, true FROM ("
+       "  SELECT DISTINCT ON (key) key, tombstone FROM etcd"
+       "   WHERE ($1 = '' OR starts_with(key, $1)) ORDER BY key, revision DESC) l "
+       "WHERE NOT l.tombstone AND NOT EXISTS (SELECT 1 FROM etcd_sync_snapshot s WHERE s.key = l.key) "
+       "ON CONFLICT (key, revision) DO NOTHING",
+       {PgParam::text(prefix()), PgParam::int64(revision)}});
+  statements.push_back(
+      {"INSERT INTO etcd (key, value, value_bytes, revision, tombstone, create_revision, version, lease) "
+       "SELECT key, value, value_bytes, revision, false, create_revision, version, lease FROM etcd_sync_snapshot "
+       "ON CONFLICT (key, revision) DO UPDATE SET value = EXCLUDED.value, value_bytes = EXCLUDED.value_bytes, "
+       "tombstone = false, create_revision = EXCLUDED.create_revision, version = EXCLUDED.version, "
+       "lease = EXCLUDED.lease WHERE etcd.value IS DISTINCT FROM EXCLUDED.value "
+       "OR etcd.value_bytes IS DISTINCT FROM EXCLUDED.value_bytes OR etcd.tombstone",
+       {}});
+}
+
 asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
   status_.set(resync ? MirrorState::resyncing : MirrorState::snapshotting);  // coroutine-safe: enum arms
   auto range = prefix_range(config_->etcd.prefix);
-  co_await pg_.execute_script(
-      "BEGIN; CREATE TEMP TABLE etcd_sync_snapshot (key text NOT NULL, value text, value_bytes bytea, "
-      "revision bigint NOT NULL, tombstone boolean NOT NULL, create_revision bigint, version bigint, lease bigint) "
-      "ON COMMIT DROP");
-  auto copy = copy_in_sql("etcd_sync_snapshot");
-  co_await pg_.copy_start(std::move(copy));
+  // The first snapshot of a prefix with no rows yet has nothing to reconcile: its rows are copied
+  // straight into `etcd` (a row that appears meanwhile fails the COPY as a duplicate, and the next
+  // attempt reconciles). Otherwise they go to a temporary table first.
+  auto probe = co_await pg_.query("SELECT EXISTS (SELECT 1 FROM etcd WHERE $1 = '' OR starts_with(key, $1))",
+                                  pg_params(PgParam::text(prefix())));
+  const bool has_rows = probe.boolean(0, 0);
+  const bool direct = !resync && !has_rows;
+  if (direct) {
+    auto copy = copy_in_sql("etcd", "BEGIN; ");
+    co_await pg_.copy_start(std::move(copy));
+  } else {
+    co_await pg_.execute_script(
+        "BEGIN; CREATE TEMP TABLE etcd_sync_snapshot (key text NOT NULL, value text, value_bytes bytea, "
+        "revision bigint NOT NULL, tombstone boolean NOT NULL, create_revision bigint, version bigint, "
+        "lease bigint) ON COMMIT DROP");
+    auto copy = copy_in_sql("etcd_sync_snapshot");
+    co_await pg_.copy_start(std::move(copy));
+  }
   std::int64_t revision = 0;
   std::int64_t keys = 0;
   std::vector<RejectedKey> rejected;
@@ -225,37 +259,21 @@ asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
     request.set_limit(next_range_page_limit(page.ByteSizeLong(), page.kvs_size()));
     request.set_key(page.kvs(page.kvs_size() - 1).key() + '\0');
   }
-  co_await pg_.copy_end();
-  co_await pg_.execute_script("ANALYZE etcd_sync_snapshot");
+  auto copied = co_await pg_.copy_end();
   throw_if_stopping();
-
-  // Reconcile: keys gone from etcd get a tombstone at the snapshot revision; keys whose latest row is
-  // older than their mod_revision get a row at it. Then the checkpoint moves to the snapshot.
   std::vector<PgStatement> statements;
-  statements.push_back(
-      {"INSERT INTO etcd (key, value, value_bytes, revision, tombstone) "
-       "SELECT l.key, NULL, NULL, $2::bigint, true FROM ("
-       "  SELECT DISTINCT ON (key) key, tombstone FROM etcd"
-       "   WHERE ($1 = '' OR starts_with(key, $1)) ORDER BY key, revision DESC) l "
-       "WHERE NOT l.tombstone AND NOT EXISTS (SELECT 1 FROM etcd_sync_snapshot s WHERE s.key = l.key) "
-       "ON CONFLICT (key, revision) DO NOTHING",
-       {PgParam::text(prefix()), PgParam::int64(revision)}});
-  statements.push_back(
-      {"INSERT INTO etcd (key, value, value_bytes, revision, tombstone, create_revision, version, lease) "
-       "SELECT key, value, value_bytes, revision, false, create_revision, version, lease FROM etcd_sync_snapshot "
-       "ON CONFLICT (key, revision) DO UPDATE SET value = EXCLUDED.value, value_bytes = EXCLUDED.value_bytes, "
-       "tombstone = false, create_revision = EXCLUDED.create_revision, version = EXCLUDED.version, "
-       "lease = EXCLUDED.lease WHERE etcd.value IS DISTINCT FROM EXCLUDED.value "
-       "OR etcd.value_bytes IS DISTINCT FROM EXCLUDED.value_bytes OR etcd.tombstone",
-       {}});
+  if (!direct) {
+    co_await pg_.execute_script("ANALYZE etcd_sync_snapshot");
+    append_reconcile(revision, statements);
+  }
   append_rejected_inserts(rejected, statements);
   statements.push_back(checkpoint_statement(prefix(), revision));
   fencing_.append(statements);
   auto results = co_await pg_.pipeline(std::move(statements));
   co_await pg_.execute_script("COMMIT");
   status_.working(Peer::postgresql);
-  std::int64_t tombstones = results[0].affected();
-  std::int64_t added = results[1].affected();
+  std::int64_t tombstones = direct ? 0 : results[0].affected();
+  std::int64_t added = direct ? copied.affected() : results[1].affected();
 
   LogFields fields{{"component", "mirror"}, {"revision", revision}, {"keys", keys},
                    {"rows_added", added}, {"tombstones_added", tombstones},

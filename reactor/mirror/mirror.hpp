@@ -63,7 +63,12 @@ class Mirror final : public Engine {
   std::chrono::milliseconds on_failure(const SyncError& error);
   asio::awaitable<void> connect_postgres();
   asio::awaitable<std::optional<std::int64_t>> load_checkpoint();
+  /// A snapshot at one revision (returned): the first of a prefix with no rows is copied straight
+  /// into `etcd`; a resync, or a snapshot where rows exist, goes through a temporary table and
+  /// append_reconcile. Throws SyncError.
   asio::awaitable<std::int64_t> snapshot(bool resync);
+  /// The reconcile of the temporary table etcd_sync_snapshot (taken at `revision`) into `etcd`.
+  void append_reconcile(std::int64_t revision, std::vector<PgStatement>& statements) const;
   asio::awaitable<void> watch(std::int64_t start_revision);
   asio::awaitable<void> read_responses(WatchSession& session);
   /// Moves the queued responses into transactions (batch_size) and applies them; false when the

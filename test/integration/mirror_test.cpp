@@ -331,6 +331,33 @@ TEST_F(MirrorTest, TransactionsHoldAtMostBatchSizeEvents) {
   EXPECT_EQ(service.terminate(5s), 0);
 }
 
+// The first snapshot of a prefix copies straight into `etcd` only when no row of the prefix is
+// there. Rows already there (restored from a backup, say, with the checkpoint lost) are
+// reconciled instead: a key gone from etcd gets its tombstone, a row equal to etcd's is kept once.
+TEST_F(MirrorTest, FirstSnapshotOverRowsAlreadyThereReconcilesThem) {
+  const auto a = env_->client->put("/pre/a", "1");
+  env_->client->put("/pre/b", "2");
+  const auto config = env_->write_config(settings("/pre/"));
+  ASSERT_EQ(run_binary({"migrate", "-c", config.string()}).exit_code, 0);
+  env_->db().exec_params("INSERT INTO etcd (key, value, revision) VALUES ('/pre/a', '1', $1::bigint), ('/pre/gone', 'old', 1)",
+                         {std::to_string(a)});
+  ServiceProcess service(env_->dir.path(), "prefilled");
+  env_->start_service(service, config);
+  const auto now = env_->client->revision();
+  ASSERT_TRUE(env_->wait_mirrored(now, 10s, "/pre/")) << service.log_text();
+  auto rows = env_->db().exec(
+      "SELECT key, revision, tombstone FROM etcd WHERE starts_with(key, '/pre/') ORDER BY key, revision");
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(*rows[0][0], "/pre/a");
+  EXPECT_EQ(std::stoll(*rows[0][1]), a);
+  EXPECT_EQ(*rows[1][0], "/pre/b");
+  EXPECT_EQ(*rows[2][0], "/pre/gone");
+  EXPECT_EQ(*rows[3][0], "/pre/gone");
+  EXPECT_EQ(*rows[3][2], "t") << "a tombstone at the snapshot's revision";
+  EXPECT_EQ(std::stoll(*rows[3][1]), now);
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
 // A backlog found at start (a thousand events or more read at once) is copied into `etcd` with COPY
 // in transactions of up to 10,000 events, on two connections: every revision once, in order, with
 // tombstones, bytes, etcd's metadata and the rejected key, in transactions larger than batch_size.
