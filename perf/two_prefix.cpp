@@ -393,7 +393,7 @@ Outcome run_two_prefix(const BenchOptions& options) {
   return {"k two-prefix",
           format("two instances, each %.0f puts/s + %.0f rows/s: mirror p99 a %.2f, b %.2f ms; outbox p99 a %.2f, b %.2f "
                  "ms; CPU etcd %.0f%%, postgres %.0f%%, etcd-sync a %.0f%%, b %.0f%%. One instance, both loads: mirror "
-                 "p99 %.2f, %.2f ms; outbox p99 %.2f, %.2f ms; CPU etcd %.0f%%, postgres %.0f%%, etcd-sync %.0f%% "
+                 "p99 a %.2f, b %.2f ms; outbox p99 a %.2f, b %.2f ms; CPU etcd %.0f%%, postgres %.0f%%, etcd-sync %.0f%% "
                  "(no target; %s)",
                  options.rate, wal_rate, fa.mirror.visible_ms.p99, fb.mirror.visible_ms.p99, fa.outbox_ms.p99,
                  fb.outbox_ms.p99, two_cpu[0], two_cpu[1], two_cpu[2], two_cpu[3], oa.mirror.visible_ms.p99,
