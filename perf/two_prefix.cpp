@@ -19,6 +19,8 @@
 #include "reactor/keys/keys.hpp"
 #include "reactor/loop/wakeup.hpp"
 
+#include <unistd.h>
+
 #include <fstream>
 
 namespace etcd_sync::bench {
