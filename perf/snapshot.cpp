@@ -127,8 +127,8 @@ Outcome run_snapshot(const BenchOptions& options) {
   bool met = done && full && range.keys == load.loaded && copy.rows == load.loaded && seconds < 60 &&
              peak_kib * 1024 < 150'000'000 && ratio >= 0.8;
   return {"d snapshot",
-          format("%lld keys in %.1f s, %.0f keys/s, reference %.0f keys/s (etcd Range %.0f/s, COPY %.0f/s), ratio %.3f, "
-                 "peak RSS %.1f MiB (targets >= 0.8, < 60 s, < 150 MB%s): %s",
+          format("%lld keys in %.1f s, %.0f keys/s, reference %.0f keys/s (etcd Range %.0f/s, COPY %.0f/s), ratio %.3f "
+                 "(target >= 0.8), peak RSS %.1f MiB (targets < 60 s, < 150 MB%s): %s",
                  static_cast<long long>(load.loaded), seconds, snapshot_rate, reference, range_rate, copy_rate, ratio,
                  peak_kib / 1024.0, full ? "" : "; NOT the full key count", met ? "met" : "MISSED"),
           met};
