@@ -110,7 +110,7 @@ double tree_seconds(pid_t root, bool reaped_children) {
 
 double cpu_seconds(pid_t pid) { return pid > 0 ? ticks_to_seconds(stat_fields(pid)) : 0; }
 
-double tree_cpu_seconds(pid_t root) { return tree_seconds(root, false); }
+double tree_cpu_seconds(pid_t root, bool reaped) { return tree_seconds(root, reaped); }
 
 std::int64_t status_number(pid_t pid, const std::string& field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -141,10 +141,6 @@ std::string load_average() {
   return a + " " + b + " " + c;
 }
 
-namespace {
-
-/// Seconds all cores were busy since boot (/proc/stat "cpu": everything but idle and iowait), and
-/// of those the steal: time the hypervisor gave this virtual machine's cores to someone else.
 std::pair<double, double> machine_busy_and_steal_seconds() {
   std::ifstream in("/proc/stat");
   std::string label;
@@ -158,7 +154,6 @@ std::pair<double, double> machine_busy_and_steal_seconds() {
   return {total / tick, steal / tick};
 }
 
-/// Seconds some task waited on `resource` since boot (/proc/pressure/<resource>, "some ... total=").
 double pressure_seconds(const std::string& resource) {
   std::ifstream in("/proc/pressure/" + resource);
   std::string line;
@@ -168,8 +163,6 @@ double pressure_seconds(const std::string& resource) {
   }
   return 0;
 }
-
-}  // namespace
 
 std::vector<double> MachineShare::sample() const {
   // Every live process of the tree rooted here, each with its own time and the time of its children
@@ -200,7 +193,8 @@ CpuShare::CpuShare(pid_t etcd_sync, pid_t etcd, pid_t postmaster) : pids_{etcd_s
 
 std::vector<double> CpuShare::sample() const {
   auto [busy, steal] = machine_busy_and_steal_seconds();
-  return {cpu_seconds(pids_[0]), cpu_seconds(pids_[1]), tree_cpu_seconds(pids_[2]), cpu_seconds(getpid()),
+  // PostgreSQL with the backends it reaped: one that ends inside the window stays counted.
+  return {cpu_seconds(pids_[0]), cpu_seconds(pids_[1]), tree_cpu_seconds(pids_[2], true), cpu_seconds(getpid()),
           busy, pressure_seconds("io"), steal};
 }
 

@@ -23,6 +23,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace etcd_sync::bench {
@@ -49,8 +50,10 @@ std::string describe_ms(const Distribution& d);
 
 /// user+system CPU seconds a process has used, from /proc/PID/stat; 0 when it is gone.
 double cpu_seconds(pid_t pid);
-/// CPU seconds of a process plus all its live descendants (the postmaster and its backends).
-double tree_cpu_seconds(pid_t root);
+/// CPU seconds of a process plus all its live descendants (the postmaster and its backends); with
+/// `reaped`, also what descendants that ended took, once a process of the tree reaped them (cutime
+/// + cstime), so a backend that exits inside a window keeps its time in the difference.
+double tree_cpu_seconds(pid_t root, bool reaped = false);
 /// A field of /proc/PID/status in kB (VmHWM, VmRSS), or -1 when it cannot be read.
 std::int64_t status_kib(pid_t pid, const std::string& field);
 /// A number from /proc/PID/status (voluntary_ctxt_switches, Threads), or -1.
@@ -59,6 +62,12 @@ std::int64_t status_number(pid_t pid, const std::string& field);
 std::int64_t threads_status_sum(pid_t pid, const std::string& field);
 /// "/proc/loadavg" without the trailing fields: "1.23 0.98 0.75".
 std::string load_average();
+/// Seconds all cores were busy since boot (/proc/stat "cpu": everything but idle and iowait), and
+/// of those the steal: time the hypervisor gave this virtual machine's cores to someone else.
+std::pair<double, double> machine_busy_and_steal_seconds();
+/// Seconds some task waited on `resource` ("io", "cpu") since boot (/proc/pressure/<resource>,
+/// "some ... total="); 0 when the kernel has no pressure stall information.
+double pressure_seconds(const std::string& resource);
 
 /// The CPU the whole benchmark (this process and everything it started, alive or already reaped:
 /// servers, etcd-sync instances, etcdctl) took over a window, what other processes on the machine
@@ -249,6 +258,8 @@ Outcome run_pruning(const BenchOptions& options);         // (g)
 Outcome run_failover(const BenchOptions& options);        // (h)
 Outcome run_takeover(const BenchOptions& options);        // (i)
 Outcome run_logging(const BenchOptions& options);         // (j)
+Outcome run_two_prefix(const BenchOptions& options);      // (k)
+Outcome run_prune_mechanism(const BenchOptions& options); // (l)
 
 /// printf-style formatting into a std::string.
 std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -1,8 +1,8 @@
 // etcd-sync-bench: the load generator and scenarios of perf/README.md.
 //
 //   etcd-sync-bench [options] all | saturation | mirror-latency | outbox | snapshot | idle | catch-up | pruning |
-//                             failover | takeover | logging ...
-//   (a..j are aliases of the scenarios in that order)
+//                             failover | takeover | logging | two-prefix | prune-mechanism ...
+//   (a..l are aliases of the scenarios in that order)
 //
 // Each scenario starts its own etcd, PostgreSQL and etcd-sync on free loopback ports in a temp
 // directory, prints details and one "RESULT" line, and leaves the logs in --out/<scenario>/.
@@ -35,6 +35,7 @@ const Scenario scenarios[] = {
     {"idle", "e", run_idle},             {"catch-up", "f", run_catch_up},
     {"pruning", "g", run_pruning},       {"failover", "h", run_failover},
     {"takeover", "i", run_takeover},     {"logging", "j", run_logging},
+    {"two-prefix", "k", run_two_prefix}, {"prune-mechanism", "l", run_prune_mechanism},
 };
 
 std::string machine() {
@@ -59,7 +60,8 @@ int main(int argc, char** argv) {
   CLI::App app{"etcd-sync benchmarks: etcd and PostgreSQL on loopback, the etcd-sync binary, a load generator"};
   BenchOptions o;
   std::vector<std::string> names;
-  app.add_option("scenarios", names, "all (default), or any of: saturation mirror-latency outbox snapshot idle catch-up pruning failover takeover logging (a..j)");
+  app.add_option("scenarios", names, "all (default), or any of: saturation mirror-latency outbox snapshot idle catch-up pruning failover takeover logging "
+                 "two-prefix prune-mechanism (a..l)");
   app.add_option("--out", o.out_dir, "where each scenario's logs and config are kept")->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "[sync] batch_size of the service")->capture_default_str();
   app.add_option("--log-level", o.log_level, "[logging] level of the service")->capture_default_str();
@@ -73,18 +75,18 @@ int main(int argc, char** argv) {
   app.add_flag("--etcdctl-watch", o.etcdctl_watch,
                "(a) also run `etcdctl watch --prefix` (etcd's own Go client) and compare its progress with the mirror");
   app.add_option("--warmup", o.warmup_seconds, "(a) warm-up before the window")->capture_default_str();
-  app.add_option("--rate", o.rate, "(b, c, g) puts or rows per second")->capture_default_str();
-  app.add_option("--latency-seconds", o.latency_seconds, "(b, c) how long the fixed rate runs")->capture_default_str();
+  app.add_option("--rate", o.rate, "(b, c, g, k) puts or rows per second (k: puts per prefix)")->capture_default_str();
+  app.add_option("--latency-seconds", o.latency_seconds, "(b, c, k) how long the fixed rate runs")->capture_default_str();
   app.add_option("--inserters", o.inserters, "(c) PostgreSQL connections inserting at the fixed rate")->capture_default_str();
   app.add_option("--wal-rows", o.wal_rows, "(c) rows in the throughput INSERT")->capture_default_str();
   app.add_option("--keys", o.snapshot_keys, "(d) keys in the snapshot")->capture_default_str();
   app.add_option("--value-bytes", o.value_bytes, "value size of every put and row")->capture_default_str();
   app.add_option("--load-budget", o.load_budget_seconds, "(d) seconds allowed for loading etcd")->capture_default_str();
-  app.add_option("--load-concurrency", o.load_concurrency, "(d, f) Txns in flight while loading")->capture_default_str();
+  app.add_option("--load-concurrency", o.load_concurrency, "(c, d, f) Txns in flight while loading (c: its reference)")->capture_default_str();
   app.add_option("--idle-seconds", o.idle_seconds, "(e) measured idle window")->capture_default_str();
   app.add_option("--catchup-events", o.catchup_events, "(f) puts written to etcd while etcd-sync is stopped")
       ->capture_default_str();
-  app.add_option("--prune-rows", o.prune_rows, "(g) history rows to prune (10 versions per key) under the --rate puts")
+  app.add_option("--prune-rows", o.prune_rows, "(g, l) history rows to prune (10 versions per key)")
       ->capture_default_str();
   app.add_option("--load-rate", o.load_rate, "(h, i) etcd_wal rows/s and etcd puts/s of the steady load")->capture_default_str();
   app.add_option("--rounds", o.rounds, "(h) kills of etcd's leader while etcd-sync works on it")->capture_default_str();
@@ -105,7 +107,8 @@ int main(int argc, char** argv) {
         found = true;
       }
     if (!found) {
-      std::fprintf(stderr, "unknown scenario '%s' (all, saturation, mirror-latency, outbox, snapshot, idle, catch-up, pruning, failover, takeover, logging, a..j)\n",
+      std::fprintf(stderr, "unknown scenario '%s' (all, saturation, mirror-latency, outbox, snapshot, idle, catch-up, pruning, failover, "
+                   "takeover, logging, two-prefix, prune-mechanism, a..l)\n",
                    name.c_str());
       return 2;
     }

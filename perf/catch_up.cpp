@@ -22,39 +22,6 @@ using namespace std::chrono_literals;
 
 std::string catch_up_key(int i) { return format("/bench/catchup/%07d", i); }
 
-/// COPY text of the rows the mirror writes for `load`'s puts (each a key's first version, no lease),
-/// in chunks of about a MiB.
-std::vector<std::string> twin_rows(const TxnLoad& load) {
-  std::vector<std::string> chunks(1);
-  for (int i = 0; i < load.total; ++i) {
-    const auto revision = std::to_string(load.revisions[static_cast<std::size_t>(i / puts_per_txn)]);
-    auto& chunk = chunks.back();
-    chunk += catch_up_key(i);
-    chunk += '\t';
-    chunk += load.value;
-    chunk += '\t' + revision + '\t' + revision + "\t1\t0\n";  // revision, create_revision, version, lease
-    if (chunk.size() >= (1 << 20)) chunks.emplace_back();
-  }
-  return chunks;
-}
-
-struct CopyFigures {
-  double seconds = 0;
-  std::int64_t rows = 0;
-};
-
-asio::awaitable<void> copy_twin(PgConnection& pg, const std::vector<std::string>& chunks, CopyFigures& out) {
-  co_await pg.connect(5s);
-  co_await pg.execute_script("CREATE TABLE etcd_copy_twin (LIKE etcd INCLUDING ALL)");
-  const auto began = Clock::now();
-  co_await pg.copy_start(
-      "COPY etcd_copy_twin (key, value, revision, create_revision, version, lease) FROM STDIN");
-  for (const auto& chunk : chunks) co_await pg.copy_data(chunk);
-  auto result = co_await pg.copy_end();
-  out.seconds = seconds_since(began);
-  out.rows = result.affected();
-}
-
 struct WatchFigures {
   double seconds = 0;
   std::int64_t events = 0;
@@ -162,12 +129,12 @@ Outcome run_catch_up(const BenchOptions& options) {
                 watched.events / watched.seconds));
 
   // The reference: the same rows with COPY into a twin of `etcd`, etcd-sync stopped.
-  const auto chunks = twin_rows(load);
+  const auto chunks = twin_copy_rows(load);
   CopyFigures copy;
   PgConnection pg(loop.io(), env.conninfo(), "bench");
   CpuShare copy_cpu(env.service_pid(), env.env.etcd.pid(), env.env.postgres.pid());
   copy_cpu.start();
-  loop.run(copy_twin(pg, chunks, copy));
+  loop.run(copy_into_twin(pg, "etcd_copy_twin", chunks, copy));
   const auto copy_cpu_line = copy_cpu.stop();  // before the session ends: its backend's CPU is counted
   pg.close();
   const double copy_rate = copy.rows / copy.seconds;

@@ -1,4 +1,5 @@
 #include "perf/etcd_load.hpp"
+#include "reactor/keys/keys.hpp"
 #include "reactor/loop/wakeup.hpp"
 
 namespace etcd_sync::bench {
@@ -40,6 +41,53 @@ asio::awaitable<void> load_etcd(Loop& loop, TxnLoad& load, int concurrency) {
   }
   while (load.running > 0) co_await done.wait(1s);
   if (load.failure) std::rethrow_exception(load.failure);
+}
+
+std::vector<std::string> twin_copy_rows(const TxnLoad& load) {
+  std::vector<std::string> chunks(1);
+  for (int i = 0; i < load.total; ++i) {
+    const auto revision = std::to_string(load.revisions[static_cast<std::size_t>(i / puts_per_txn)]);
+    auto& chunk = chunks.back();
+    chunk += load.key(i);
+    chunk += '\t';
+    chunk += load.value;
+    chunk += '\t' + revision + '\t' + revision + "\t1\t0\n";  // revision, create_revision, version, lease
+    if (chunk.size() >= (1 << 20)) chunks.emplace_back();
+  }
+  return chunks;
+}
+
+asio::awaitable<void> copy_into_twin(PgConnection& pg, std::string twin, const std::vector<std::string>& chunks,
+                                     CopyFigures& out) {
+  co_await pg.connect(5s);
+  co_await pg.execute_script("CREATE TABLE " + twin + " (LIKE etcd INCLUDING ALL)");
+  const auto began = Clock::now();
+  co_await pg.copy_start("COPY " + twin + " (key, value, revision, create_revision, version, lease) FROM STDIN");
+  for (const auto& chunk : chunks) co_await pg.copy_data(chunk);
+  auto result = co_await pg.copy_end();
+  out.seconds = seconds_since(began);
+  out.rows = result.affected();
+}
+
+asio::awaitable<void> range_read(EtcdClient& etcd, std::string prefix, RangeFigures& out) {
+  auto range = prefix_range(prefix);
+  etcdserverpb::RangeRequest request;
+  request.set_key(range.key);
+  request.set_range_end(range.range_end);
+  request.set_limit(kRangeFirstPageKeys);
+  const auto began = Clock::now();
+  for (;;) {
+    request.set_revision(out.revision);  // 0 for the first page: etcd's current revision, then pinned
+    auto page = co_await etcd.range(request);
+    if (out.revision == 0) out.revision = page.header().revision();
+    ++out.pages;
+    for (const auto& kv : page.kvs()) out.bytes += static_cast<std::int64_t>(kv.key().size() + kv.value().size());
+    out.keys += page.kvs_size();
+    if (!page.more() || page.kvs().empty()) break;
+    request.set_limit(next_range_page_limit(page.ByteSizeLong(), page.kvs_size()));
+    request.set_key(page.kvs(page.kvs_size() - 1).key() + '\0');
+  }
+  out.seconds = seconds_since(began);
 }
 
 }  // namespace etcd_sync::bench

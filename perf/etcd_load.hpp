@@ -1,5 +1,7 @@
-// Loading etcd fast, as (d) snapshot and (f) catch-up do: puts in Txns of 128 (etcd 3.4's default
-// --max-txn-ops), several Txns in flight, on the generator's loop.
+// Loading etcd fast, as (c) outbox's reference, (d) snapshot and (f) catch-up do: puts in Txns of
+// 128 (etcd 3.4's default --max-txn-ops), several Txns in flight, on the generator's loop. And the
+// references those scenarios measure beside etcd-sync: the same rows sent with COPY into a twin of
+// the `etcd` table, and etcd's own Range read of a prefix paged as the snapshot pages it.
 #pragma once
 
 #include "perf/bench_env.hpp"
@@ -30,5 +32,38 @@ struct TxnLoad {
 /// Runs `load` with `concurrency` Txns in flight until every key is put or its deadline passed;
 /// rethrows the first failure.
 asio::awaitable<void> load_etcd(Loop& loop, TxnLoad& load, int concurrency);
+
+/// COPY text (key, value, revision, create_revision, version, lease) of the rows the mirror writes
+/// for `load`'s puts, each a key's first version without a lease, in chunks of about a MiB. The
+/// value is written as it is: the bench's values need no COPY escaping.
+std::vector<std::string> twin_copy_rows(const TxnLoad& load);
+
+/// What one COPY into a twin of `etcd` took, from its start to its end (its commit).
+struct CopyFigures {
+  double seconds = 0;
+  std::int64_t rows = 0;
+};
+
+/// Connects `pg`, creates `twin` as `CREATE TABLE twin (LIKE etcd INCLUDING ALL)` (same columns,
+/// defaults, constraints and indexes as the mirror's table; `etcd` must exist), then times one
+/// `COPY twin (key, value, revision, create_revision, version, lease) FROM STDIN` of `chunks`.
+/// Throws SyncError from PgConnection when PostgreSQL refuses.
+asio::awaitable<void> copy_into_twin(PgConnection& pg, std::string twin, const std::vector<std::string>& chunks,
+                                     CopyFigures& out);
+
+/// What etcd's Range read of a prefix took.
+struct RangeFigures {
+  double seconds = 0;
+  std::int64_t keys = 0;
+  std::int64_t pages = 0;
+  std::int64_t bytes = 0;  ///< key and value bytes of every KeyValue read
+  std::int64_t revision = 0;
+};
+
+/// Reads every key under `prefix` at one revision (etcd's current one, taken from the first page),
+/// in pages sized by bytes as the mirror's snapshot and `validate` size them (kRangeFirstPageKeys,
+/// then next_range_page_limit of the previous page, reactor/keys), touching every key and value.
+/// Throws SyncError from EtcdClient on a failed Range.
+asio::awaitable<void> range_read(EtcdClient& etcd, std::string prefix, RangeFigures& out);
 
 }  // namespace etcd_sync::bench

@@ -51,20 +51,22 @@ asio::awaitable<void> wait_checkpoint(PgConnection& pg, std::int64_t revision, s
   }
 }
 
-void install_seen_trigger(testing::PgClient& db) {
+void install_seen_trigger(testing::PgClient& db, const std::string& schema) {
   // Fires at the mirror's COMMIT (deferred), so clock_timestamp() is when the row becomes visible.
-  db.exec(
-      "CREATE TABLE bench_seen (revision bigint PRIMARY KEY, seen timestamptz NOT NULL);"
-      "CREATE FUNCTION bench_seen_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-      "  INSERT INTO bench_seen VALUES (NEW.revision, clock_timestamp()) ON CONFLICT DO NOTHING; RETURN NULL; "
-      "END $$;"
-      "CREATE CONSTRAINT TRIGGER bench_seen AFTER INSERT ON etcd DEFERRABLE INITIALLY DEFERRED "
-      "  FOR EACH ROW EXECUTE FUNCTION bench_seen_row();");
+  // Every name is qualified: the mirror's session has its own search_path.
+  const std::string s = "\"" + schema + "\".";
+  db.exec("CREATE TABLE " + s + "bench_seen (revision bigint PRIMARY KEY, seen timestamptz NOT NULL);"
+          "CREATE FUNCTION " + s + "bench_seen_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+          "  INSERT INTO " + s + "bench_seen VALUES (NEW.revision, clock_timestamp()) ON CONFLICT DO NOTHING; "
+          "  RETURN NULL; END $$;"
+          "CREATE CONSTRAINT TRIGGER bench_seen AFTER INSERT ON " + s + "etcd DEFERRABLE INITIALLY DEFERRED "
+          "  FOR EACH ROW EXECUTE FUNCTION " + s + "bench_seen_row();");
 }
 
-std::map<std::int64_t, std::int64_t> read_seen(testing::PgClient& db) {
+std::map<std::int64_t, std::int64_t> read_seen(testing::PgClient& db, const std::string& schema) {
   std::map<std::int64_t, std::int64_t> seen;
-  for (const auto& row : db.exec("SELECT revision, (extract(epoch FROM seen) * 1000000)::bigint FROM bench_seen"))
+  for (const auto& row : db.exec("SELECT revision, (extract(epoch FROM seen) * 1000000)::bigint FROM \"" + schema +
+                                 "\".bench_seen"))
     seen[std::stoll(*row[0])] = std::stoll(*row[1]);
   return seen;
 }

@@ -39,11 +39,12 @@ asio::awaitable<void> pace_puts(Loop& loop, PacedPuts& state, double rate);
 /// Waits until the mirror's checkpoint reaches `revision`; throws after `deadline`.
 asio::awaitable<void> wait_checkpoint(PgConnection& pg, std::int64_t revision, std::chrono::seconds deadline);
 
-/// Adds the side table `bench_seen` and its deferred constraint trigger on `etcd` (after
-/// `etcd-sync migrate`; rows inserted before are not recorded).
-void install_seen_trigger(testing::PgClient& db);
-/// bench_seen: revision -> wall micros of the mirror's COMMIT.
-std::map<std::int64_t, std::int64_t> read_seen(testing::PgClient& db);
+/// Adds the side table `bench_seen` and its deferred constraint trigger on `etcd` in `schema`
+/// ("public", or the [postgresql] schema of an instance) after `etcd-sync migrate`; rows inserted
+/// before are not recorded.
+void install_seen_trigger(testing::PgClient& db, const std::string& schema = "public");
+/// <schema>.bench_seen: revision -> wall micros of the mirror's COMMIT.
+std::map<std::int64_t, std::int64_t> read_seen(testing::PgClient& db, const std::string& schema = "public");
 
 /// The figures of the puts `chosen` picks (all when empty).
 struct MirrorLatency {
