@@ -1,5 +1,7 @@
 #include "perf/bench_env.hpp"
 
+#include "reactor/keys/keys.hpp"
+
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -132,6 +134,15 @@ std::int64_t threads_status_sum(pid_t pid, const std::string& field) {
       if (line.rfind(field + ":", 0) == 0) total += std::stoll(line.substr(field.size() + 1));
   }
   return total;
+}
+
+etcdserverpb::WatchCreateRequest prefix_watch(const std::string& prefix, std::int64_t start_revision) {
+  auto range = prefix_range(prefix);
+  etcdserverpb::WatchCreateRequest create;
+  create.set_key(range.key);
+  create.set_range_end(range.range_end);
+  create.set_start_revision(start_revision);
+  return create;
 }
 
 std::string load_average() {

@@ -62,6 +62,9 @@ std::int64_t status_number(pid_t pid, const std::string& field);
 std::int64_t threads_status_sum(pid_t pid, const std::string& field);
 /// "/proc/loadavg" without the trailing fields: "1.23 0.98 0.75".
 std::string load_average();
+
+/// A Watch of every key under `prefix` (etcd's prefix range_end) from `start_revision` on.
+etcdserverpb::WatchCreateRequest prefix_watch(const std::string& prefix, std::int64_t start_revision);
 /// Seconds all cores were busy since boot (/proc/stat "cpu": everything but idle and iowait), and
 /// of those the steal: time the hypervisor gave this virtual machine's cores to someone else.
 std::pair<double, double> machine_busy_and_steal_seconds();

@@ -31,11 +31,7 @@ struct WatchFigures {
 /// until an event at `to_revision` arrived (nothing is written meanwhile).
 asio::awaitable<void> watch_history(Loop& loop, std::int64_t from_revision, std::int64_t to_revision, WatchFigures& out) {
   auto watch = loop.etcd().open_watch();
-  auto range = prefix_range(bench_prefix);
-  etcdserverpb::WatchCreateRequest create;
-  create.set_key(range.key);
-  create.set_range_end(range.range_end);
-  create.set_start_revision(from_revision);
+  const auto create = prefix_watch(bench_prefix, from_revision);
   const auto began = Clock::now();
   co_await watch->start(create);
   std::int64_t seen = 0;
@@ -129,18 +125,8 @@ Outcome run_catch_up(const BenchOptions& options) {
                 watched.events / watched.seconds));
 
   // The reference: the same rows with COPY into a twin of `etcd`, etcd-sync stopped.
-  const auto chunks = twin_copy_rows(load);
-  CopyFigures copy;
-  PgConnection pg(loop.io(), env.conninfo(), "bench");
-  CpuShare copy_cpu(env.service_pid(), env.env.etcd.pid(), env.env.postgres.pid());
-  copy_cpu.start();
-  loop.run(copy_into_twin(pg, "etcd_copy_twin", chunks, copy));
-  const auto copy_cpu_line = copy_cpu.stop();  // before the session ends: its backend's CPU is counted
-  pg.close();
+  const auto copy = time_twin_copy(loop, env, load, env.service_pid());
   const double copy_rate = copy.rows / copy.seconds;
-  detail(format("reference: COPY of the same %lld rows into etcd_copy_twin (LIKE etcd INCLUDING ALL): %.2f s, %.0f rows/s",
-                static_cast<long long>(copy.rows), copy.seconds, copy_rate));
-  detail("during the COPY: " + copy_cpu_line);
   detail("load average after: " + load_average());
 
   const double ratio = copy_rate > 0 ? events_per_second / copy_rate : 0;

@@ -60,13 +60,32 @@ std::vector<std::string> twin_copy_rows(const TxnLoad& load) {
 asio::awaitable<void> copy_into_twin(PgConnection& pg, std::string twin, const std::vector<std::string>& chunks,
                                      CopyFigures& out) {
   co_await pg.connect(5s);
-  co_await pg.execute_script("CREATE TABLE " + twin + " (LIKE etcd INCLUDING ALL)");
+  std::string create = "CREATE TABLE " + twin + " (LIKE etcd INCLUDING ALL)";
+  co_await pg.execute_script(std::move(create));
   const auto began = Clock::now();
-  co_await pg.copy_start("COPY " + twin + " (key, value, revision, create_revision, version, lease) FROM STDIN");
+  std::string copy = "COPY " + twin + " (key, value, revision, create_revision, version, lease) FROM STDIN";
+  co_await pg.copy_start(std::move(copy));
   for (const auto& chunk : chunks) co_await pg.copy_data(chunk);
   auto result = co_await pg.copy_end();
   out.seconds = seconds_since(began);
   out.rows = result.affected();
+}
+
+CopyFigures time_twin_copy(Loop& loop, BenchEnv& env, const TxnLoad& load, pid_t service_pid) {
+  const auto chunks = twin_copy_rows(load);
+  CopyFigures copy;
+  PgConnection pg(loop.io(), env.conninfo(), "bench");
+  CpuShare cpu(service_pid, env.env.etcd.pid(), env.env.postgres.pid());
+  cpu.start();
+  loop.run(copy_into_twin(pg, "etcd_copy_twin", chunks, copy));
+  const auto cpu_line = cpu.stop();  // before the session ends: its backend's CPU is counted
+  pg.close();
+  const double rate = copy.rows / copy.seconds;
+  detail(format("reference: COPY of the same %lld rows into etcd_copy_twin (LIKE etcd INCLUDING ALL): %.2f s, %.0f rows/s",
+                static_cast<long long>(copy.rows), copy.seconds, rate));
+  detail("during the COPY: " + cpu_line);
+  env.env.db().exec("DROP TABLE etcd_copy_twin");
+  return copy;
 }
 
 asio::awaitable<void> range_read(EtcdClient& etcd, std::string prefix, RangeFigures& out) {

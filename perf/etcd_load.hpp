@@ -51,6 +51,11 @@ struct CopyFigures {
 asio::awaitable<void> copy_into_twin(PgConnection& pg, std::string twin, const std::vector<std::string>& chunks,
                                      CopyFigures& out);
 
+/// The COPY reference of (d) and (f), etcd-sync stopped: `load`'s rows copied into a new
+/// `etcd_copy_twin` over a connection of the generator's, timed, printed as two detail lines (the
+/// figure; the CPU meanwhile, `service_pid`'s too if it is not 0), and the twin dropped.
+CopyFigures time_twin_copy(Loop& loop, BenchEnv& env, const TxnLoad& load, pid_t service_pid);
+
 /// What etcd's Range read of a prefix took.
 struct RangeFigures {
   double seconds = 0;

@@ -103,11 +103,7 @@ asio::awaitable<void> saturate(Loop& loop, PgConnection& pg, Saturation& state, 
   Wakeup done(loop.io());
   if (options.reference_watch) {
     state.watch = loop.etcd().open_watch();
-    auto range = prefix_range(bench_prefix);
-    etcdserverpb::WatchCreateRequest create;
-    create.set_key(range.key);
-    create.set_range_end(range.range_end);
-    create.set_start_revision(figures.start_revision + 1);
+    const auto create = prefix_watch(bench_prefix, figures.start_revision + 1);
     co_await state.watch->start(create);
     asio::co_spawn(loop.io(), reference_watch(state), [&state, &done](std::exception_ptr) {
       state.watch_done = true;

@@ -86,11 +86,7 @@ asio::awaitable<void> latency_run(Loop& loop, std::vector<std::unique_ptr<PgConn
   // event can be missed.
   auto from = co_await etcd_revision(loop.etcd()) + 1;
   state.stream = loop.etcd().open_watch();
-  auto range = prefix_range(latency_prefix);
-  etcdserverpb::WatchCreateRequest create;
-  create.set_key(range.key);
-  create.set_range_end(range.range_end);
-  create.set_start_revision(from);
+  const auto create = prefix_watch(latency_prefix, from);
   co_await state.stream->start(create);
   auto created = co_await state.stream->read();
   if (!created || !created->created()) throw std::runtime_error("the watch was not created");

@@ -97,19 +97,8 @@ Outcome run_snapshot(const BenchOptions& options) {
                 static_cast<long long>(range.revision), static_cast<long long>(range.keys), range.bytes / 1048576.0,
                 static_cast<long long>(range.pages), range.seconds, range_rate));
   detail("during the Range read: " + range_cpu_line);
-  const auto chunks = twin_copy_rows(load);
-  CopyFigures copy;
-  PgConnection pg(loop.io(), env.conninfo(), "bench");
-  CpuShare copy_cpu(0, env.env.etcd.pid(), env.env.postgres.pid());
-  copy_cpu.start();
-  loop.run(copy_into_twin(pg, "etcd_copy_twin", chunks, copy));
-  const auto copy_cpu_line = copy_cpu.stop();  // before the session ends: its backend's CPU is counted
-  pg.close();
+  const auto copy = time_twin_copy(loop, env, load, 0);
   const double copy_rate = copy.rows / copy.seconds;
-  detail(format("reference: COPY of the same %lld rows into etcd_copy_twin (LIKE etcd INCLUDING ALL): %.2f s, %.0f rows/s",
-                static_cast<long long>(copy.rows), copy.seconds, copy_rate));
-  detail("during the COPY: " + copy_cpu_line);
-  env.env.db().exec("DROP TABLE etcd_copy_twin");
   const double reference = std::min(range_rate, copy_rate);
   const double snapshot_rate = load.loaded / seconds;
   const double ratio = reference > 0 ? snapshot_rate / reference : 0;

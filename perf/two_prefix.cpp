@@ -95,11 +95,7 @@ asio::awaitable<void> open_wal_watch(Loop& loop, WalStream& stream) {
   for (auto& pg : stream.pool) co_await pg->connect(5s);
   const auto from = co_await etcd_revision(loop.etcd()) + 1;
   stream.watch = loop.etcd().open_watch();
-  auto range = prefix_range(stream.key_prefix);
-  etcdserverpb::WatchCreateRequest create;
-  create.set_key(range.key);
-  create.set_range_end(range.range_end);
-  create.set_start_revision(from);
+  const auto create = prefix_watch(stream.key_prefix, from);
   co_await stream.watch->start(create);
   auto created = co_await stream.watch->read();
   if (!created || !created->created()) throw std::runtime_error("the watch of " + stream.key_prefix + " was not created");

@@ -33,6 +33,17 @@ class MirrorTest : public SyncSuite {
     }
   }
 
+  /// `got` holds exactly `want`'s events, compared in (revision, key) order: the puts of one Txn
+  /// share a revision, and etcd's history lists them in the Txn's order.
+  static void expect_same_events(std::vector<HistoryEntry> want, std::vector<HistoryEntry> got) {
+    auto by_revision_then_key = [](const HistoryEntry& a, const HistoryEntry& b) {
+      return std::tie(a.revision, a.key) < std::tie(b.revision, b.key);
+    };
+    std::sort(want.begin(), want.end(), by_revision_then_key);
+    std::sort(got.begin(), got.end(), by_revision_then_key);
+    ASSERT_EQ(got.size(), want.size());
+    for (std::size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << "at " << i;
+  }
 };
 
 TEST_F(MirrorTest, QuickstartScenarioOneThreePutsAppearWithTheirRevisions) {
@@ -390,14 +401,8 @@ TEST_F(MirrorTest, BacklogAfterDowntimeIsCopiedWithEveryRevisionOnce) {
   ASSERT_TRUE(env_->wait_mirrored(now, 30s, "/backlog/")) << service.log_text();
   auto want = env_->client->history("/backlog/", first, now);
   std::erase_if(want, [&](const HistoryEntry& e) { return e.revision == bad; });  // not text: rejected
-  auto got = env_->mirror_rows("/backlog/");
-  auto by_revision_then_key = [](const HistoryEntry& a, const HistoryEntry& b) {
-    return std::tie(a.revision, a.key) < std::tie(b.revision, b.key);  // the Txn's puts share a revision
-  };
-  std::sort(want.begin(), want.end(), by_revision_then_key);
-  std::sort(got.begin(), got.end(), by_revision_then_key);
-  ASSERT_EQ(got.size(), want.size());
-  for (std::size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << "at " << i;
+  expect_same_events(want, env_->mirror_rows("/backlog/"));
+  if (HasFatalFailure()) return;
 
   // etcd's metadata, as etcd reports it now for the live keys; NULL on the tombstone.
   for (const std::string key : {"/backlog/k1", "/backlog/leased", "/backlog/txn127"}) {
@@ -457,14 +462,8 @@ TEST_F(MirrorTest, RowAlreadyAboveTheCheckpointTurnsTheBacklogIntoInserts) {
   env_->start_service(service, config);
   ASSERT_TRUE(env_->wait_mirrored(now, 30s, "/dup/")) << service.log_text();
   EXPECT_TRUE(service.wait_for_log("already in the etcd table", 5s));
-  auto got = env_->mirror_rows("/dup/");
-  auto by_revision_then_key = [](const HistoryEntry& a, const HistoryEntry& b) {
-    return std::tie(a.revision, a.key) < std::tie(b.revision, b.key);
-  };
-  std::sort(want.begin(), want.end(), by_revision_then_key);
-  std::sort(got.begin(), got.end(), by_revision_then_key);
-  ASSERT_EQ(got.size(), want.size());
-  for (std::size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << "at " << i;
+  expect_same_events(want, env_->mirror_rows("/dup/"));
+  if (HasFatalFailure()) return;
   auto largest = std::stoi(*env_->db().scalar(
       "SELECT max(n) FROM (SELECT count(*) AS n FROM etcd WHERE starts_with(key, '/dup/') GROUP BY xmin::text) t"));
   EXPECT_GE(largest, 9984) << "the first run was copied and kept";
