@@ -61,7 +61,7 @@ struct RetryConfig {
 struct SyncConfig {
   Direction direction = Direction::bidirectional;
   ConflictResolution conflict_resolution = ConflictResolution::etcd_wins;
-  int batch_size = 100;  ///< watch events per transaction; etcd_wal rows per outbox claim (>= 1)
+  int batch_size = 100;  ///< watch events per transaction (a backlog is copied in larger runs); etcd_wal rows per outbox claim (>= 1)
   std::chrono::milliseconds sync_interval{5000};  ///< safety sweep of etcd_wal
   RetryConfig retry;
 };

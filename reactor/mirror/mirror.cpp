@@ -45,6 +45,12 @@ const CopyLimits& copy_limits() {
   }();
   return limits;
 }
+// Events per COPY run for this batch_size.
+std::size_t copy_run_events(std::size_t batch_size) {
+  if (copy_limits().run_events > 0) return copy_limits().run_events;
+  return std::max(kCopyRunEvents, batch_size);
+}
+
 constexpr std::size_t kCopyChunkBytes = 256 * 1024;  // COPY data per write
 constexpr const char* kUniqueViolation = "23505";     // PostgreSQL docs, Appendix A: unique_violation
 
@@ -272,8 +278,12 @@ asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
   auto results = co_await pg_.pipeline(std::move(statements));
   co_await pg_.execute_script("COMMIT");
   status_.working(Peer::postgresql);
-  std::int64_t tombstones = direct ? 0 : results[0].affected();
-  std::int64_t added = direct ? copied.affected() : results[1].affected();
+  std::int64_t tombstones = 0;
+  std::int64_t added = copied.affected();
+  if (!direct) {
+    tombstones = results[0].affected();
+    added = results[1].affected();
+  }
 
   LogFields fields{{"component", "mirror"}, {"revision", revision}, {"keys", keys},
                    {"rows_added", added}, {"tombstones_added", tombstones},
@@ -469,10 +479,7 @@ struct Mirror::CopyPipe {
 };
 
 asio::awaitable<void> Mirror::copy_backlog(const MirrorBatches& batches) {
-  const auto run_events = copy_limits().run_events > 0
-                              ? copy_limits().run_events
-                              : std::max<std::size_t>(kCopyRunEvents, config_->sync.batch_size);
-  CopyPipe pipe(io_, batches.copy_runs(run_events));
+  CopyPipe pipe(io_, batches.copy_runs(copy_run_events(static_cast<std::size_t>(config_->sync.batch_size))));
   std::size_t stride = 1;
   if (pipe.runs.size() > 1) {
     std::optional<std::string> unavailable;  // say, max_connections reached: one connection still works
