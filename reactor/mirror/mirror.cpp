@@ -215,11 +215,14 @@ asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
   auto range = prefix_range(config_->etcd.prefix);
   // The first snapshot of a prefix with no rows yet has nothing to reconcile: its rows are copied
   // straight into `etcd` (a row that appears meanwhile fails the COPY as a duplicate, and the next
-  // attempt reconciles). Otherwise they go to a temporary table first.
-  auto probe = co_await pg_.query("SELECT EXISTS (SELECT 1 FROM etcd WHERE $1 = '' OR starts_with(key, $1))",
-                                  pg_params(PgParam::text(prefix())));
-  const bool has_rows = probe.boolean(0, 0);
-  const bool direct = !resync && !has_rows;
+  // attempt reconciles). Otherwise, and always for a resync, they go to a temporary table first.
+  // (Where other prefixes' rows fill the table, the probe reads it until a row of this prefix.)
+  bool direct = false;
+  if (!resync) {
+    auto probe = co_await pg_.query("SELECT EXISTS (SELECT 1 FROM etcd WHERE $1 = '' OR starts_with(key, $1))",
+                                    pg_params(PgParam::text(prefix())));
+    direct = !probe.boolean(0, 0);
+  }
   if (direct) {
     auto copy = copy_in_sql("etcd", "BEGIN; ");
     co_await pg_.copy_start(std::move(copy));
