@@ -32,24 +32,29 @@ std::string effective_prefix(std::string_view prefix) {
 
 namespace {
 
-// Eight bytes at a time: true when none has its high bit set and none is NUL (the zero-byte test
-// is the classic one: (v - 0x01..01) & ~v & 0x80..80 is nonzero exactly when some byte is 0).
-bool plain_ascii_word(std::string_view s, std::size_t i) {
+// Eight bytes at a time. The byte test is the classic one: (v - n * 0x01..01) & ~v & 0x80..80 is
+// nonzero exactly when some byte of v is below n (n <= 0x80; n = 1 finds a zero byte).
+constexpr std::uint64_t kOnes = 0x0101010101010101ULL, kHighs = 0x8080808080808080ULL;
+
+std::uint64_t word_at(std::string_view s, std::size_t i) {
   std::uint64_t v;
   std::memcpy(&v, s.data() + i, sizeof v);
-  constexpr std::uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
-  return (v & highs) == 0 && ((v - ones) & ~v & highs) == 0;
+  return v;
 }
 
-// Eight bytes at a time: true when none is one COPY's text format escapes ('\\', '\t', '\n', '\r').
-// A byte below 0x0e (which covers the last three) or equal to '\\' sends the word to the slow path.
+bool any_byte_below(std::uint64_t v, unsigned n) { return ((v - kOnes * n) & ~v & kHighs) != 0; }
+
+// True when no byte has its high bit set and none is NUL.
+bool plain_ascii_word(std::string_view s, std::size_t i) {
+  const auto v = word_at(s, i);
+  return (v & kHighs) == 0 && !any_byte_below(v, 1);
+}
+
+// True when no byte is one COPY's text format escapes ('\\', '\t', '\n', '\r'). A byte below 0x0e
+// (which covers the last three) or equal to '\\' sends the word to the slow path.
 bool nothing_to_escape_word(std::string_view s, std::size_t i) {
-  std::uint64_t v;
-  std::memcpy(&v, s.data() + i, sizeof v);
-  constexpr std::uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
-  const std::uint64_t below_0e = (v - ones * 0x0e) & ~v & highs;
-  const std::uint64_t backslash = v ^ (ones * '\\');
-  return below_0e == 0 && ((backslash - ones) & ~backslash & highs) == 0;
+  const auto v = word_at(s, i);
+  return !any_byte_below(v, 0x0e) && !any_byte_below(v ^ (kOnes * '\\'), 1);
 }
 
 }  // namespace

@@ -476,7 +476,7 @@ struct Mirror::CopyPipe {
   std::size_t committed = 0;                              // runs committed: they commit in order
   std::optional<std::size_t> failed_run;                  // the lowest run that failed
   std::exception_ptr failure;                             // its error
-  bool refused = false;                                   // it met a row already there
+  std::optional<std::string> refused;                     // it met a row already there: the error
   Broadcast turn;                                         // a run committed, or one failed
   Gate gate;                                              // the second connection's coroutine
 };
@@ -511,18 +511,12 @@ asio::awaitable<void> Mirror::copy_backlog(const MirrorBatches& batches) {
   // A row of the run is there already, so rows above the checkpoint exist: another etcd-sync on
   // an overlapping prefix, or rows written by hand. COPY cannot skip them; INSERT ... ON CONFLICT
   // DO NOTHING can, and the rows it skips are the same revisions etcd reported.
-  std::string refused;
-  try {
-    std::rethrow_exception(pipe.failure);
-  } catch (const SyncError& error) {
-    refused = error.what();
-  }
   co_await pg_.execute_script("ROLLBACK");  // a transaction left open (aborted or waiting its turn)
   if (copy_pg_.connected()) co_await copy_pg_.execute_script("ROLLBACK");
   copy_backlogs_ = false;
   log_warn("a row above the checkpoint is already in the etcd table; backlogs are inserted with ON CONFLICT "
            "DO NOTHING instead of copied from now on",
-           {{"component", "mirror"}, {"checkpoint", checkpoint_}, {"error", refused}});
+           {{"component", "mirror"}, {"checkpoint", checkpoint_}, {"error", *pipe.refused}});
   failpoint("mirror.before_commit");
   auto rest = batches.statements(prefix(), fence_statement(), pipe.runs[pipe.committed].first);  // runs commit in order
   co_await pg_.pipeline(std::move(rest));
@@ -534,7 +528,7 @@ asio::awaitable<void> Mirror::copy_runs(const MirrorBatches& batches, std::size_
   auto failed_before = [&pipe](std::size_t run) { return pipe.failed_run && *pipe.failed_run < run; };
   for (std::size_t i = first_run; i < pipe.runs.size() && !failed_before(i); i += stride) {
     std::exception_ptr failure;
-    bool refused = false;
+    std::optional<std::string> refused;
     try {
       co_await copy_rows(pg, batches, pipe.runs[i].first, pipe.runs[i].second);
       while (pipe.committed < i && !failed_before(i)) co_await pipe.turn.wait();
@@ -547,7 +541,7 @@ asio::awaitable<void> Mirror::copy_runs(const MirrorBatches& batches, std::size_
       co_await pg.pipeline(std::move(statements));
       pipe.committed = i + 1;
     } catch (const SyncError& error) {
-      refused = error.sqlstate() == kUniqueViolation;
+      if (error.sqlstate() == kUniqueViolation) refused = error.what();
       failure = std::current_exception();
     } catch (...) {
       failure = std::current_exception();
