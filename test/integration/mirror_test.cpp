@@ -33,6 +33,16 @@ class MirrorTest : public SyncSuite {
     }
   }
 
+  /// `txns` Txns of 128 puts each (etcd's default --max-txn-ops), one after the other: keys
+  /// `key_prefix` + 0, 1, 2, ..., each with `value`.
+  void put_txns_of_128(const std::string& key_prefix, int txns, const std::string& value) {
+    for (int t = 0; t < txns; ++t) {
+      std::vector<std::pair<std::string, std::string>> txn;
+      for (int i = 0; i < 128; ++i) txn.emplace_back(key_prefix + std::to_string(t * 128 + i), value);
+      env_->client->txn_puts(txn);
+    }
+  }
+
   /// `got` holds exactly `want`'s events, compared in (revision, key) order: the puts of one Txn
   /// share a revision, and etcd's history lists them in the Txn's order.
   static void expect_same_events(std::vector<HistoryEntry> want, std::vector<HistoryEntry> got) {
@@ -382,11 +392,7 @@ TEST_F(MirrorTest, BacklogAfterDowntimeIsCopiedWithEveryRevisionOnce) {
   std::vector<std::pair<std::string, std::string>> items;
   for (int i = 0; i < 3000; ++i) items.emplace_back("/backlog/k" + std::to_string(i % 400), "v" + std::to_string(i));
   env_->client->put_many(items, 16);
-  for (int t = 0; t < 160; ++t) {  // 20,480 events in one watch response: three COPY runs, two connections
-    std::vector<std::pair<std::string, std::string>> txn;
-    for (int i = 0; i < 128; ++i) txn.emplace_back("/backlog/many/" + std::to_string(t * 128 + i), "m");
-    env_->client->txn_puts(txn);
-  }
+  put_txns_of_128("/backlog/many/", 160, "m");  // 20,480 events in one watch response: three COPY runs, two connections
   env_->client->del("/backlog/k7");
   env_->client->put("/backlog/bytes", std::string("\x00\xff\t\\", 4));
   const auto bad = env_->client->put(std::string("/backlog/\xff", 10), "v");
@@ -447,11 +453,7 @@ TEST_F(MirrorTest, RowAlreadyAboveTheCheckpointTurnsTheBacklogIntoInserts) {
   ServiceProcess service(env_->dir.path(), "dup");
   env_->start_service(service, config);
   ASSERT_EQ(service.terminate(5s), 0);
-  for (int t = 0; t < 235; ++t) {
-    std::vector<std::pair<std::string, std::string>> txn;
-    for (int i = 0; i < 128; ++i) txn.emplace_back("/dup/t" + std::to_string(t) + "/" + std::to_string(i), "v");
-    env_->client->txn_puts(txn);
-  }
+  put_txns_of_128("/dup/", 235, "v");
   const auto now = env_->client->revision();
   auto want = env_->client->history("/dup/", first, now);
   ASSERT_EQ(want.size(), 30080u);
