@@ -200,13 +200,20 @@ std::string MachineShare::stop() const {
                 load_average().c_str(), ours, std::max(0.0, percent(1) - ours), percent(2), percent(3));
 }
 
-CpuShare::CpuShare(pid_t etcd_sync, pid_t etcd, pid_t postmaster) : pids_{etcd_sync, etcd, postmaster} {}
+CpuShare::CpuShare(std::vector<Process> processes) : processes_(std::move(processes)) {}
+
+CpuShare::CpuShare(pid_t etcd_sync, pid_t etcd, pid_t postmaster)
+    : CpuShare({{"etcd", etcd}, {"postgres", postmaster, true}, {"etcd-sync", etcd_sync}}) {}
 
 std::vector<double> CpuShare::sample() const {
+  std::vector<double> out;
+  for (const auto& p : processes_) out.push_back(p.tree ? tree_cpu_seconds(p.pid, true) : cpu_seconds(p.pid));
+  out.push_back(cpu_seconds(getpid()));
   auto [busy, steal] = machine_busy_and_steal_seconds();
-  // PostgreSQL with the backends it reaped: one that ends inside the window stays counted.
-  return {cpu_seconds(pids_[0]), cpu_seconds(pids_[1]), tree_cpu_seconds(pids_[2], true), cpu_seconds(getpid()),
-          busy, pressure_seconds("io"), steal};
+  out.push_back(busy);
+  out.push_back(steal);
+  out.push_back(pressure_seconds("io"));
+  return out;
 }
 
 void CpuShare::start() {
@@ -215,23 +222,25 @@ void CpuShare::start() {
 }
 
 std::string CpuShare::stop() {
-  auto now = sample();
-  double elapsed = seconds_since(began_);
+  const auto now = sample();
+  const double elapsed = seconds_since(began_);
+  auto share = [&](std::size_t i) { return elapsed > 0 ? 100.0 * (now[i] - at_start_[i]) / elapsed : 0.0; };
+  std::string line = "CPU over the window (% of one core):";
+  percent_.clear();
   double sum = 0;
-  for (int i = 0; i < 4; ++i) {
-    percent_[i] = elapsed > 0 ? 100.0 * (now[i] - at_start_[i]) / elapsed : 0;
-    sum += percent_[i];
+  for (std::size_t i = 0; i <= processes_.size(); ++i) {
+    percent_.push_back(share(i));
+    sum += percent_.back();
+    line += format(" %s %.0f%%,", i < processes_.size() ? processes_[i].name.c_str() : "generator", percent_.back());
   }
-  double machine = elapsed > 0 ? 100.0 * (now[4] - at_start_[4]) / elapsed : 0;
-  double io_stall = elapsed > 0 ? 100.0 * (now[5] - at_start_[5]) / elapsed : 0;
-  double steal = elapsed > 0 ? 100.0 * (now[6] - at_start_[6]) / elapsed : 0;
+  line.pop_back();  // the last comma
+  const auto n = processes_.size() + 1;
   // The machine is shared: what other processes took (and the hypervisor stole), and how long tasks
   // waited on the disk, say how far the figures above can be trusted.
-  return format("CPU over the window (%% of one core): etcd %.0f%%, postgres %.0f%%, etcd-sync %.0f%%, "
-                "generator %.0f%% (sum %.0f%% of %ld%%); other processes %.0f%% (of which steal %.0f%%); "
-                "io pressure %.1f%% of the window",
-                percent_[1], percent_[2], percent_[0], percent_[3], sum, 100 * sysconf(_SC_NPROCESSORS_ONLN),
-                std::max(0.0, machine - sum), steal, io_stall);
+  return line + format(" (sum %.0f%% of %ld%%); other processes %.0f%% (of which steal %.0f%%); io pressure %.1f%% of "
+                       "the window",
+                       sum, 100 * sysconf(_SC_NPROCESSORS_ONLN), std::max(0.0, share(n) - sum), share(n + 1),
+                       share(n + 2));
 }
 
 asio::awaitable<void> sleep_until(Clock::time_point until) {

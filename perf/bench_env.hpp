@@ -89,22 +89,35 @@ class MachineShare {
   std::vector<double> at_start_;
 };
 
-/// How the CPU was shared between the processes over a window: percent of one core each.
+/// How the CPU was shared between processes over a window: percent of one core each, the
+/// generator's (this process), and what the rest of the machine took meanwhile.
 class CpuShare {
  public:
+  /// One process to measure, named in the line. With `tree`, its children count too, those it has
+  /// reaped included: PostgreSQL's postmaster, so a backend that ends inside the window stays counted.
+  struct Process {
+    std::string name;
+    pid_t pid = 0;  ///< 0: not running (counts 0%)
+    bool tree = false;
+  };
+  explicit CpuShare(std::vector<Process> processes);
+  /// The usual three, in this order: etcd, PostgreSQL and etcd-sync (0 where the window has none).
   CpuShare(pid_t etcd_sync, pid_t etcd, pid_t postmaster);
   void start();
-  /// "etcd 95%, postgres 60%, etcd-sync 20%, generator 35% (sum 210% of 200%); other processes 5%
-  /// (of which steal 2%); io pressure 0.3% of the window".
+  /// "CPU over the window (% of one core): etcd 95%, postgres 60%, etcd-sync 20%, generator 35%
+  /// (sum 210% of 200%); other processes 5% (of which steal 2%); io pressure 0.3% of the window".
   std::string stop();
-  double etcd_sync_percent() const { return percent_[0]; }
+  /// Percent of one core of the `i`th process (in the order given) over the last window.
+  double percent(std::size_t i) const { return percent_.at(i); }
+  /// etcd-sync's percent, for the three-pid form.
+  double etcd_sync_percent() const { return percent(2); }
 
  private:
   std::vector<double> sample() const;
-  pid_t pids_[3];
+  std::vector<Process> processes_;
   Clock::time_point began_;
   std::vector<double> at_start_;
-  double percent_[4] = {0, 0, 0, 0};
+  std::vector<double> percent_;  ///< per process, then the generator
 };
 
 /// The generator's reactor: an io_context, the gRPC bridge and an EtcdClient on it. Not

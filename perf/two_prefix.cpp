@@ -189,57 +189,6 @@ void start_instance(Instance& instance) {
                                "):\n" + instance.service->log_text());
 }
 
-/// CPU of named processes over a window (percent of one core; PostgreSQL as its postmaster's
-/// tree), the generator, and what the rest of the machine took meanwhile.
-class ProcessCpu {
- public:
-  void add(std::string name, pid_t pid, bool tree = false) { processes_.push_back({std::move(name), pid, tree}); }
-  void start() {
-    at_start_ = sample();
-    began_ = Clock::now();
-  }
-  /// Percent of one core per process, in the order added, then the generator's.
-  std::vector<double> stop(std::string& line) {
-    const auto now = sample();
-    const double elapsed = seconds_since(began_);
-    std::vector<double> percent;
-    double ours = 0;
-    line = "CPU over the load (% of one core):";
-    for (std::size_t i = 0; i <= processes_.size(); ++i) {
-      percent.push_back(100.0 * (now[i] - at_start_[i]) / elapsed);
-      ours += percent.back();
-      line += format(" %s %.0f%%,", i < processes_.size() ? processes_[i].name.c_str() : "generator", percent.back());
-    }
-    const auto n = processes_.size() + 1;
-    const double machine = 100.0 * (now[n] - at_start_[n]) / elapsed;
-    const double steal = 100.0 * (now[n + 1] - at_start_[n + 1]) / elapsed;
-    const double io = 100.0 * (now[n + 2] - at_start_[n + 2]) / elapsed;
-    line += format(" sum %.0f%% of %ld%%; other processes %.0f%% (of which steal %.0f%%); io pressure %.1f%% of the window",
-                   ours, 100 * sysconf(_SC_NPROCESSORS_ONLN), std::max(0.0, machine - ours), steal, io);
-    return percent;
-  }
-
- private:
-  struct Process {
-    std::string name;
-    pid_t pid;
-    bool tree;
-  };
-  std::vector<double> sample() const {
-    std::vector<double> out;
-    for (const auto& p : processes_) out.push_back(p.tree ? tree_cpu_seconds(p.pid, true) : cpu_seconds(p.pid));
-    out.push_back(cpu_seconds(getpid()));
-    auto [busy, steal] = machine_busy_and_steal_seconds();
-    out.push_back(busy);
-    out.push_back(steal);
-    out.push_back(pressure_seconds("io"));
-    return out;
-  }
-  std::vector<Process> processes_;
-  std::vector<double> at_start_;
-  Clock::time_point began_;
-};
-
 /// The figures of one prefix's load after it ran.
 struct PrefixFigures {
   MirrorLatency mirror;
@@ -306,6 +255,46 @@ bool wait_mirrored(testing::PgClient& db, const Instance& instance, const PacedP
       [&] { return std::stoll(db.exec_params(sql, {instance.prefix})[0][0].value_or("0")) >= last; }, 60s, 20ms);
 }
 
+/// What one phase measured: each load's figures, and the CPU of etcd, PostgreSQL and each instance.
+struct Phase {
+  std::vector<PrefixFigures> figures;
+  std::vector<double> cpu;
+};
+
+/// Runs the loads of /bench/a/ and /bench/b/ at once, each in the schema of `owners[i]` (the
+/// instance that owns it), with keys of their own for `phase`; waits for the mirrors to reach the
+/// loads' last revisions; prints `heading`, the figures, and the CPU of etcd, PostgreSQL and each of
+/// `instances` (named etcd-sync <name>, or plain etcd-sync when there is one).
+Phase run_phase(BenchEnv& env, const BenchOptions& options, const std::vector<const Instance*>& owners,
+                const std::vector<const Instance*>& instances, const std::string& phase, const std::string& heading) {
+  auto& db = env.env.db();
+  Loop loop(env.etcd_endpoint());
+  std::vector<std::unique_ptr<PrefixLoad>> loads;
+  loads.push_back(make_load(loop, env.conninfo(), "/bench/a/", owners[0]->schema, phase, options));
+  loads.push_back(make_load(loop, env.conninfo(), "/bench/b/", owners[1]->schema, phase, options));
+  std::vector<CpuShare::Process> processes{{"etcd", env.env.etcd.pid()}, {"postgres", env.env.postgres.pid(), true}};
+  for (const auto* instance : instances)
+    processes.push_back({instances.size() > 1 ? "etcd-sync " + instance->name : "etcd-sync", instance->service->pid()});
+  CpuShare cpu(std::move(processes));
+  cpu.start();
+  loop.run(run_loads(loop, {loads[0].get(), loads[1].get()}, options.rate));
+  const auto cpu_line = cpu.stop();
+  Phase out;
+  for (std::size_t i = 0; i <= instances.size() + 1; ++i) out.cpu.push_back(cpu.percent(i));
+  for (std::size_t i = 0; i < loads.size(); ++i) {
+    for (auto& pg : loads[i]->wal.pool) pg->close();
+    if (!wait_mirrored(db, *owners[i], loads[i]->puts))
+      detail("NOTE: the mirror of " + loads[i]->prefix + " did not reach the load's last revision within 60 s");
+  }
+  detail(heading);
+  for (const auto& load : loads) {
+    out.figures.push_back(figures_of(db, *load));
+    print_figures(*load, out.figures.back());
+  }
+  detail(cpu_line);
+  return out;
+}
+
 }  // namespace
 
 Outcome run_two_prefix(const BenchOptions& options) {
@@ -316,7 +305,6 @@ Outcome run_two_prefix(const BenchOptions& options) {
   auto settings = BenchEnv::default_settings(options);
   BenchEnv env(options.out_dir / "two-prefix", settings, options);
   detail("servers: " + env.versions());
-  auto& db = env.env.db();
 
   // --- two instances, one prefix and one schema each ---
   auto a = make_instance(env, options, "a", "/bench/a/");
@@ -325,32 +313,7 @@ Outcome run_two_prefix(const BenchOptions& options) {
   start_instance(b);
   detail("instances: a (prefix /bench/a/, schema bench_a, election_prefix /etcd-sync/a/election/) and b (/bench/b/, "
          "bench_b, /etcd-sync/b/election/), both leading their own group");
-  PrefixFigures fa, fb;
-  std::vector<double> two_cpu;
-  {
-    Loop loop(env.etcd_endpoint());
-    auto load_a = make_load(loop, env.conninfo(), "/bench/a/", a.schema, "1", options);
-    auto load_b = make_load(loop, env.conninfo(), "/bench/b/", b.schema, "1", options);
-    ProcessCpu cpu;
-    cpu.add("etcd", env.env.etcd.pid());
-    cpu.add("postgres", env.env.postgres.pid(), true);
-    cpu.add("etcd-sync a", a.service->pid());
-    cpu.add("etcd-sync b", b.service->pid());
-    cpu.start();
-    loop.run(run_loads(loop, {load_a.get(), load_b.get()}, options.rate));
-    std::string cpu_line;
-    two_cpu = cpu.stop(cpu_line);
-    for (auto* load : {load_a.get(), load_b.get()})
-      for (auto& pg : load->wal.pool) pg->close();
-    if (!wait_mirrored(db, a, load_a->puts) || !wait_mirrored(db, b, load_b->puts))
-      detail("NOTE: a mirror did not reach the load's last revision within 60 s");
-    fa = figures_of(db, *load_a);
-    fb = figures_of(db, *load_b);
-    detail("two instances:");
-    print_figures(*load_a, fa);
-    print_figures(*load_b, fb);
-    detail(cpu_line);
-  }
+  const auto two = run_phase(env, options, {&a, &b}, {&a, &b}, "1", "two instances:");
   a.service->terminate();
   b.service->terminate();
 
@@ -359,34 +322,14 @@ Outcome run_two_prefix(const BenchOptions& options) {
   start_instance(one);
   detail("one instance: prefix /bench/, schema bench_one, election_prefix /etcd-sync/one/election/ (its snapshot "
          "took the keys written above)");
-  PrefixFigures oa, ob;
-  std::vector<double> one_cpu;
-  {
-    Loop loop(env.etcd_endpoint());
-    auto load_a = make_load(loop, env.conninfo(), "/bench/a/", one.schema, "2", options);
-    auto load_b = make_load(loop, env.conninfo(), "/bench/b/", one.schema, "2", options);
-    ProcessCpu cpu;
-    cpu.add("etcd", env.env.etcd.pid());
-    cpu.add("postgres", env.env.postgres.pid(), true);
-    cpu.add("etcd-sync", one.service->pid());
-    cpu.start();
-    loop.run(run_loads(loop, {load_a.get(), load_b.get()}, options.rate));
-    std::string cpu_line;
-    one_cpu = cpu.stop(cpu_line);
-    for (auto* load : {load_a.get(), load_b.get()})
-      for (auto& pg : load->wal.pool) pg->close();
-    if (!wait_mirrored(db, one, load_a->puts) || !wait_mirrored(db, one, load_b->puts))
-      detail("NOTE: the mirror did not reach the load's last revision within 60 s");
-    oa = figures_of(db, *load_a);
-    ob = figures_of(db, *load_b);
-    detail("one instance, both loads:");
-    print_figures(*load_a, oa);
-    print_figures(*load_b, ob);
-    detail(cpu_line);
-  }
+  const auto both = run_phase(env, options, {&one, &one}, {&one}, "2", "one instance, both loads:");
   one.service->terminate();
   detail("load average after: " + load_average());
 
+  const auto& fa = two.figures[0];
+  const auto& fb = two.figures[1];
+  const auto& oa = both.figures[0];
+  const auto& ob = both.figures[1];
   const bool complete = fa.complete && fb.complete && oa.complete && ob.complete;
   return {"k two-prefix",
           format("two instances, each %.0f puts/s + %.0f rows/s: mirror p99 a %.2f, b %.2f ms; outbox p99 a %.2f, b %.2f "
@@ -394,8 +337,8 @@ Outcome run_two_prefix(const BenchOptions& options) {
                  "p99 a %.2f, b %.2f ms; outbox p99 a %.2f, b %.2f ms; CPU etcd %.0f%%, postgres %.0f%%, etcd-sync %.0f%% "
                  "(no target; %s)",
                  options.rate, wal_rate, fa.mirror.visible_ms.p99, fb.mirror.visible_ms.p99, fa.outbox_ms.p99,
-                 fb.outbox_ms.p99, two_cpu[0], two_cpu[1], two_cpu[2], two_cpu[3], oa.mirror.visible_ms.p99,
-                 ob.mirror.visible_ms.p99, oa.outbox_ms.p99, ob.outbox_ms.p99, one_cpu[0], one_cpu[1], one_cpu[2],
+                 fb.outbox_ms.p99, two.cpu[0], two.cpu[1], two.cpu[2], two.cpu[3], oa.mirror.visible_ms.p99,
+                 ob.mirror.visible_ms.p99, oa.outbox_ms.p99, ob.outbox_ms.p99, both.cpu[0], both.cpu[1], both.cpu[2],
                  complete ? "every put mirrored and every row applied" : "NOT everything applied"),
           complete};
 }

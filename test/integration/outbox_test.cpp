@@ -480,6 +480,39 @@ TEST_F(OutboxTest, BurstLargerThanTheClaimsMayHoldAppliesWithoutWaitingForTheSwe
   EXPECT_EQ(count("SELECT count(*) FROM etcd_wal WHERE status = 'success' AND starts_with(key, '/burst/')"), rows);
 }
 
+// A claim's UPDATE changes no indexed column, and etcd_wal's pages are filled to half
+// (schema/008_outbox_fillfactor.sql), so claims are heap-only tuple updates: no new index entries.
+// (At fillfactor 100, 9% of them were.) The outcome's UPDATE changes status and never is.
+TEST_F(OutboxTest, ClaimsUpdateRowsInPlace) {
+  start(settings_for("/hot/"));
+  const std::string stats = "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = 'etcd_wal'::regclass";
+  auto read_stats = [&] {
+    auto row = db().exec(stats).at(0);
+    return std::pair{std::stoll(row.at(0).value_or("0")), std::stoll(row.at(1).value_or("0"))};
+  };
+  const auto [updates_before, hot_before] = read_stats();
+  const int rows = 2000;
+  db().exec_params("INSERT INTO etcd_wal (key, value) SELECT '/hot/' || i, repeat('v', 100) FROM generate_series(1, $1::int) i",
+                   {std::to_string(rows)});
+  const std::string pending = "SELECT count(*) FROM etcd_wal WHERE status = 'pending' AND starts_with(key, '/hot/')";
+  ASSERT_TRUE(wait_until([&] { return count(pending) == 0; }, 30s)) << count(pending) << " rows still pending";
+  // A session reports its counts at the end of a transaction a second or more after its last
+  // report, or after 10 s idle (PostgreSQL 15, pgstat.c): a row every 250 ms keeps the outbox's
+  // sessions busy until every update is counted. Those rows are claimed and settled too.
+  int ticks = 0;
+  std::pair<std::int64_t, std::int64_t> now;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        now = read_stats();
+        if (now.first - updates_before >= 2 * (rows + ticks)) return true;
+        insert_wal("/hot/tick-" + std::to_string(ticks++), "v", std::nullopt);
+        return false;
+      },
+      20s, 250ms))
+      << now.first - updates_before << " updates counted of " << 2 * (rows + ticks);
+  EXPECT_GE(now.second - hot_before, (rows + ticks) * 8 / 10) << "of " << now.first - updates_before << " updates";
+}
+
 // The outbox's PostgreSQL sessions (claims, outcome writes) are killed while rows flow: every row
 // still ends 'success', and reaches etcd exactly once.
 TEST_F(OutboxTest, KilledOutboxSessionsLoseNoRowAndRepeatNoWrite) {
