@@ -246,6 +246,7 @@ struct BenchOptions {
   int inserters = 8;
   // (c) throughput
   int wal_rows = 20000;
+  int wal_history = 0;  ///< (c) settled etcd_wal rows written and analyzed before the burst
   // (d) snapshot
   int snapshot_keys = 1000000;
   int value_bytes = 100;

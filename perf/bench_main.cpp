@@ -79,6 +79,10 @@ int main(int argc, char** argv) {
   app.add_option("--latency-seconds", o.latency_seconds, "(b, c, k) how long the fixed rate runs")->capture_default_str();
   app.add_option("--inserters", o.inserters, "(c) PostgreSQL connections inserting at the fixed rate")->capture_default_str();
   app.add_option("--wal-rows", o.wal_rows, "(c) rows in the throughput INSERT")->capture_default_str();
+  app.add_option("--wal-history", o.wal_history,
+                 "(c) settled etcd_wal rows written and analyzed first, as on a table of long history: the planner "
+                 "then believes nothing is pending")
+      ->capture_default_str();
   app.add_option("--keys", o.snapshot_keys, "(d) keys in the snapshot")->capture_default_str();
   app.add_option("--value-bytes", o.value_bytes, "value size of every put and row")->capture_default_str();
   app.add_option("--load-budget", o.load_budget_seconds, "(d) seconds allowed for loading etcd")->capture_default_str();

@@ -18,19 +18,42 @@ class ClaimSchedule {
 
   /// Claimed rows allowed before their outcomes are written: this many batches.
   static constexpr int kBatchesInFlight = 4;
-  /// Batches in etcd at once. Rows that arrive meanwhile wait for the next claim, so under load
-  /// each claim and Txn carries more rows: at 1000 rows/s, p99 COMMIT -> etcd fell from 22-37 ms
-  /// (no limit: a claim and a Txn for nearly every row) to 10-12.5 ms (perf/README.md).
+  /// Batches in etcd at once while rows are backed up (the last claim was full). Rows that arrive
+  /// meanwhile wait for the next claim, so under load each claim and Txn carries more rows: at 1000
+  /// rows/s, p99 COMMIT -> etcd fell from 22-37 ms (no limit: a claim and a Txn for nearly every
+  /// row) to 10-12.5 ms (perf/README.md).
   static constexpr int kBatchesApplying = 2;
 
   /// How many rows the next claim may take: up to `batch_size`, within kBatchesInFlight batches of
-  /// claimed-but-unwritten rows (`unsettled`) and kBatchesApplying batches in etcd. 0: no room;
-  /// wait until a batch ends or outcomes are written.
-  static std::int64_t claim_limit(int batch_size, std::size_t unsettled, int batches_applying) {
-    if (batches_applying >= kBatchesApplying) return 0;
+  /// claimed-but-unwritten rows (`unsettled`) and kBatchesApplying batches in etcd. While a batch
+  /// is in etcd and the last claim took every due row (`backed_up` false: it was short), the next
+  /// waits for that batch to end: the rows that arrive meanwhile then share one claim and one Txn
+  /// instead of overlapping two small ones (at 1000 rows/s: p99 COMMIT -> etcd event 14-16 ms
+  /// against 15-22 ms, perf/README.md). A full claim may have left rows behind; then claims overlap.
+  /// 0: no room; wait until a batch ends or outcomes are written.
+  static std::int64_t claim_limit(int batch_size, std::size_t unsettled, int batches_applying, bool backed_up) {
+    if (batches_applying >= (backed_up ? kBatchesApplying : 1)) return 0;
     const auto capacity = static_cast<std::int64_t>(kBatchesInFlight) * batch_size;
     const auto room = capacity - static_cast<std::int64_t>(unsettled);
     return std::clamp<std::int64_t>(room, 0, batch_size);
+  }
+
+  /// While claims are backed up, how often the outbox compares the planner's estimate of the
+  /// pending rows with a count of them (statistics_stale), and how long it waits after an ANALYZE
+  /// before it may run another.
+  static constexpr std::chrono::seconds kStatisticsCheckInterval{5};
+  static constexpr std::chrono::seconds kAnalyzeInterval{60};
+  /// The count stops at this many pending rows (a walk of etcd_wal_pending_idx: about a millisecond).
+  static constexpr std::int64_t kPendingSample = 10000;
+
+  /// Whether PostgreSQL's statistics of etcd_wal are too old for the claims: its planner estimates
+  /// `planner_estimate` pending rows where `counted` are (counted up to kPendingSample). Taken while
+  /// few rows were pending, they make it walk the partial indexes whole for each key it looks up
+  /// (it believes them nearly empty): O(pending) per claim, until autovacuum analyzes etcd_wal,
+  /// which on a table of long history may not happen before the backlog has drained. Stale when at
+  /// least 2,000 are pending and the estimate is under a quarter of them.
+  static bool statistics_stale(std::int64_t planner_estimate, std::int64_t counted) {
+    return counted >= 2000 && planner_estimate * 4 < counted;
   }
 
   /// A NOTIFY (lowest_id: the first new row it names) or a reconnect (nullopt: anywhere) says rows

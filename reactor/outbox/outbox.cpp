@@ -159,7 +159,8 @@ asio::awaitable<void> Outbox::claim_loop() {
         log_info("outbox barrier raised", {{"component", "outbox"}, {"barrier_revision", fence_.barrier_revision}});
       }
       set_activity(unsettled_ids_.empty() ? OutboxState::idle : OutboxState::applying);  // coroutine-safe: enum arms
-      const auto limit = ClaimSchedule::claim_limit(config.sync.batch_size, unsettled_ids_.size(), batches_applying_);
+      const auto limit =
+          ClaimSchedule::claim_limit(config.sync.batch_size, unsettled_ids_.size(), batches_applying_, backed_up_);
       if (limit == 0) {
         waiting_for_room_ = true;  // on_written wakes it whenever outcomes free room
         co_await wakeup_.wait(schedule_.sleep_limit(std::chrono::steady_clock::now(), config.sync.sync_interval));
@@ -178,16 +179,16 @@ asio::awaitable<void> Outbox::claim_loop() {
         continue;
       }
       set_activity(OutboxState::applying);
-      const bool full = static_cast<std::int64_t>(attempts.size()) >= limit;
       for (const auto& a : attempts) unsettled_ids_.insert(a.row.id);
       ++batches_applying_;
       spawn(io_, batches_, apply_batch(Batch{config_.snapshot(), std::move(attempts)}), "outbox batch", [this] {
         --batches_applying_;
         wakeup_.notify();
       });
+      if (backed_up_ && std::chrono::steady_clock::now() >= next_statistics_check_) co_await check_statistics();
       // A short claim took every due row: claim again only when told of more (a NOTIFY during the
       // claim already counts), not at once. A full one may have left some behind.
-      if (!full) co_await wakeup_.wait(schedule_.sleep_limit(std::chrono::steady_clock::now(), config.sync.sync_interval));
+      if (!backed_up_) co_await wakeup_.wait(schedule_.sleep_limit(std::chrono::steady_clock::now(), config.sync.sync_interval));
     } catch (const SyncError& error) {
       if (error.kind() == ErrorKind::fenced) {
         on_fenced(error);
@@ -221,11 +222,45 @@ asio::awaitable<std::vector<Outbox::Attempt>> Outbox::claim(std::int64_t limit) 
   fencing_.append(statements);
   auto results = co_await pg_.pipeline(std::move(statements));
   auto claimed = parse_claimed(results.front(), true, token, revision);
-  schedule_.end_claim(claimed.rows.size(), limit, claimed.lowest);
+  backed_up_ = schedule_.end_claim(claimed.rows.size(), limit, claimed.lowest);
   std::vector<Attempt> attempts;
   attempts.reserve(claimed.rows.size());
   for (auto& row : claimed.rows) attempts.push_back({std::move(row), std::nullopt, false});
   co_return attempts;
+}
+
+asio::awaitable<void> Outbox::check_statistics() {
+  using clock = std::chrono::steady_clock;
+  next_statistics_check_ = clock::now() + ClaimSchedule::kStatisticsCheckInterval;
+  std::vector<PgStatement> statements{pending_sample_statement(), planner_pending_estimate_statement(),
+                                      may_analyze_statement()};
+  auto results = co_await pg_.pipeline(std::move(statements));
+  const auto counted = results[0].int64(0, 0);
+  std::optional<std::int64_t> estimate;
+  if (results[1].rows() > 0) estimate = explained_rows(results[1].text(0, 0));
+  if (!estimate || !ClaimSchedule::statistics_stale(*estimate, counted)) co_return;
+  LogFields fields{{"component", "outbox"}, {"planner_estimate", *estimate}, {"pending_counted", counted}};
+  if (!results[2].boolean(0, 0)) {
+    if (!analyze_refused_)
+      log_warn("PostgreSQL's statistics of etcd_wal predate the rows now pending, and this role may not ANALYZE "
+               "etcd_wal (only its owner may): claims walk the pending rows until autovacuum analyzes it; run "
+               "ANALYZE etcd_wal after large INSERTs",
+               fields);
+    analyze_refused_ = true;
+    co_return;
+  }
+  const auto began = clock::now();
+  try {
+    std::string analyze = kAnalyzeWal;
+    co_await pg_.execute_script(std::move(analyze));
+  } catch (const SyncError& error) {
+    if (error.sqlstate() != "55P03") throw;  // lock_not_available: a VACUUM holds it
+    log_debug("ANALYZE etcd_wal waits for a lock; trying again at the next check", fields);
+    co_return;
+  }
+  next_statistics_check_ = clock::now() + ClaimSchedule::kAnalyzeInterval;
+  fields.push_back({"elapsed_ms", std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - began).count()});
+  log_info("analyzed etcd_wal: PostgreSQL's statistics predated the rows now pending", fields);
 }
 
 asio::awaitable<std::optional<std::int64_t>> Outbox::next_retry_ms() {

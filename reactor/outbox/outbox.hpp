@@ -78,6 +78,11 @@ class Outbox final : public Engine {
   asio::awaitable<void> claim_loop();
   asio::awaitable<std::vector<Attempt>> claim(std::int64_t limit);
   asio::awaitable<void> dry_run_loop();
+  /// While claims are backed up, every ClaimSchedule::kStatisticsCheckInterval: runs ANALYZE
+  /// etcd_wal when the planner's estimate of the pending rows is stale (statistics_stale), at most
+  /// every kAnalyzeInterval, or says once that this role may not. A lock it cannot get within
+  /// 200 ms waits for the next check; other PostgreSQL errors are thrown, as a claim's are.
+  asio::awaitable<void> check_statistics();
   /// Milliseconds until the earliest backed-off pending row falls due (nullopt: none).
   asio::awaitable<std::optional<std::int64_t>> next_retry_ms();
   /// Decides every row of `batch` (in doubt first, then Txns), waiting out etcd outages, until
@@ -131,6 +136,10 @@ class Outbox final : public Engine {
   int batches_applying_ = 0;
   /// The claim loop waits for claimed rows' outcomes to free room (ClaimSchedule::claim_limit 0).
   bool waiting_for_room_ = false;
+  /// The last claim took all it might: due rows may be left behind (ClaimSchedule::claim_limit).
+  bool backed_up_ = false;
+  std::chrono::steady_clock::time_point next_statistics_check_{};
+  bool analyze_refused_ = false;  ///< this role may not ANALYZE etcd_wal (said once)
   std::mt19937_64 tokens_;
   bool stopping_ = false;
 };

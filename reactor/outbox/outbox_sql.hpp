@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string_view>
 #include <unordered_set>
 #include <vector>
 
@@ -53,6 +54,19 @@ PgStatement keys_pending_statement(const std::vector<DecidedRow>& decided);
 
 /// The ids an outcome_update_statement result says it updated.
 std::unordered_set<std::int64_t> updated_ids(const PgResult& result);
+
+/// What the planner believes: its estimate of the pending rows (EXPLAIN of a scan of them); and
+/// whether this session's role may ANALYZE etcd_wal (a member of its owner role; superusers are).
+PgStatement planner_pending_estimate_statement();
+/// The pending rows, counted up to ClaimSchedule::kPendingSample (a walk of etcd_wal_pending_idx).
+PgStatement pending_sample_statement();
+PgStatement may_analyze_statement();
+/// The row estimate in the first line of an EXPLAIN, the top plan node's ("Index Only Scan using
+/// ... (cost=0.29..4.30 rows=1 width=4)" gives 1); nullopt when it names none.
+std::optional<std::int64_t> explained_rows(std::string_view plan_line);
+/// ANALYZE etcd_wal, waiting at most 200 ms for its lock (a running VACUUM holds it; autovacuum
+/// yields after deadlock_timeout, so the next check gets it).
+inline constexpr const char* kAnalyzeWal = "SET lock_timeout = '200ms'; ANALYZE etcd_wal; RESET lock_timeout";
 
 /// The wait until the earliest backed-off pending row from `floor` on falls due, in milliseconds
 /// (NULL when none).

@@ -513,6 +513,25 @@ TEST_F(OutboxTest, ClaimsUpdateRowsInPlace) {
   EXPECT_GE(now.second - hot_before, (rows + ticks) * 8 / 10) << "of " << now.first - updates_before << " updates";
 }
 
+// etcd_wal analyzed while nothing was pending (as autovacuum does in a quiet hour), then a large
+// INSERT: PostgreSQL's planner believes the pending rows' indexes empty and would walk them whole
+// for every key a claim looks up. The outbox sees its estimate is stale, runs ANALYZE etcd_wal, and
+// the rows drain.
+TEST_F(OutboxTest, BurstIntoATableAnalyzedWhileIdleIsAnalyzedAndDrains) {
+  start(settings_for("/stale/"));
+  db().exec("ALTER TABLE etcd_wal SET (autovacuum_enabled = false)");  // no ANALYZE but the outbox's
+  db().exec("INSERT INTO etcd_wal (key, value, status, applied_at) "
+            "SELECT '/stale/old/' || i, 'v', 'success', now() FROM generate_series(1, 20000) i");
+  db().exec("ANALYZE etcd_wal");
+  const int rows = 5000;
+  db().exec_params("INSERT INTO etcd_wal (key, value) SELECT '/stale/new/' || i, 'v' FROM generate_series(1, $1::int) i",
+                   {std::to_string(rows)});
+  EXPECT_TRUE(service_->wait_for_log("analyzed etcd_wal", 30s)) << service_->log_since_mark();
+  const std::string pending = "SELECT count(*) FROM etcd_wal WHERE status = 'pending'";
+  EXPECT_TRUE(wait_until([&] { return count(pending) == 0; }, 60s)) << count(pending) << " rows still pending";
+  EXPECT_EQ(count("SELECT count(*) FROM etcd_wal WHERE status = 'success' AND starts_with(key, '/stale/new/')"), rows);
+}
+
 // The outbox's PostgreSQL sessions (claims, outcome writes) are killed while rows flow: every row
 // still ends 'success', and reaches etcd exactly once.
 TEST_F(OutboxTest, KilledOutboxSessionsLoseNoRowAndRepeatNoWrite) {

@@ -11,11 +11,27 @@ using namespace std::chrono_literals;
 using clock = ClaimSchedule::clock;
 
 TEST(ClaimSchedule, ClaimLimitKeepsWithinBatchesInFlightAndApplying) {
-  EXPECT_EQ(ClaimSchedule::claim_limit(100, 0, 0), 100);
-  EXPECT_EQ(ClaimSchedule::claim_limit(100, 350, 1), 50) << "4 batches of claimed, unwritten rows at most";
-  EXPECT_EQ(ClaimSchedule::claim_limit(100, 400, 0), 0);
-  EXPECT_EQ(ClaimSchedule::claim_limit(100, 0, ClaimSchedule::kBatchesApplying), 0) << "2 batches in etcd at most";
-  EXPECT_EQ(ClaimSchedule::claim_limit(1, 3, 1), 1);
+  EXPECT_EQ(ClaimSchedule::claim_limit(100, 0, 0, false), 100);
+  EXPECT_EQ(ClaimSchedule::claim_limit(100, 350, 1, true), 50) << "4 batches of claimed, unwritten rows at most";
+  EXPECT_EQ(ClaimSchedule::claim_limit(100, 400, 0, true), 0);
+  EXPECT_EQ(ClaimSchedule::claim_limit(100, 0, ClaimSchedule::kBatchesApplying, true), 0)
+      << "kBatchesApplying batches in etcd at most";
+  EXPECT_EQ(ClaimSchedule::claim_limit(1, 3, 1, true), 1);
+}
+
+TEST(ClaimSchedule, AfterAShortClaimTheNextWaitsForTheBatchInEtcd) {
+  EXPECT_EQ(ClaimSchedule::claim_limit(100, 3, 1, false), 0)
+      << "the rows arriving meanwhile wait to share one claim and one Txn";
+  EXPECT_EQ(ClaimSchedule::claim_limit(100, 3, 0, false), 100) << "nothing in etcd: claim at once";
+  EXPECT_EQ(ClaimSchedule::claim_limit(100, 100, 1, true), 100) << "a full claim may have left rows: overlap";
+}
+
+TEST(ClaimSchedule, StatisticsAreStaleWhenThePlannerBelievesFewRowsPending) {
+  EXPECT_TRUE(ClaimSchedule::statistics_stale(1, 10000)) << "analyzed while nothing was pending";
+  EXPECT_TRUE(ClaimSchedule::statistics_stale(499, 2000));
+  EXPECT_FALSE(ClaimSchedule::statistics_stale(500, 2000)) << "a quarter of the rows is close enough";
+  EXPECT_FALSE(ClaimSchedule::statistics_stale(1, 1999)) << "a small backlog costs little whatever the plan";
+  EXPECT_FALSE(ClaimSchedule::statistics_stale(200000, 10000)) << "the count stops at kPendingSample";
 }
 
 TEST(ClaimSchedule, TheFloorFollowsTheLowestPendingIdAndNotifiedIdsLowerIt) {
