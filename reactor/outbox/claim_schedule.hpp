@@ -28,8 +28,9 @@ class ClaimSchedule {
   /// claimed-but-unwritten rows (`unsettled`) and kBatchesApplying batches in etcd. While a batch
   /// is in etcd and the last claim took every due row (`backed_up` false: it was short), the next
   /// waits for that batch to end: the rows that arrive meanwhile then share one claim and one Txn
-  /// instead of overlapping two small ones (at 1000 rows/s: p99 COMMIT -> etcd event 14-16 ms
-  /// against 15-22 ms, perf/README.md). A full claim may have left rows behind; then claims overlap.
+  /// instead of overlapping two small ones (at 1000 rows/s, p99 COMMIT -> etcd event over seven
+  /// alternating runs: mean 18.5 ms against 20.6 ms, perf/README.md). A full claim may have left
+  /// rows behind; then claims overlap.
   /// 0: no room; wait until a batch ends or outcomes are written.
   static std::int64_t claim_limit(int batch_size, std::size_t unsettled, int batches_applying, bool backed_up) {
     if (batches_applying >= (backed_up ? kBatchesApplying : 1)) return 0;
