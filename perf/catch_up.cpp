@@ -10,7 +10,6 @@
 #include "perf/etcd_load.hpp"
 #include "perf/steady_load.hpp"
 #include "adapters/etcd_watch.hpp"
-#include "reactor/keys/keys.hpp"
 
 #include <thread>
 

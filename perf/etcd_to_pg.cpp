@@ -14,7 +14,6 @@
 #include "perf/bench_env.hpp"
 #include "perf/mirror_latency.hpp"
 #include "adapters/etcd_watch.hpp"
-#include "reactor/keys/keys.hpp"
 #include "reactor/loop/wakeup.hpp"
 
 #include <cstdlib>

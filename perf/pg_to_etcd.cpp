@@ -17,7 +17,6 @@
 #include "perf/bench_env.hpp"
 #include "perf/etcd_load.hpp"
 #include "adapters/etcd_watch.hpp"
-#include "reactor/keys/keys.hpp"
 #include "reactor/loop/wakeup.hpp"
 
 

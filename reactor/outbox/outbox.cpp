@@ -22,6 +22,7 @@ const char* to_string(OutboxState state) {
 }
 
 namespace {
+constexpr const char* kLockNotAvailable = "55P03";  // PostgreSQL docs, Appendix A: lock_not_available
 // Outside the coroutines: g++ 12 mishandles a ?: of class temporaries inside a coroutine body.
 nlohmann::json base_revision_json(const WalRow& row) {
   return row.revision ? nlohmann::json(*row.revision) : nlohmann::json();
@@ -185,7 +186,9 @@ asio::awaitable<void> Outbox::claim_loop() {
         --batches_applying_;
         wakeup_.notify();
       });
-      if (backed_up_ && std::chrono::steady_clock::now() >= next_statistics_check_) co_await check_statistics();
+      // Once the role is known not to own etcd_wal, a check could only say so again.
+      if (backed_up_ && !analyze_refused_ && std::chrono::steady_clock::now() >= next_statistics_check_)
+        co_await check_statistics();
       // A short claim took every due row: claim again only when told of more (a NOTIFY during the
       // claim already counts), not at once. A full one may have left some behind.
       if (!backed_up_) co_await wakeup_.wait(schedule_.sleep_limit(std::chrono::steady_clock::now(), config.sync.sync_interval));
@@ -232,7 +235,8 @@ asio::awaitable<std::vector<Outbox::Attempt>> Outbox::claim(std::int64_t limit) 
 asio::awaitable<void> Outbox::check_statistics() {
   using clock = std::chrono::steady_clock;
   next_statistics_check_ = clock::now() + ClaimSchedule::kStatisticsCheckInterval;
-  std::vector<PgStatement> statements{pending_sample_statement(), planner_pending_estimate_statement(),
+  std::vector<PgStatement> statements{pending_sample_statement(ClaimSchedule::kPendingSample),
+                                      planner_pending_estimate_statement(),
                                       may_analyze_statement()};
   auto results = co_await pg_.pipeline(std::move(statements));
   const auto counted = results[0].int64(0, 0);
@@ -241,11 +245,10 @@ asio::awaitable<void> Outbox::check_statistics() {
   if (!estimate || !ClaimSchedule::statistics_stale(*estimate, counted)) co_return;
   LogFields fields{{"component", "outbox"}, {"planner_estimate", *estimate}, {"pending_counted", counted}};
   if (!results[2].boolean(0, 0)) {
-    if (!analyze_refused_)
-      log_warn("PostgreSQL's statistics of etcd_wal predate the rows now pending, and this role may not ANALYZE "
-               "etcd_wal (only its owner may): claims walk the pending rows until autovacuum analyzes it; run "
-               "ANALYZE etcd_wal after large INSERTs",
-               fields);
+    log_warn("PostgreSQL's statistics of etcd_wal predate the rows now pending, and this role may not ANALYZE "
+             "etcd_wal (only its owner may): claims walk the pending rows until autovacuum analyzes it; run "
+             "ANALYZE etcd_wal after large INSERTs",
+             fields);
     analyze_refused_ = true;
     co_return;
   }
@@ -254,7 +257,7 @@ asio::awaitable<void> Outbox::check_statistics() {
     std::string analyze = kAnalyzeWal;
     co_await pg_.execute_script(std::move(analyze));
   } catch (const SyncError& error) {
-    if (error.sqlstate() != "55P03") throw;  // lock_not_available: a VACUUM holds it
+    if (error.sqlstate() != kLockNotAvailable) throw;  // a VACUUM holds it
     log_debug("ANALYZE etcd_wal waits for a lock; trying again at the next check", fields);
     co_return;
   }

@@ -139,7 +139,7 @@ class Outbox final : public Engine {
   /// The last claim took all it might: due rows may be left behind (ClaimSchedule::claim_limit).
   bool backed_up_ = false;
   std::chrono::steady_clock::time_point next_statistics_check_{};
-  bool analyze_refused_ = false;  ///< this role may not ANALYZE etcd_wal (said once)
+  bool analyze_refused_ = false;  ///< this role may not ANALYZE etcd_wal (said once; no more checks)
   std::mt19937_64 tokens_;
   bool stopping_ = false;
 };

@@ -1,7 +1,5 @@
 #include "reactor/outbox/outbox_sql.hpp"
 
-#include "reactor/outbox/claim_schedule.hpp"
-
 #include <charconv>
 #include <string>
 
@@ -153,10 +151,9 @@ PgStatement planner_pending_estimate_statement() {
   return {"EXPLAIN SELECT 1 FROM etcd_wal WHERE status = 'pending'", {}};
 }
 
-PgStatement pending_sample_statement() {
-  return {"SELECT count(*) FROM (SELECT 1 FROM etcd_wal WHERE status = 'pending' LIMIT " +
-              std::to_string(ClaimSchedule::kPendingSample) + ") p",
-          {}};
+PgStatement pending_sample_statement(std::int64_t cap) {
+  return {"SELECT count(*) FROM (SELECT 1 FROM etcd_wal WHERE status = 'pending' LIMIT $1::bigint) p",
+          {PgParam::int64(cap)}};
 }
 
 PgStatement may_analyze_statement() {

@@ -58,8 +58,8 @@ std::unordered_set<std::int64_t> updated_ids(const PgResult& result);
 /// What the planner believes: its estimate of the pending rows (EXPLAIN of a scan of them); and
 /// whether this session's role may ANALYZE etcd_wal (a member of its owner role; superusers are).
 PgStatement planner_pending_estimate_statement();
-/// The pending rows, counted up to ClaimSchedule::kPendingSample (a walk of etcd_wal_pending_idx).
-PgStatement pending_sample_statement();
+/// The pending rows, counted up to `cap` (a walk of etcd_wal_pending_idx).
+PgStatement pending_sample_statement(std::int64_t cap);
 PgStatement may_analyze_statement();
 /// The row estimate in the first line of an EXPLAIN, the top plan node's ("Index Only Scan using
 /// ... (cost=0.29..4.30 rows=1 width=4)" gives 1); nullopt when it names none.
