@@ -37,11 +37,19 @@ class SyncError : public std::runtime_error {
   /// The server's SQLSTATE ("23505" for a unique violation); empty for errors that carry none
   /// (etcd's, a lost connection, a timeout).
   const std::string& sqlstate() const { return sqlstate_; }
+  /// "host:port" of the server the error came from, when the adapter knew it ("" otherwise).
+  const std::string& endpoint() const { return endpoint_; }
+  /// Names the server the error came from; returns *this for `throw SyncError(...).at(endpoint)`.
+  SyncError& at(std::string endpoint) {
+    endpoint_ = std::move(endpoint);
+    return *this;
+  }
 
  private:
   ErrorKind kind_;
   Peer peer_;
   std::string sqlstate_;
+  std::string endpoint_;
 };
 
 /// Classifies a gRPC status from etcd. UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED

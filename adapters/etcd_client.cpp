@@ -112,9 +112,10 @@ asio::awaitable<void> EtcdClient::connect() {
   }
   std::string tried;
   for (const auto& address : options_.endpoints) tried += (tried.empty() ? "" : ", ") + address;
-  throw SyncError(ErrorKind::transient, "cannot connect to etcd at " + tried + " within " +
-                                            std::to_string(options_.dial_timeout.count()) + " ms",
+  SyncError error(ErrorKind::transient,
+                  "cannot connect to etcd at " + tried + " within " + std::to_string(options_.dial_timeout.count()) + " ms",
                   Peer::etcd);
+  throw error.at(tried);
 }
 
 asio::awaitable<void> EtcdClient::ensure_connected() {
@@ -166,12 +167,14 @@ asio::awaitable<Response> EtcdClient::unary(const char* what, CallStart call) {
       // The probe gave up on it: the member lost its leader or stopped answering. Whether the
       // request took effect is unknown; the caller decides what that means.
       if (current_ == endpoint) fail_over();
-      throw SyncError(ErrorKind::transient, std::string("etcd ") + what + " at " + address + " abandoned: " + abandoned,
+      SyncError error(ErrorKind::transient, std::string("etcd ") + what + " at " + address + " abandoned: " + abandoned,
                       Peer::etcd);
+      throw error.at(address);
     }
     bool reauthenticate = attempt == 0 && !options_.username.empty() && is_token_error(status) &&
                           std::string_view(what) != "Authenticate";
     SyncError error = from_grpc_status(status, std::string("etcd ") + what + " at " + address);
+    error.at(address);
     if (!reauthenticate) {
       if (error.transient() && current_ == endpoint) fail_over();
       throw error;

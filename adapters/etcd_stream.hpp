@@ -75,6 +75,7 @@ class EtcdStream {
     const std::string what = "etcd " + what_ + " at " + endpoint_;
     SyncError error = status.ok() ? SyncError(ErrorKind::transient, what + " ended", Peer::etcd)
                                   : from_grpc_status(status, what);
+    error.at(endpoint_);
     if (error.transient()) client_.fail_over();
     return error;
   }

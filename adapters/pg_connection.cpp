@@ -97,8 +97,20 @@ ErrorKind classify_sqlstate(const std::string& state) {
   return ErrorKind::permanent;
 }
 
-PgConnection::PgConnection(asio::io_context& io, std::string conninfo, std::string name)
-    : io_(io), conninfo_(std::move(conninfo)), name_(std::move(name)) {}
+std::vector<std::pair<std::string, std::string>> keepalive_settings(std::chrono::milliseconds request_timeout) {
+  const auto seconds = [](std::chrono::milliseconds d) {
+    return std::to_string(std::max<long long>(1, std::chrono::duration_cast<std::chrono::seconds>(d).count()));
+  };
+  return {{"keepalives", "1"},
+          {"keepalives_idle", seconds(request_timeout / 3)},
+          {"keepalives_interval", seconds(request_timeout / 9)},
+          {"keepalives_count", "3"},
+          {"tcp_user_timeout", std::to_string(std::max<long long>(1000, request_timeout.count()))}};
+}
+
+PgConnection::PgConnection(asio::io_context& io, std::string conninfo, std::string name,
+                           std::chrono::milliseconds request_timeout)
+    : io_(io), conninfo_(std::move(conninfo)), name_(std::move(name)), request_timeout_(request_timeout) {}
 
 PgConnection::~PgConnection() { close(); }
 
@@ -143,7 +155,8 @@ void PgConnection::cancel_wait() {
 void PgConnection::throw_connection_error(const std::string& during) {
   std::string message = "PostgreSQL (" + name_ + ") at " + endpoint() + ": " + during + ": " +
                         trimmed(conn_ ? PQerrorMessage(conn_) : "not connected");
-  throw SyncError(ErrorKind::transient, message, Peer::postgresql);
+  SyncError error(ErrorKind::transient, message, Peer::postgresql);
+  throw error.at(endpoint());
 }
 
 asio::awaitable<void> PgConnection::wait(Wait what) {
@@ -170,9 +183,24 @@ asio::awaitable<void> PgConnection::wait(Wait what) {
   if (ready->aborted) throw wait_ended_error();
 }
 
-SyncError PgConnection::wait_ended_error() const {
-  if (timed_out_) return SyncError(ErrorKind::transient, "PostgreSQL (" + name_ + ") at " + endpoint() + ": timed out", Peer::postgresql);
-  return SyncError(ErrorKind::cancelled, "PostgreSQL (" + name_ + "): wait cancelled", Peer::postgresql);
+SyncError PgConnection::wait_ended_error() {
+  if (!timed_out_) return SyncError(ErrorKind::cancelled, "PostgreSQL (" + name_ + "): wait cancelled", Peer::postgresql);
+  SyncError error(ErrorKind::transient, "PostgreSQL (" + name_ + ") at " + endpoint() + ": " + timed_out_what_,
+                  Peer::postgresql);
+  error.at(endpoint());
+  // The protocol state is unknown (a statement may be half sent or half answered): a fresh
+  // connection beats waiting for TCP to give up on this one.
+  if (conn_ && connected()) close();
+  return error;
+}
+
+std::unique_ptr<Deadline> PgConnection::arm_request_deadline() {
+  timed_out_ = false;
+  return std::make_unique<Deadline>(io_, request_timeout_, [this] {
+    timed_out_ = true;
+    timed_out_what_ = "no answer within " + std::to_string(request_timeout_.count()) + " ms ([postgresql] request_timeout)";
+    if (descriptor_) descriptor_->cancel();
+  });
 }
 
 void PgConnection::start_either_wait(const std::shared_ptr<EitherReady>& ready) {
@@ -239,8 +267,16 @@ asio::awaitable<void> PgConnection::connect(std::chrono::milliseconds timeout) {
   // The connection shows as "etcd-sync <name>" in pg_stat_activity unless the conninfo (or
   // PGAPPNAME) names an application_name (libpq docs, fallback_application_name).
   const std::string application = "etcd-sync " + name_;
-  std::vector<const char*> keywords = {"dbname", "fallback_application_name"};
-  std::vector<const char*> values = {conninfo_.c_str(), application.c_str()};
+  // The keepalives come before the conninfo (dbname, expanded), so the conninfo's own settings win
+  // (libpq processes the keywords in order, later ones override earlier ones).
+  const auto keepalives = keepalive_settings(request_timeout_);
+  std::vector<const char*> keywords, values;
+  for (const auto& [keyword, value] : keepalives) {
+    keywords.push_back(keyword.c_str());
+    values.push_back(value.c_str());
+  }
+  keywords.insert(keywords.end(), {"dbname", "fallback_application_name"});
+  values.insert(values.end(), {conninfo_.c_str(), application.c_str()});
   std::string hosts, addresses;
   if (auto target = host_to_resolve(conninfo_)) {
     // Every address, in the resolver's order, as a host list libpq tries in turn (the name stays
@@ -262,6 +298,7 @@ asio::awaitable<void> PgConnection::connect(std::chrono::milliseconds timeout) {
   Deadline deadline(io_, give_up_at, [this] {
     if (connected()) return;  // a connect that won the race keeps its socket
     timed_out_ = true;
+    timed_out_what_ = "no answer within the connect deadline";
     if (descriptor_) descriptor_->cancel();
   });
   PostgresPollingStatusType poll = PGRES_POLLING_WRITING;
@@ -269,8 +306,10 @@ asio::awaitable<void> PgConnection::connect(std::chrono::milliseconds timeout) {
     if (poll == PGRES_POLLING_FAILED) {
       std::string message = "cannot connect to PostgreSQL (" + name_ + "): " + trimmed(PQerrorMessage(conn_));
       ErrorKind kind = looks_like_auth_failure(message) ? ErrorKind::permission_denied : ErrorKind::transient;
+      SyncError error(kind, message, Peer::postgresql);
+      error.at(endpoint());
       close();
-      throw SyncError(kind, message, Peer::postgresql);
+      throw error;
     }
     release_descriptor();  // libpq may have opened a new socket: fetch it again after every poll
     refresh_descriptor();
@@ -279,8 +318,10 @@ asio::awaitable<void> PgConnection::connect(std::chrono::milliseconds timeout) {
     } catch (const SyncError&) {
       std::string host = endpoint();
       close();
-      throw SyncError(ErrorKind::transient, "cannot connect to PostgreSQL (" + name_ + ") at " + host +
-                                                ": no answer within " + std::to_string(timeout.count()) + " ms", Peer::postgresql);
+      SyncError error(ErrorKind::transient, "cannot connect to PostgreSQL (" + name_ + ") at " + host +
+                                                ": no answer within " + std::to_string(timeout.count()) + " ms",
+                      Peer::postgresql);
+      throw error.at(host);
     }
     poll = PQconnectPoll(conn_);
   }
@@ -380,6 +421,7 @@ int PgConnection::send_statement(const PgStatement& statement) {
 
 asio::awaitable<PgResult> PgConnection::query(std::string sql, std::vector<PgParam> params) {
   if (!connected()) throw_connection_error("query");
+  auto deadline = arm_request_deadline();
   BusyScope busy(busy_);
   send_params(sql, params);
   co_await flush();
@@ -388,6 +430,7 @@ asio::awaitable<PgResult> PgConnection::query(std::string sql, std::vector<PgPar
 
 asio::awaitable<void> PgConnection::execute_script(std::string sql) {
   if (!connected()) throw_connection_error("script");
+  auto deadline = arm_request_deadline();
   BusyScope busy(busy_);
   if (!PQsendQuery(conn_, sql.c_str())) throw_connection_error("sending a script");
   co_await flush();
@@ -396,6 +439,7 @@ asio::awaitable<void> PgConnection::execute_script(std::string sql) {
 
 asio::awaitable<std::vector<PgResult>> PgConnection::pipeline(std::vector<PgStatement> statements) {
   if (!connected()) throw_connection_error("pipeline");
+  auto deadline = arm_request_deadline();
   BusyScope busy(busy_);
   if (!PQenterPipelineMode(conn_)) throw_connection_error("entering pipeline mode");
   std::vector<int> expected;
@@ -440,6 +484,7 @@ SyncError PgConnection::copy_start_error(const PgResult& result) const {
 
 asio::awaitable<void> PgConnection::copy_start(std::string copy_sql) {
   if (!connected()) throw_connection_error("COPY");
+  auto deadline = arm_request_deadline();
   if (!PQsendQuery(conn_, copy_sql.c_str())) throw_connection_error("sending COPY");
   co_await flush();
   PgResult result = co_await next_result();
@@ -457,6 +502,8 @@ asio::awaitable<void> PgConnection::copy_start(std::string copy_sql) {
 }
 
 asio::awaitable<void> PgConnection::copy_data(std::string_view data) {
+  if (!connected()) throw_connection_error("COPY data");
+  auto deadline = arm_request_deadline();
   for (;;) {
     int r = PQputCopyData(conn_, data.data(), static_cast<int>(data.size()));
     if (r == 1) break;
@@ -468,6 +515,8 @@ asio::awaitable<void> PgConnection::copy_data(std::string_view data) {
 }
 
 asio::awaitable<PgResult> PgConnection::copy_end() {
+  if (!connected()) throw_connection_error("COPY end");
+  auto deadline = arm_request_deadline();
   for (;;) {
     int r = PQputCopyEnd(conn_, nullptr);
     if (r == 1) break;

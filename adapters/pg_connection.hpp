@@ -11,6 +11,7 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -22,6 +23,8 @@
 namespace etcd_sync {
 
 namespace asio = boost::asio;
+
+class Deadline;
 
 /// A query parameter: text, NULL, or raw bytes sent in binary format (for bytea: no escaping).
 struct PgParam {
@@ -92,10 +95,24 @@ struct HostToResolve {
 /// parse (libpq then reports it).
 std::optional<HostToResolve> host_to_resolve(const std::string& conninfo);
 
+/// The deadline of one round trip when none is configured ([postgresql] request_timeout's default).
+inline constexpr std::chrono::milliseconds kDefaultPgRequestTimeout{10000};
+
+/// libpq's TCP keepalive and tcp_user_timeout settings derived from a request deadline of
+/// `request_timeout`, as conninfo keyword/value pairs: keepalives start after a third of it (at
+/// least 1 s), probe every ninth of it (at least 1 s), three probes; data unacknowledged for
+/// `request_timeout` ends the connection (tcp_user_timeout, milliseconds; libpq docs, "Parameter
+/// Key Words"). So a peer that vanished without a reset is noticed on an idle connection too.
+std::vector<std::pair<std::string, std::string>> keepalive_settings(std::chrono::milliseconds request_timeout);
+
 class PgConnection {
  public:
   /// `conninfo` is a libpq conninfo string or URI; `name` labels logs ("mirror", "listener", ...).
-  PgConnection(asio::io_context& io, std::string conninfo, std::string name);
+  /// `request_timeout` bounds every round trip (query, script, pipeline, each COPY step): when it
+  /// passes, the connection is closed and the call throws SyncError(transient) naming the
+  /// endpoint. The conninfo's own keepalive settings win over the ones derived from it.
+  PgConnection(asio::io_context& io, std::string conninfo, std::string name,
+               std::chrono::milliseconds request_timeout = kDefaultPgRequestTimeout);
   ~PgConnection();
   PgConnection(const PgConnection&) = delete;
   PgConnection& operator=(const PgConnection&) = delete;
@@ -109,6 +126,9 @@ class PgConnection {
   bool connected() const;
   /// Closes the connection; a wait in progress ends with SyncError(cancelled).
   void close();
+  /// The deadline of each round trip from now on (milliseconds; see the constructor).
+  void set_request_timeout(std::chrono::milliseconds timeout) { request_timeout_ = timeout; }
+  std::chrono::milliseconds request_timeout() const { return request_timeout_; }
   /// "host:port" of the server, for messages.
   std::string endpoint() const;
   const std::string& name() const { return name_; }
@@ -135,6 +155,8 @@ class PgConnection {
 
   /// Waits until at least one notification arrives (after LISTEN) and returns all that are queued.
   /// Throws SyncError(transient) when the connection is lost, SyncError(cancelled) on cancel_wait().
+  /// This wait has no deadline (an idle LISTEN may wait for ever): the caller's own round trips
+  /// (the listener's heartbeat every second) and the TCP keepalives notice a silent peer.
   asio::awaitable<std::vector<PgNotification>> wait_notifications();
   /// Ends a pending wait_notifications with SyncError(cancelled).
   void cancel_wait();
@@ -144,9 +166,13 @@ class PgConnection {
   /// Waits until the socket is ready for `what`; throws SyncError(transient) on a socket error or
   /// after the connect deadline, SyncError(cancelled) when close() or cancel_wait() ends the wait.
   asio::awaitable<void> wait(Wait what);
-  /// Why a socket wait ended without readiness: the connect deadline passed (transient), or close()
-  /// or cancel_wait() ended it (cancelled). Both kinds of wait() throw it.
-  SyncError wait_ended_error() const;
+  /// Why a socket wait ended without readiness: the connect or request deadline passed (transient;
+  /// the connection is then closed), or close() or cancel_wait() ended it (cancelled). Both kinds
+  /// of wait() throw it.
+  SyncError wait_ended_error();
+  /// Arms the request deadline for one round trip: when it passes, the wait in progress ends and
+  /// wait_ended_error() reports "no answer within request_timeout".
+  std::unique_ptr<Deadline> arm_request_deadline();
   /// The two socket waits of Wait::either and what the first to end saw; it ends `timer` (which
   /// otherwise never expires).
   struct EitherReady {
@@ -186,8 +212,32 @@ class PgConnection {
   PGconn* conn_ = nullptr;
   std::optional<asio::posix::stream_descriptor> descriptor_;
   bool busy_ = false;       // a statement is in flight: one at a time per connection
-  bool timed_out_ = false;  // connect() deadline passed
+  bool timed_out_ = false;  // connect()'s or a round trip's deadline passed
+  std::string timed_out_what_;  // which deadline: for the message
+  std::chrono::milliseconds request_timeout_;
   std::unordered_map<std::string, std::string> prepared_;  // statement text -> name on this connection
+};
+
+/// The deadline of a statement known to run long (a migration, a snapshot's COPY end and
+/// reconcile), where [postgresql] request_timeout would end legitimate work.
+inline constexpr std::chrono::milliseconds kLongStatementTimeout{10 * 60 * 1000};
+
+/// Raises `pg`'s request deadline to at least `timeout` for the scope's lifetime, then restores it.
+/// A vanished peer is still noticed sooner by the TCP keepalives, which keep the settings derived
+/// at connect time from the configured request_timeout.
+class PgLongStatements {
+ public:
+  PgLongStatements(PgConnection& pg, std::chrono::milliseconds timeout = kLongStatementTimeout)
+      : pg_(pg), saved_(pg.request_timeout()) {
+    pg_.set_request_timeout(std::max(saved_, timeout));
+  }
+  ~PgLongStatements() { pg_.set_request_timeout(saved_); }
+  PgLongStatements(const PgLongStatements&) = delete;
+  PgLongStatements& operator=(const PgLongStatements&) = delete;
+
+ private:
+  PgConnection& pg_;
+  std::chrono::milliseconds saved_;
 };
 
 }  // namespace etcd_sync

@@ -27,7 +27,7 @@ std::string migrated_text(int applied) {
 int command_migrate(const Config& config) {
   asio::io_context io;
   return run_command(io, [&]() -> asio::awaitable<int> {
-    PgConnection pg(io, config.postgresql.conninfo, "migrate");
+    PgConnection pg(io, config.postgresql.conninfo, "migrate", config.postgresql.request_timeout);
     co_await pg.connect(config.etcd.dial_timeout);
     int applied = co_await migrate(pg, config.postgresql.schema);
     std::cout << migrated_text(applied) << " in schema " << config.postgresql.schema << "\n";
@@ -38,7 +38,7 @@ int command_migrate(const Config& config) {
 int command_sync_force(const Config& config) {
   asio::io_context io;
   return run_command(io, [&]() -> asio::awaitable<int> {
-    PgConnection pg(io, config.postgresql.conninfo, "sync");
+    PgConnection pg(io, config.postgresql.conninfo, "sync", config.postgresql.request_timeout);
     co_await open_database(pg, config);
     auto result = co_await pg.query(
         "UPDATE etcd_wal SET status = 'pending', retry_count = 0, next_attempt_at = NULL, applied_at = NULL "

@@ -150,7 +150,7 @@ nlohmann::ordered_json build_report(const Config& config, const PgResult& instan
 }
 
 asio::awaitable<nlohmann::ordered_json> collect_status(asio::io_context& io, GrpcBridge& bridge, const Config& config) {
-  PgConnection pg(io, config.postgresql.conninfo, "status");
+  PgConnection pg(io, config.postgresql.conninfo, "status", config.postgresql.request_timeout);
   co_await open_database(pg, config);
   const auto prefix = effective_prefix(config.etcd.prefix);
   auto instances = co_await pg.query(kInstancesQuery);

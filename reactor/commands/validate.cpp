@@ -178,7 +178,7 @@ int command_validate(const Config& config, bool fix) {
   asio::io_context io;
   GrpcBridge bridge(io);
   return run_command(io, [&]() -> asio::awaitable<int> {
-    PgConnection pg(io, config.postgresql.conninfo, "validate");
+    PgConnection pg(io, config.postgresql.conninfo, "validate", config.postgresql.request_timeout);
     co_await open_database(pg, config);
     EtcdClient etcd(bridge, etcd_options(config.etcd));
     co_await etcd.connect();

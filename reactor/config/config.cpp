@@ -324,6 +324,7 @@ void read_postgresql(Table& t, PostgresConfig& out) {
   if (std::string_view mode; t.read_choice("ssl_mode", mode, ssl_mode_choices)) {
     parts.emplace_back("sslmode", std::string(mode));
   }
+  t.read_duration("request_timeout", out.request_timeout, false);
   // The quickstart's pool size. Accepted so its settings load unchanged; etcd-sync keeps a fixed,
   // small number of PostgreSQL sessions, so the value is not used.
   int max_connections = 0;

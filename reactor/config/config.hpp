@@ -37,6 +37,9 @@ struct PostgresConfig {
   /// libpq then uses PG* environment variables and ~/.pgpass.
   std::string conninfo;
   std::string schema = "public";  ///< where etcd, etcd_wal and our own tables live
+  /// The deadline of every round trip to PostgreSQL (query, pipeline, COPY step, heartbeat);
+  /// libpq's TCP keepalives and tcp_user_timeout are derived from it (keepalive_settings()).
+  std::chrono::milliseconds request_timeout{10000};
   bool operator==(const PostgresConfig&) const = default;
 };
 

@@ -25,6 +25,10 @@ class Engine {
   /// Asks run() to return soon: no new work starts; work in flight finishes or is left safely
   /// pending for the next start.
   virtual void stop() = 0;
+  /// After stop(), once the shutdown's grace period is over: ends every PostgreSQL call still in
+  /// flight at once (its connection is closed; the transaction rolls back and its work stays
+  /// pending for the next start). The service cancels the etcd calls itself.
+  virtual void abort() = 0;
   /// A reload of the settings that apply in place, taken at the engine's next defined point.
   virtual void reconfigure(std::shared_ptr<const Config> config) = 0;
   /// The engine's state for status and the heartbeat, e.g. "watching" or "backing_off (etcd)".

@@ -28,18 +28,27 @@ class PeerMark {
   PeerMark(const PeerMark&) = delete;
   PeerMark& operator=(const PeerMark&) = delete;
   ~PeerMark() { clear(); }
-  /// The engine now fails on `peer` (unknown: on neither).
-  void failing(Peer peer);
-  /// The engine worked with `peer`: it is seen, and no longer failing if it was.
+  /// The engine now fails on `error.peer()` (unknown: on neither). The first engine to fail on a
+  /// peer begins its outage: a warn line "peer unreachable" (for a transient error, else "peer
+  /// failing") naming the peer, the endpoint and the error, and PeerHealth::failing_since.
+  void failing(const SyncError& error);
+  /// The engine worked with `peer`: it is seen, and no longer failing if it was. The last engine to
+  /// recover ends the outage: an info line "peer reachable again" with how long it lasted.
   void working(Peer peer);
-  void clear() { failing(Peer::unknown); }
+  /// The engine stops counting (it is stopping): ends nothing in the logs, since nothing was seen
+  /// working.
+  void clear() { move_to(Peer::unknown, nullptr, false); }
   Peer peer() const { return peer_; }
 
  private:
   PeerHealth* health(Peer peer);
+  void move_to(Peer peer, const SyncError* error, bool recovered);
   SyncStats& stats_;
   Peer peer_ = Peer::unknown;
 };
+
+/// The longest wait between two attempts during an outage (EngineStatus::failed).
+inline constexpr std::chrono::milliseconds kOutageRetry{1000};
 
 template <class State>
 class EngineStatus {
@@ -82,10 +91,11 @@ class EngineStatus {
 
   /// Records a failure: the backing-off state (logged with the error when it is news), the peer
   /// marked as failing, stats.last_error. Returns the wait before the next attempt: exponential
-  /// with jitter within `retry`'s limits (read on every call, so a reload applies at once).
+  /// with jitter within `retry`'s limits (read on every call, so a reload applies at once), and at
+  /// most kOutageRetry for a transient error of a known peer.
   std::chrono::milliseconds failed(const SyncError& error, const RetryConfig& retry) {
     stats_.last_error = error.what();
-    peer_.failing(error.peer());
+    peer_.failing(error);
     LogFields fields{{"error", error.what()}, {"kind", to_string(error.kind())}};
     if (error.peer() != Peer::unknown) fields.push_back({"peer", to_string(error.peer())});
     if (state_ != backing_off_) {
@@ -97,6 +107,10 @@ class EngineStatus {
     last_error_ = error.what();
     backoff_.set_limits(retry.initial_backoff, retry.max_backoff);
     auto delay = backoff_.next();
+    // An outage (a peer unreachable, or past its deadline) is retried on a fresh connection at
+    // least every kOutageRetry, so work resumes within about a second of the heal instead of
+    // after the backoff's tail; each attempt is bounded by its own connect or request deadline.
+    if (error.transient() && error.peer() != Peer::unknown) delay = std::min(delay, kOutageRetry);
     log_debug(component_ + " retry scheduled",
               {{"component", component_}, {"attempt", backoff_.attempts()}, {"delay_ms", delay.count()}});
     return delay;

@@ -3,6 +3,8 @@
 // etcd_sync_service for `etcd-sync status`, and /metrics reads them.
 
 #include <array>
+#include <chrono>
+#include <optional>
 #include <cstdint>
 #include <string>
 
@@ -33,7 +35,19 @@ struct LatencyHistogram {
 struct PeerHealth {
   int failing = 0;    ///< engines whose last attempt failed on this peer
   bool seen = false;  ///< some engine has worked with it since the start
+  /// Since when some engine has been failing on it (steady clock, for the leader's resign rule);
+  /// nullopt while none is.
+  std::optional<std::chrono::steady_clock::time_point> failing_since;
+  /// The same moment on the wall clock, for status (milliseconds since the Unix epoch; 0 = none).
+  std::int64_t failing_since_unix_ms = 0;
+  std::string endpoint;    ///< "host:port" of the failure that began the outage, when known
+  std::string last_error;  ///< the error that began it
   bool up() const { return seen && failing == 0; }
+  /// How long engines have been failing on it at `now` (zero while none is).
+  std::chrono::milliseconds failing_for(std::chrono::steady_clock::time_point now) const {
+    if (!failing_since) return std::chrono::milliseconds(0);
+    return std::chrono::duration_cast<std::chrono::milliseconds>(now - *failing_since);
+  }
 };
 
 struct SyncStats {

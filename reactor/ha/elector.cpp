@@ -96,7 +96,7 @@ Elector::Elector(asio::io_context& io, std::shared_ptr<const Config> config, Etc
       stats_(stats),
       hooks_(std::move(hooks)),
       status_("elector", HaState::campaigning, HaState::backing_off, stats),
-      pg_(io, config_->postgresql.conninfo, "election"),
+      pg_(io, config_->postgresql.conninfo, "election", config_->postgresql.request_timeout),
       key_(campaign_key(config_->ha.election_prefix, config_->ha.instance_id)),
       wakeup_(io),
       keepalive_wakeup_(io),

@@ -62,6 +62,7 @@ class Elector final : public Engine {
   /// Stops campaigning; a leader first reports lost() and waits for demoted(). The lease is
   /// revoked on the way out, so the next instance leads at once.
   void stop() override;
+  void abort() override { pg_.close(); }
   void reconfigure(std::shared_ptr<const Config> config) override { config_.offer(std::move(config)); }
   std::string describe() const override { return status_.describe(); }
   HaState state() const { return status_.state(); }

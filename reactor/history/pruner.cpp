@@ -47,7 +47,7 @@ Pruner::Pruner(asio::io_context& io, std::shared_ptr<const Config> config, SyncS
       config_(std::move(config)),
       stats_(stats),
       fencing_(std::move(fencing)),
-      pg_(io, config_->postgresql.conninfo, "history"),
+      pg_(io, config_->postgresql.conninfo, "history", config_->postgresql.request_timeout),
       status_("history", PrunerState::off, PrunerState::backing_off, stats, {PrunerState::pruning, PrunerState::resting}),
       wakeup_(io) {}
 

@@ -40,6 +40,7 @@ class Pruner final : public Engine {
   const char* name() const override { return "history"; }
   asio::awaitable<void> run() override;
   void stop() override;
+  void abort() override { pg_.close(); }
   /// keep_versions and keep_for: a change starts a new pass at once.
   void reconfigure(std::shared_ptr<const Config> config) override;
   std::string describe() const override { return status_.describe(); }

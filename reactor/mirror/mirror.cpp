@@ -89,8 +89,8 @@ Mirror::Mirror(asio::io_context& io, std::shared_ptr<const Config> config, EtcdC
       config_(std::move(config)),
       etcd_(etcd),
       stats_(stats),
-      pg_(io, config_->postgresql.conninfo, "mirror"),
-      copy_pg_(io, config_->postgresql.conninfo, "mirror copy"),
+      pg_(io, config_->postgresql.conninfo, "mirror", config_->postgresql.request_timeout),
+      copy_pg_(io, config_->postgresql.conninfo, "mirror copy", config_->postgresql.request_timeout),
       status_("mirror", MirrorState::starting, MirrorState::backing_off, stats),
       stop_wakeup_(io),
       dry_run_(dry_run),
@@ -268,6 +268,8 @@ asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
     request.set_limit(next_range_page_limit(page.ByteSizeLong(), page.kvs_size()));
     request.set_key(page.kvs(page.kvs_size() - 1).key() + '\0');
   }
+  // PostgreSQL now writes (and reconciles) every key at once: longer than one round trip.
+  PgLongStatements long_statements(pg_);
   auto copied = co_await pg_.copy_end();
   throw_if_stopping();
   std::vector<PgStatement> statements;

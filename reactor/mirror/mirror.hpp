@@ -45,6 +45,10 @@ class Mirror final : public Engine {
   /// Asks run() to return: a snapshot in progress is abandoned (rolled back), the transaction in
   /// flight commits, queued responses are dropped (they are above the checkpoint and come again).
   void stop() override;
+  void abort() override {
+    pg_.close();
+    copy_pg_.close();
+  }
   /// Batch size, sync interval and retry settings; taken before the next transaction.
   void reconfigure(std::shared_ptr<const Config> config) override { config_.offer(std::move(config)); }
   std::string describe() const override { return status_.describe(); }

@@ -44,7 +44,7 @@ Outbox::Outbox(asio::io_context& io, std::shared_ptr<const Config> config, EtcdC
       stats_(stats),
       dry_run_(dry_run),
       fencing_(std::move(fencing)),
-      pg_(io, config_->postgresql.conninfo, "outbox"),
+      pg_(io, config_->postgresql.conninfo, "outbox", config_->postgresql.request_timeout),
       status_("outbox", OutboxState::starting, OutboxState::backing_off, stats,
               {OutboxState::idle, OutboxState::applying}),
       writer_(io, config_, stats, fencing_, [this](OutcomesWritten written) { on_written(std::move(written)); }),
@@ -89,6 +89,11 @@ void Outbox::stop() {
   wakeup_.notify();
   etcd_waiters_.notify_all();
   writer_.stop();
+}
+
+void Outbox::abort() {
+  pg_.close();
+  writer_.abort();
 }
 
 void Outbox::set_activity(OutboxState state) {

@@ -52,6 +52,7 @@ class Outbox final : public Engine {
   /// No new claims; Txns in flight finish (or are cancelled by the service after its grace period,
   /// leaving their rows pending and in doubt) and decided outcomes are written (one attempt).
   void stop() override;
+  void abort() override;
   /// Batch size, retry and interval settings and conflict resolution; a claim takes the snapshot
   /// in force when it starts, and keeps it until its rows are decided.
   void reconfigure(std::shared_ptr<const Config> config) override;

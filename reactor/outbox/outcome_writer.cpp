@@ -20,7 +20,7 @@ OutcomeWriter::OutcomeWriter(asio::io_context& io, const ConfigView& config, Syn
     : io_(io),
       config_(config),
       fencing_(fencing),
-      pg_(io, config->postgresql.conninfo, "outbox outcomes"),
+      pg_(io, config->postgresql.conninfo, "outbox outcomes", config->postgresql.request_timeout),
       status_("outbox outcomes", OutcomeWriterState::idle, OutcomeWriterState::backing_off, stats,
               {OutcomeWriterState::idle, OutcomeWriterState::writing}),
       on_written_(std::move(on_written)),

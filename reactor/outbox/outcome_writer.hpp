@@ -47,6 +47,8 @@ class OutcomeWriter {
   asio::awaitable<void> run();
   /// Asks run() to return once the queue is written, or on the first failed write.
   void stop();
+  /// Closes the writer's connection: a write in flight ends at once (its rows stay pending).
+  void abort() { pg_.close(); }
   /// Outcomes will still be queued (batches in etcd): run() waits for them before it returns.
   void expect_more(bool more) { expect_more_ = more; }
   const EngineStatus<OutcomeWriterState>& status() const { return status_; }

@@ -13,6 +13,8 @@ constexpr std::chrono::milliseconds heartbeat_interval{1000};
 /// etcd_wal's pending and failed rows are counted every this many heartbeats (5 s): a count walks
 /// the pending index, which a large backlog makes long.
 constexpr int kBeatsPerCount = 5;
+/// The deadline of each step of the last heartbeat ("stopped"), which must fit the grace period.
+constexpr std::chrono::milliseconds kStopRecordTimeout{500};
 }  // namespace
 
 const char* to_string(ListenerState state) {
@@ -48,7 +50,7 @@ Listener::Listener(asio::io_context& io, std::shared_ptr<const Config> config, S
       on_notify_(std::move(on_notify)),
       describe_(std::move(describe)),
       on_fenced_(std::move(on_fenced)),
-      pg_(io, config_->postgresql.conninfo, "listener"),
+      pg_(io, config_->postgresql.conninfo, "listener", config_->postgresql.request_timeout),
       status_("listener", ListenerState::starting, ListenerState::backing_off, stats),
       stop_wakeup_(io) {}
 
@@ -106,8 +108,10 @@ asio::awaitable<void> Listener::run() {
   // Record the stop on a fresh connection if the old one is gone.
   if (!dry_run_) {
     try {
+      // Within the service's grace period, also when PostgreSQL does not answer.
+      pg_.set_request_timeout(kStopRecordTimeout);
       if (!pg_.connected()) {
-        co_await pg_.connect(std::chrono::milliseconds(1000));
+        co_await pg_.connect(kStopRecordTimeout);
         co_await use_schema(pg_, config_->postgresql.schema, false);
       }
       co_await write_heartbeat(pg_, "stopped", stats_, describe_);

@@ -45,6 +45,7 @@ class Listener final : public Engine {
   /// Runs until stop(), then records state 'stopped'.
   asio::awaitable<void> run() override;
   void stop() override;
+  void abort() override { pg_.close(); }
   /// Retry settings; taken at the next reconnect or heartbeat.
   void reconfigure(std::shared_ptr<const Config> config) override { config_.offer(std::move(config)); }
   std::string describe() const override { return status_.describe(); }

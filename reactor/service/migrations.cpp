@@ -8,6 +8,7 @@ namespace etcd_sync {
 
 asio::awaitable<int> migrate(PgConnection& pg, const std::string& schema) {
   const std::string lock_key = "hashtext(" + quote_literal("etcd-sync migrate " + schema) + ")";
+  PgLongStatements long_statements(pg);  // a migration may rewrite a large table, or wait for another's lock
   co_await pg.query("SELECT pg_advisory_lock(" + lock_key + ")");
   int applied = 0;
   std::exception_ptr failure;

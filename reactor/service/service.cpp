@@ -14,6 +14,7 @@
 #include "reactor/service/migrations.hpp"
 
 #include <csignal>
+#include <cstdlib>
 
 #include <unistd.h>
 
@@ -25,8 +26,12 @@ namespace etcd_sync {
 
 namespace {
 
-/// How long etcd calls in flight may finish after a stop before they are cancelled.
+/// How long calls in flight may finish after a stop before they are cancelled (etcd) or their
+/// connections closed (PostgreSQL).
 constexpr std::chrono::milliseconds kStopGrace{1500};
+/// After a stop was asked for, the process ends within this however the shutdown goes: a step that
+/// hangs past the grace period (none should) must not keep a supervisor waiting.
+constexpr std::chrono::milliseconds kStopBackstop{2500};
 
 void notify_supervisor(const char* state) {
 #ifdef ETCD_SYNC_HAVE_SYSTEMD
@@ -103,6 +108,7 @@ Service::Service(Config config, ConfigOverrides overrides, bool dry_run)
       bridge_(io_),
       signals_(io_, SIGINT, SIGTERM, SIGHUP),
       watchdog_(io_),
+      backstop_(io_),
       metrics_gate_(io_),
       events_(io_) {}
 
@@ -126,6 +132,12 @@ Service::~Service() {
 // which each takes at its own defined point. A dry run has no elector: its term starts at once.
 
 asio::awaitable<void> Service::lifecycle() {
+  co_await run_generations();
+  if (metrics_) co_await retire_metrics(std::move(metrics_));
+  co_await metrics_gate_.close();
+}
+
+asio::awaitable<void> Service::run_generations() {
   exit_code_ = co_await start_up();
   if (exit_code_ != exit_ok || stop_requested_) co_return;
   generation_ = build_generation(config_);
@@ -175,15 +187,20 @@ asio::awaitable<void> Service::lifecycle() {
     if (generation_->elector) generation_->elector->demoted();
     co_await stop_engines(generation_->engines, *generation_->etcd, generation_->gate);
   }
-  if (metrics_) co_await retire_metrics(std::move(metrics_));
-  co_await metrics_gate_.close();
 }
 
 asio::awaitable<int> Service::start_up() {
   const Config& config = *config_;
   try {
     if (!config.metrics.listen.empty()) start_metrics(config.metrics.listen);
-    PgConnection pg(io_, config.postgresql.conninfo, "startup");
+    PgConnection pg(io_, config.postgresql.conninfo, "startup", config.postgresql.request_timeout);
+    EtcdClient etcd(bridge_, etcd_options(config.etcd));
+    // A stop asked for meanwhile ends the step in flight at once (request_stop).
+    struct Starting {
+      Service& service;
+      ~Starting() { service.starting_ = {}; }
+    } starting{*this};
+    starting_ = {&pg, &etcd};
     co_await pg.connect(config.etcd.dial_timeout);
     if (dry_run_) {
       co_await use_schema(pg, config.postgresql.schema, false);
@@ -191,13 +208,13 @@ asio::awaitable<int> Service::start_up() {
       co_await migrate(pg, config.postgresql.schema);  // creates the tables when missing
     }
     log_info("connected to PostgreSQL", {{"endpoint", pg.endpoint()}, {"schema", config.postgresql.schema}});
-    EtcdClient etcd(bridge_, etcd_options(config.etcd));
     co_await etcd.connect();
     auto status = co_await etcd.status();
     stats_.etcd_revision = status.header().revision();
     log_info("connected to etcd", {{"endpoint", etcd.current_endpoint()}, {"version", status.version()},
                                    {"revision", status.header().revision()}});
   } catch (const SyncError& error) {
+    if (stop_requested_) co_return exit_ok;  // stopped while starting: not a failure
     log_error("startup failed", {{"error", error.what()}, {"kind", to_string(error.kind())}});
     co_return exit_code_for(error);
   }
@@ -248,15 +265,20 @@ void Service::start_engines(const std::vector<Engine*>& engines, Gate& gate) {
 
 asio::awaitable<void> Service::stop_engines(const std::vector<Engine*>& engines, EtcdClient& etcd, Gate& gate) {
   for (Engine* engine : engines) engine->stop();
-  // In-flight work gets a moment to finish; then calls still waiting on etcd are cancelled.
+  // In-flight work gets a moment to finish; then calls still waiting on etcd are cancelled and
+  // PostgreSQL calls still waiting are ended.
   EtcdClient* client = &etcd;
-  Deadline grace(io_, kStopGrace, [client] { client->cancel_all(); });
+  Deadline grace(io_, kStopGrace, [client, engines] {
+    log_warn("calls still in flight after the grace period; ending them", {{"grace_ms", kStopGrace.count()}});
+    client->cancel_all();
+    for (Engine* engine : engines) engine->abort();
+  });
   co_await gate.close();
   client->cancel_all();  // calls of no engine's (none expected): complete them before the client goes
 }
 
 asio::awaitable<bool> Service::take_over_epoch(const LeaderTerm& leader) {
-  PgConnection pg(io_, config_->postgresql.conninfo, "leader");
+  PgConnection pg(io_, config_->postgresql.conninfo, "leader", config_->postgresql.request_timeout);
   co_await open_database(pg, *config_);
   // Waits for the fence's share locks of transactions the previous leader still has open (ended
   // within [ha] ttl by idle_in_transaction_session_timeout), then records our epoch, only if greater.
@@ -360,6 +382,15 @@ void Service::request_stop(int exit_code) {
   stop_requested_ = true;
   notify_supervisor("STOPPING=1");
   events_.notify();
+  if (starting_.pg) starting_.pg->close();
+  if (starting_.etcd) starting_.etcd->cancel_all();
+  backstop_.expires_after(kStopBackstop);
+  backstop_.async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    log_error("the shutdown did not end within its time; exiting now (work in flight stays pending)",
+              {{"after_ms", kStopBackstop.count()}});
+    std::_Exit(exit_code_);
+  });
 }
 
 void Service::on_signal(int signal_number) {
@@ -443,6 +474,7 @@ int Service::run() {
   spawn(io_, lifecycle(), "service lifecycle", [this] {
     signals_.cancel();
     watchdog_.cancel();
+    backstop_.cancel();
   });
   io_.run();
   set_spawn_failure_handler({});

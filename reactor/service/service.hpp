@@ -88,7 +88,9 @@ class Service {
     Gate gate;
   };
 
+  /// run_generations(), then the metrics server stops (also after a failed start).
   asio::awaitable<void> lifecycle();
+  asio::awaitable<void> run_generations();
   asio::awaitable<int> start_up();
   std::unique_ptr<Generation> build_generation(std::shared_ptr<const Config> config);
   /// Spawns every engine's run() in `gate`; an engine that ends while the gate is open stops the
@@ -120,6 +122,12 @@ class Service {
   GrpcBridge bridge_;
   asio::signal_set signals_;
   asio::steady_timer watchdog_;
+  asio::steady_timer backstop_;  ///< armed by request_stop(): kStopBackstop
+  /// start_up()'s connections while it runs, so that a stop ends its step at once.
+  struct Starting {
+    PgConnection* pg = nullptr;
+    EtcdClient* etcd = nullptr;
+  } starting_;
   SyncStats stats_;
   std::unique_ptr<Generation> generation_;
   std::unique_ptr<Term> term_;
