@@ -3,6 +3,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "test/support/netns.hpp"
 #include "test/support/ports.hpp"
 
 namespace etcd_sync::testing {
@@ -44,6 +45,13 @@ void EtcdServer::join_cluster(const EtcdMembership& membership) {
   set_ports({membership.client_port, membership.peer_port});
 }
 
+void EtcdServer::listen_on_all_addresses() {
+  if (!in_private_network())
+    throw std::logic_error("etcd " + name_ + ": listening on every address outside the test's private network namespace (" +
+                           private_network_error() + ")");
+  listen_on_all_ = true;
+}
+
 bool EtcdServer::prepare_start() {
   // A fresh member may retry on other ports if one was taken meanwhile; a member with data must
   // come back on its recorded peer URL, and a cluster member's peers know its ports.
@@ -62,7 +70,7 @@ SpawnSpec EtcdServer::launch_spec() {
   spec.program = etcd_program;
   spec.args = {"--name=" + name_,
                "--data-dir=" + data_dir_.string(),
-               "--listen-client-urls=" + client,
+               "--listen-client-urls=" + (listen_on_all_ ? listen_all_url() : client),
                "--advertise-client-urls=" + client,
                "--listen-peer-urls=" + peer,
                "--initial-advertise-peer-urls=" + peer,
@@ -104,6 +112,10 @@ std::string EtcdServer::describe() const { return "etcd on " + endpoint(); }
 std::string EtcdServer::endpoint() const { return "127.0.0.1:" + std::to_string(port(0)); }
 
 std::string EtcdServer::client_url() const { return (tls_.empty() ? "http://" : "https://") + endpoint(); }
+
+std::string EtcdServer::listen_all_url() const {
+  return (tls_.empty() ? "http://0.0.0.0:" : "https://0.0.0.0:") + std::to_string(port(0));
+}
 
 std::string EtcdServer::peer_url() const { return "http://127.0.0.1:" + std::to_string(port(1)); }
 

@@ -47,6 +47,12 @@ class EtcdServer : public ServerProcess {
   /// Makes this server a member of a multi-member cluster from the next start(): fixed ports (the
   /// peers know them, so they never move), the cluster's --initial-cluster and its raft timers.
   void join_cluster(const EtcdMembership& membership);
+  /// Listens for clients on every address (0.0.0.0) from the next start(), so that a process in an
+  /// isolated host (netns.hpp) reaches it at the host's server_address(); endpoint(), client_url()
+  /// and the advertised URL stay on 127.0.0.1, the peer listener on loopback. Throws
+  /// std::logic_error outside the test's private network namespace (enter_private_network()),
+  /// where every address would be the machine's.
+  void listen_on_all_addresses();
 
   /// "127.0.0.1:PORT" of the client listener (gRPC endpoint for the service's config).
   std::string endpoint() const;
@@ -71,6 +77,8 @@ class EtcdServer : public ServerProcess {
 
  private:
   std::vector<std::string> etcdctl_tls_arguments() const;
+  /// "http://0.0.0.0:PORT" of the client listener.
+  std::string listen_all_url() const;
 
   std::string name_;
   std::vector<std::string> extra_arguments_;
@@ -78,6 +86,7 @@ class EtcdServer : public ServerProcess {
   std::filesystem::path dir_;
   std::filesystem::path data_dir_;
   std::optional<EtcdMembership> membership_;
+  bool listen_on_all_ = false;  ///< clients on 0.0.0.0 (listen_on_all_addresses())
   bool fresh_ = false;  ///< no member data yet: the data dir is wiped before each launch
 };
 

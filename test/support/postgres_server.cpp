@@ -9,11 +9,13 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <fstream>
 #include <sstream>
 #include <stdexcept>
 #include <utility>
 
 #include "test/support/files.hpp"
+#include "test/support/netns.hpp"
 #include "test/support/pg_client.hpp"
 #include "test/support/posix.hpp"
 #include "test/support/wait.hpp"
@@ -115,6 +117,23 @@ void PostgresServer::set_setting(const std::string& name, const std::string& val
   settings_[name] = value;
 }
 
+void PostgresServer::listen_on_all_addresses() {
+  if (!in_private_network())
+    throw std::logic_error(describe() + ": listening on every address outside the test's private network namespace (" +
+                           private_network_error() + ")");
+  listen_on_all_ = true;
+  settings_["listen_addresses"] = "*";
+}
+
+void PostgresServer::trust_isolated_hosts() {
+  constexpr const char* line = "host all all 10.213.0.0/16 trust  # isolated hosts (test/support/netns.hpp)";
+  const fs::path hba = data_dir_ / "pg_hba.conf";
+  if (read_text_file(hba).find(line) != std::string::npos) return;
+  std::ofstream out(hba, std::ios::app);
+  out << line << "\n";
+  if (!out) throw std::runtime_error("cannot append to " + hba.string());
+}
+
 void PostgresServer::init_cluster() {
   if (fs::exists(data_dir_ / "PG_VERSION")) return;
   fs::remove_all(data_dir_);  // leftovers of a failed initdb
@@ -144,6 +163,7 @@ void PostgresServer::init_cluster() {
 
 bool PostgresServer::prepare_start() {
   init_cluster();
+  if (listen_on_all_) trust_isolated_hosts();
   wait_crashed_backends_gone();
   return !ports_chosen();  // restarts keep their port
 }

@@ -26,6 +26,12 @@ class PostgresServer : public ServerProcess {
 
   /// Adds `-c name=value` to the next start (e.g. "max_connections", "20").
   void set_setting(const std::string& name, const std::string& value);
+  /// Listens on every address (listen_addresses = '*') from the next start(), and trusts
+  /// connections from the isolated hosts' addresses (10.213.0.0/16, netns.hpp) in pg_hba.conf, so
+  /// that a process in an isolated host reaches the server at the host's server_address().
+  /// conninfo() stays on 127.0.0.1. Throws std::logic_error outside the test's private network
+  /// namespace (enter_private_network()), where every address would be the machine's.
+  void listen_on_all_addresses();
   /// start() runs initdb if there is no cluster yet, launches postgres and waits (up to 30 s)
   /// until PQping says it accepts connections; it throws with the log tail otherwise.
 
@@ -50,6 +56,8 @@ class PostgresServer : public ServerProcess {
 
  private:
   void init_cluster();
+  /// Appends the isolated hosts' trust line to pg_hba.conf unless it is there.
+  void trust_isolated_hosts();
   void wait_crashed_backends_gone();
 
   std::string name_;
@@ -59,6 +67,7 @@ class PostgresServer : public ServerProcess {
   std::filesystem::path bin_dir_;
   std::optional<UserIds> run_as_;
   std::map<std::string, std::string> settings_;
+  bool listen_on_all_ = false;  ///< listen_on_all_addresses(): '*' and a pg_hba.conf line
   std::vector<pid_t> crashed_backends_;  ///< killed by kill9(); may still hold shared memory
 };
 

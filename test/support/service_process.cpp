@@ -51,14 +51,23 @@ void ServiceProcess::start(const std::vector<std::string>& args,
   }
   {
     std::ofstream log(log_path_, std::ios::app | std::ios::binary);
-    log << "---- test harness: start #" << ++starts_ << ": " << service_binary().string();
+    log << "---- test harness: start #" << ++starts_ << ": ";
+    for (const auto& word : wrapper_) log << word << ' ';
+    log << service_binary().string();
     for (const auto& arg : args) log << ' ' << arg;
     log << " ----\n";
   }
   mark_log();
   SpawnSpec spec;
-  spec.program = service_binary();
-  spec.args = args;
+  if (wrapper_.empty()) {
+    spec.program = service_binary();
+    spec.args = args;
+  } else {
+    spec.program = wrapper_.front();
+    spec.args.assign(wrapper_.begin() + 1, wrapper_.end());
+    spec.args.push_back(service_binary().string());
+    spec.args.insert(spec.args.end(), args.begin(), args.end());
+  }
   spec.env = env;
   spec.output_path = log_path_;
   spec.death_signal = SIGKILL;

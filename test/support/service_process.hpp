@@ -29,6 +29,11 @@ class ServiceProcess {
   ServiceProcess(const ServiceProcess&) = delete;
   ServiceProcess& operator=(const ServiceProcess&) = delete;
 
+  /// Runs etcd-sync through `wrapper` from the next start(): wrapper[0] is an absolute program
+  /// path, the rest its arguments, and etcd-sync's path and arguments follow. The wrapper must exec
+  /// etcd-sync in its own place (as IsolatedHost::exec_prefix()'s `ip netns exec NAME` does), so that
+  /// pid() and signal() reach etcd-sync itself and the parent-death signal stays set. Empty: none.
+  void set_wrapper(std::vector<std::string> wrapper) { wrapper_ = std::move(wrapper); }
   /// Starts etcd-sync with `args` (argv[1..]) and `env` added to the test's environment. Throws
   /// if it is already running or cannot be exec'd. Moves the log mark to the end of the log.
   void start(const std::vector<std::string>& args,
@@ -63,6 +68,7 @@ class ServiceProcess {
   std::filesystem::path log_path_;
   std::uintmax_t mark_ = 0;
   int starts_ = 0;
+  std::vector<std::string> wrapper_;  ///< set_wrapper(): the command that execs etcd-sync
   ChildProcess process_;
 };
 
