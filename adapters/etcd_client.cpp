@@ -6,6 +6,7 @@
 
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -327,6 +328,24 @@ asio::awaitable<etcdserverpb::StatusResponse> EtcdClient::status() {
   co_return co_await unary<etcdserverpb::StatusResponse>("Status", [&](Endpoint& e, grpc::ClientContext& c) {
     return e.maintenance->AsyncStatus(&c, request, &bridge_.queue());
   });
+}
+
+asio::awaitable<bool> EtcdClient::member_answers(const std::string& endpoint, std::chrono::milliseconds timeout) {
+  auto known = std::find(options_.endpoints.begin(), options_.endpoints.end(), endpoint);
+  if (known == options_.endpoints.end()) co_return false;
+  auto& stub = *endpoints_[static_cast<std::size_t>(known - options_.endpoints.begin())].maintenance;
+  grpc::ClientContext context;
+  prepare_context(context, timeout);
+  etcdserverpb::StatusRequest request;
+  etcdserverpb::StatusResponse response;
+  grpc::Status status;
+  auto reader = stub.AsyncStatus(&context, request, &bridge_.queue());
+  probes_.insert(&context);
+  co_await async_grpc(
+      bridge_, [&](void* tag) { reader->Finish(&response, &status, tag); }, asio::use_awaitable);
+  probes_.erase(&context);
+  if (status.ok()) note_term(static_cast<std::int64_t>(response.raftterm()));
+  co_return status.ok() && response.leader() != 0;
 }
 
 std::unique_ptr<WatchStream> EtcdClient::open_watch() { return std::make_unique<WatchStream>(*this); }

@@ -87,6 +87,12 @@ class EtcdClient {
   /// Maintenance.Status of the current endpoint (its version and current revision in the header).
   asio::awaitable<etcdserverpb::StatusResponse> status();
 
+  /// Whether the member at `endpoint` ("host:port", one of the configured endpoints) answers a
+  /// Status call within `timeout` (milliseconds) and names a raft leader: for a caller whose
+  /// stream has been quiet, to tell a quiet member from a silent one. Never throws; an unknown
+  /// endpoint counts as not answering. Cancelled by cancel_all().
+  asio::awaitable<bool> member_answers(const std::string& endpoint, std::chrono::milliseconds timeout);
+
   /// Opens a Watch stream on the current endpoint. The stream borrows this client.
   std::unique_ptr<WatchStream> open_watch();
 

@@ -68,6 +68,8 @@ class EtcdStream {
   /// Asks gRPC to end the stream; a pending read() then returns nullopt.
   void cancel() { context_.TryCancel(); }
   bool writing() const { return writing_; }
+  /// "host:port" of the member the stream was started on ("" before start()).
+  const std::string& endpoint() const { return endpoint_; }
 
  private:
   // A plain function (g++ 12 and class temporaries in coroutines).

@@ -22,6 +22,8 @@ class WatchStream {
   /// Asks gRPC to end the stream; a pending read() then returns nullopt.
   void cancel() { stream_.cancel(); }
   bool writing() const { return stream_.writing(); }
+  /// "host:port" of the member the stream runs on.
+  const std::string& endpoint() const { return stream_.endpoint(); }
 
  private:
   EtcdClient& client_;

@@ -42,6 +42,7 @@ struct PeerHealth {
   std::int64_t failing_since_unix_ms = 0;
   std::string endpoint;    ///< "host:port" of the failure that began the outage, when known
   std::string last_error;  ///< the error that began it
+  bool unreachable = false;  ///< that error was an outage (transient), not a refusal
   bool up() const { return seen && failing == 0; }
   /// How long engines have been failing on it at `now` (zero while none is).
   std::chrono::milliseconds failing_for(std::chrono::steady_clock::time_point now) const {

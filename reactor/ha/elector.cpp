@@ -3,6 +3,7 @@
 #include "reactor/engine/database.hpp"
 #include "reactor/engine/host.hpp"
 #include "reactor/ha/campaign.hpp"
+#include "reactor/ha/reachability.hpp"
 #include "reactor/keys/keys.hpp"
 #include "reactor/loop/logging.hpp"
 #include "reactor/loop/spawn.hpp"
@@ -33,6 +34,9 @@ namespace {
 
 /// A predecessor with our instance_id counts as alive while its heartbeat is this fresh.
 constexpr double kLiveHeartbeatSeconds = 3.0;
+/// How often a leader looks at whether it can still do its work, and a standby that may not lead
+/// whether it may again (reachability.hpp).
+constexpr std::chrono::milliseconds kReachabilityCheck{250};
 
 /// Whether process `pid` of this host runs (and is not a zombie).
 bool process_alive(int pid) {
@@ -100,11 +104,13 @@ Elector::Elector(asio::io_context& io, std::shared_ptr<const Config> config, Etc
       key_(campaign_key(config_->ha.election_prefix, config_->ha.instance_id)),
       wakeup_(io),
       keepalive_wakeup_(io),
+      reachability_wakeup_(io),
       helpers_(io) {}
 
 void Elector::interrupt() {
   wakeup_.notify();
   keepalive_wakeup_.notify();
+  reachability_wakeup_.notify();
   if (watch_) watch_->cancel();
 }
 
@@ -135,6 +141,12 @@ void Elector::lease_gone(const std::string& why) {
 asio::awaitable<void> Elector::run() {
   while (!stopping_) {
     config_.adopt();
+    if (auto refusal = lead_refusal(stats_.postgresql)) {
+      // Campaigning would only put this instance in line to lead without PostgreSQL.
+      status_.set(HaState::backing_off, {{"why", *refusal + "; not campaigning"}});
+      co_await wakeup_.wait(kReachabilityCheck);
+      continue;
+    }
     lost_why_.clear();
     demoted_ = false;
     epoch_ = 0;
@@ -154,6 +166,7 @@ asio::awaitable<void> Elector::run() {
         stats_.is_leader = true;
         ++stats_.leader_changes;
         hooks_.elected(LeaderTerm{epoch_, key_, effective_prefix(config_->etcd.prefix)});
+        spawn(io_, round, watch_reachability(), "elector reachability");
         co_await hold_leadership();
         const std::string why = demote_reason(lost_why_);
         status_.set(HaState::demoting, demote_fields(why));
@@ -172,6 +185,7 @@ asio::awaitable<void> Elector::run() {
     // our next round) takes over at once instead of waiting out the ttl.
     if (lost_why_.empty()) lost_why_ = "round over";
     keepalive_wakeup_.notify();
+    reachability_wakeup_.notify();
     co_await round.close();
     co_await revoke();
     pg_.close();
@@ -261,6 +275,13 @@ asio::awaitable<void> Elector::wait_until_leading() {
     auto look = co_await etcd_.range(predecessor_range(config_->ha.election_prefix, epoch_));
     auto step = read_predecessor(look);
     if (step.leads) {
+      if (auto refusal = lead_refusal(stats_.postgresql)) {
+        // Its turn, but it could not do the work: the next in line (or this one, once PostgreSQL
+        // answers again) leads instead.
+        lost_why_ = *refusal + "; not taking the lead";
+        log_warn("not taking the lead", {{"component", "elector"}, {"why", lost_why_}});
+        co_return;
+      }
       // Confirm our own key is still there and ours before leading (a campaign can return although
       // the key vanished: etcd issue 11051).
       const bool ours = co_await own_key_is_ours();
@@ -351,6 +372,17 @@ asio::awaitable<void> Elector::hold_leadership() {
   }
 }
 
+asio::awaitable<void> Elector::watch_reachability() {
+  while (lost_why_.empty() && !stopping_) {
+    if (auto why = resign_reason(stats_.postgresql, stats_.etcd, config_->ha.ttl, std::chrono::steady_clock::now())) {
+      log_warn("resigning the lead: this instance cannot do its work", {{"component", "elector"}, {"why", *why}});
+      step_down(*why);
+      co_return;
+    }
+    co_await reachability_wakeup_.wait(kReachabilityCheck);
+  }
+}
+
 asio::awaitable<void> Elector::keep_alive() {
   etcdserverpb::LeaseKeepAliveRequest request;
   request.set_id(lease_id_);
@@ -370,16 +402,34 @@ asio::awaitable<void> Elector::keep_alive() {
     }
     keepalive_stream_broken_ = !opened;
     if (opened) spawn(io_, reader, read_keepalives(stream), "elector keep-alive reader");
+    auto next_send = LeaseClock::clock::now();
     while (lost_why_.empty() && !keepalive_stream_broken_) {
       const auto now = LeaseClock::clock::now();
       if (clock_->expired(now)) {
         lease_gone("no keep-alive was acknowledged within the lease's ttl");
         break;
       }
-      clock_->sent(now);
-      const bool written = co_await stream.write(request);
-      if (!written) break;
-      co_await keepalive_wakeup_.wait_until(std::min(now + interval, clock_->deadline()));
+      if (const auto oldest = clock_->oldest_unanswered();
+          oldest && now - *oldest >= keepalive_silence_limit(clock_->ttl())) {
+        // The member holds the connection open but answers nothing (frozen, cut off): renew the
+        // lease through another member before it counts as lost, and watch there too.
+        log_warn("lease keep-alive stream silent; opening it on another member",
+                 {{"component", "elector"}, {"endpoint", stream.endpoint()},
+                  {"unanswered_ms", std::chrono::duration_cast<std::chrono::milliseconds>(now - *oldest).count()}});
+        if (etcd_.current_endpoint() == stream.endpoint()) etcd_.fail_over();
+        if (watch_ && watch_->endpoint() == stream.endpoint()) watch_->cancel();
+        break;
+      }
+      if (now >= next_send) {
+        clock_->sent(now);
+        next_send = now + interval;
+        const bool written = co_await stream.write(request);
+        if (!written) break;
+      }
+      // Wake for the next keep-alive, the lease's deadline, or the moment the oldest unanswered
+      // one counts as silent.
+      const auto wake = keepalive_wake_time(*clock_, next_send);
+      co_await keepalive_wakeup_.wait_until(wake);
     }
     clock_->stream_lost();
     stream.cancel();

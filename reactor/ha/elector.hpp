@@ -88,6 +88,8 @@ class Elector final : public Engine {
   asio::awaitable<bool> own_key_is_ours();
   asio::awaitable<void> hold_leadership();
   asio::awaitable<void> keep_alive();
+  /// While leading: resigns (step_down) once resign_reason() gives a reason.
+  asio::awaitable<void> watch_reachability();
   asio::awaitable<void> read_keepalives(KeepAliveStream& stream);
   asio::awaitable<void> revoke();
   void lease_gone(const std::string& why);
@@ -109,6 +111,7 @@ class Elector final : public Engine {
   bool demoted_ = false;
   Wakeup wakeup_;           ///< interrupt(): the lease is gone, step_down, demoted, stop
   Wakeup keepalive_wakeup_;
+  Wakeup reachability_wakeup_;
   Gate helpers_;            ///< the keep-alive and watch coroutines
   WatchStream* watch_ = nullptr;  ///< the watch the main loop waits on, cancelled by interrupt()
   bool keepalive_stream_broken_ = false;

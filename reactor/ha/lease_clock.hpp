@@ -38,6 +38,11 @@ class LeaseClock {
     acked_ = std::max(acked_.value_or(at), at);
     return true;
   }
+  /// When the oldest keep-alive still unanswered was sent; nullopt when none is.
+  std::optional<clock::time_point> oldest_unanswered() const {
+    if (outstanding_.empty()) return std::nullopt;
+    return outstanding_.front();
+  }
   /// A keep-alive stream broke: its unanswered keep-alives will never be answered.
   void stream_lost() { outstanding_.clear(); }
   /// The lease is known to be gone (etcd said so, or it was revoked).
@@ -66,5 +71,22 @@ inline std::chrono::milliseconds lease_margin(std::chrono::milliseconds ttl) {
 
 /// How often keep-alives are sent for a lease of `ttl`: a third of it (as etcd's client does).
 inline std::chrono::milliseconds keepalive_interval(std::chrono::milliseconds ttl) { return ttl / 3; }
+
+/// How long a keep-alive may stay unanswered before its stream counts as silent (its member frozen
+/// or cut off with the connection open) and is opened again on another member: a sixth of the ttl,
+/// between 500 ms and 2 s. A keep-alive sent one interval after the last acknowledged one is
+/// given up on interval + limit after it, well before the lease counts as lost (ttl - margin), so
+/// the lease is renewed through a live member in time.
+inline std::chrono::milliseconds keepalive_silence_limit(std::chrono::milliseconds ttl) {
+  return std::clamp(ttl / 6, std::chrono::milliseconds(500), std::chrono::milliseconds(2000));
+}
+
+/// When the keep-alive loop wakes next: the next keep-alive's time `next_send`, the lease's
+/// deadline, or the moment the oldest unanswered keep-alive counts as silent, whichever is first.
+inline LeaseClock::clock::time_point keepalive_wake_time(const LeaseClock& clock, LeaseClock::clock::time_point next_send) {
+  auto wake = std::min(next_send, clock.deadline());
+  if (const auto oldest = clock.oldest_unanswered()) wake = std::min(wake, *oldest + keepalive_silence_limit(clock.ttl()));
+  return wake;
+}
 
 }  // namespace etcd_sync

@@ -52,6 +52,20 @@ std::size_t copy_run_events(std::size_t batch_size) {
 }
 
 constexpr std::size_t kCopyChunkBytes = 256 * 1024;  // COPY data per write
+
+/// How often a quiet watch looks at its liveness (WatchLiveness) and its progress requests.
+constexpr std::chrono::milliseconds kWatchCheckEvery{500};
+
+// A plain function (g++ 12 and class temporaries in coroutines).
+SyncError silent_watch_error(const std::string& endpoint, std::chrono::milliseconds quiet) {
+  SyncError error(ErrorKind::transient,
+                  "etcd Watch at " + endpoint + ": the member left " + std::to_string(WatchLiveness::kStrikes) +
+                      " status probes in a row unanswered (or has no leader) after " + std::to_string(quiet.count()) +
+                      " ms without a response; watching on another member",
+                  Peer::etcd);
+  error.at(endpoint);
+  return error;
+}
 constexpr const char* kUniqueViolation = "23505";     // PostgreSQL docs, Appendix A: unique_violation
 
 }  // namespace
@@ -81,6 +95,8 @@ struct Mirror::WatchSession {
   bool logged_watching = false;
   std::optional<SyncError> error;
   std::chrono::steady_clock::time_point last_event = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point last_progress_request = std::chrono::steady_clock::now();
+  WatchLiveness liveness{std::chrono::steady_clock::now()};
 };
 
 Mirror::Mirror(asio::io_context& io, std::shared_ptr<const Config> config, EtcdClient& etcd, SyncStats& stats,
@@ -321,6 +337,7 @@ asio::awaitable<void> Mirror::read_responses(WatchSession& session) {
     while (session.queued_bytes > max_queued_bytes && !stopping_) co_await session.reader_wakeup.wait();
     auto response = co_await session.stream->read();
     if (!response) break;
+    session.liveness.heard(std::chrono::steady_clock::now());
     session.queued_bytes += response->ByteSizeLong();
     session.queue.push_back(std::move(*response));
     session.applier_wakeup.notify();
@@ -353,15 +370,25 @@ asio::awaitable<void> Mirror::watch(std::int64_t start_revision) {
         break;
       }
       if (!session.queue.empty()) continue;
-      const bool woken = co_await session.applier_wakeup.wait(config_->sync.sync_interval);
-      if (!woken) {
-        // Quiet for a whole interval: ask for progress so the checkpoint follows etcd's revision
-        // and a quiet prefix's resume point never falls behind compaction.
-        if (should_request_progress(std::chrono::steady_clock::now() - session.last_event,
-                                    config_->sync.sync_interval, session.stream->writing())) {
-          etcdserverpb::WatchRequest progress;
-          progress.mutable_progress_request();
-          co_await session.stream->write(progress);
+      const bool woken = co_await session.applier_wakeup.wait(std::min(config_->sync.sync_interval, kWatchCheckEvery));
+      if (woken) continue;
+      const auto now = std::chrono::steady_clock::now();
+      // Quiet for a whole interval: ask for progress so the checkpoint follows etcd's revision
+      // and a quiet prefix's resume point never falls behind compaction.
+      if (now - session.last_progress_request >= config_->sync.sync_interval &&
+          should_request_progress(now - session.last_event, config_->sync.sync_interval, session.stream->writing())) {
+        session.last_progress_request = now;
+        etcdserverpb::WatchRequest progress;
+        progress.mutable_progress_request();
+        co_await session.stream->write(progress);
+      }
+      if (session.liveness.probe_due(now)) {
+        const std::string endpoint = session.stream->endpoint();
+        const bool answered = co_await etcd_.member_answers(endpoint, WatchLiveness::kProbeTimeout);
+        if (session.liveness.probed(answered) && !stopping_) {
+          session.error = silent_watch_error(endpoint, session.liveness.quiet_for(std::chrono::steady_clock::now()));
+          if (etcd_.current_endpoint() == endpoint) etcd_.fail_over();
+          break;
         }
       }
     }

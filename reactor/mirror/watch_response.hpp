@@ -41,4 +41,41 @@ WatchStep read_watch_response(const etcdserverpb::WatchResponse& response, std::
 bool should_request_progress(std::chrono::steady_clock::duration quiet, std::chrono::milliseconds sync_interval,
                              bool writing);
 
+/// Whether a Watch stream's member still answers. A quiet stream looks the same whether nothing
+/// changed under the prefix or the member froze with its connection open (SIGSTOP, a hung host), so
+/// after kQuiet without any response the member is asked for its Status; kStrikes asks in a row
+/// left unanswered within kProbeTimeout each, or answered without a raft leader, end the watch and
+/// the mirror watches on another member. Any response resets the count. (A progress request is no
+/// probe: etcd 3.4 answers it apart from the events, so asking while events are on the way could
+/// move the checkpoint past them; see should_request_progress.)
+class WatchLiveness {
+ public:
+  using clock = std::chrono::steady_clock;
+  static constexpr std::chrono::milliseconds kQuiet{1000};
+  static constexpr std::chrono::milliseconds kProbeTimeout{750};
+  static constexpr int kStrikes = 2;
+
+  explicit WatchLiveness(clock::time_point now) : heard_(now) {}
+  /// A response arrived at `now`.
+  void heard(clock::time_point now) {
+    heard_ = now;
+    strikes_ = 0;
+  }
+  /// Whether to ask the member now: quiet for kQuiet since the last response.
+  bool probe_due(clock::time_point now) const { return now - heard_ >= kQuiet; }
+  /// Records an ask's result; true when the watch must end (kStrikes failed asks in a row).
+  bool probed(bool answered) {
+    strikes_ = answered ? 0 : strikes_ + 1;
+    return strikes_ >= kStrikes;
+  }
+  /// How long the stream has been quiet at `now`.
+  std::chrono::milliseconds quiet_for(clock::time_point now) const {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(now - heard_);
+  }
+
+ private:
+  clock::time_point heard_;
+  int strikes_ = 0;
+};
+
 }  // namespace etcd_sync
