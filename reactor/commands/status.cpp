@@ -45,14 +45,28 @@ nlohmann::json int_cell(const PgResult& r, int row, int column) {
   return r.is_null(row, column) ? nlohmann::json() : nlohmann::json(r.int64(row, column));
 }
 
+/// The peers instance row `row` could not reach at its last heartbeat: {"etcd": {"since": ...,
+/// "endpoint": ...}, ...}, an empty object when it reached both.
+nlohmann::ordered_json unreachable_peers(const PgResult& r, int row) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::object();
+  for (auto [name, column] : {std::pair<const char*, int>{"etcd", 20}, std::pair<const char*, int>{"postgresql", 22}}) {
+    if (r.is_null(row, column)) continue;
+    out[name]["since"] = text_cell(r, row, column);
+    out[name]["endpoint"] = text_cell(r, row, column + 1);
+  }
+  return out;
+}
+
 // The instances' rows: 0 instance_id, 1 state, 2 host, 3 pid, 4 version, 5 started_at,
 // 6 heartbeat_at, 7 stopped_at, 8 heartbeat age (s), 9 mirror_state, 10 outbox_state,
 // 11 events_applied, 12 conflicts_resolved, 13 resyncs, 14 last_error, 15 last_error_at, 16 role,
-// 17 ha_state, 18 epoch, 19 leader_since.
+// 17 ha_state, 18 epoch, 19 leader_since, 20 etcd_unreachable_since, 21 etcd_unreachable_endpoint,
+// 22 postgresql_unreachable_since, 23 postgresql_unreachable_endpoint.
 const char* const kInstancesQuery =
     "SELECT instance_id, state, host, pid, version, started_at, heartbeat_at, stopped_at, "
     "  extract(epoch FROM now() - heartbeat_at), mirror_state, outbox_state, events_applied, conflicts_resolved, "
-    "  resyncs, last_error, last_error_at, role, ha_state, epoch, leader_since "
+    "  resyncs, last_error, last_error_at, role, ha_state, epoch, leader_since, etcd_unreachable_since, "
+    "  etcd_unreachable_endpoint, postgresql_unreachable_since, postgresql_unreachable_endpoint "
     "FROM etcd_sync_service ORDER BY heartbeat_at DESC NULLS LAST, instance_id";
 
 /// The report from what was read: `instances` (kInstancesQuery), `totals` (checkpoint and counts),
@@ -83,6 +97,7 @@ nlohmann::ordered_json build_report(const Config& config, const PgResult& instan
     entry["role"] = leads ? "leader" : "standby";
     entry["heartbeat_at"] = text_cell(instances, i, 6);
     entry["ha_state"] = text_cell(instances, i, 17);
+    entry["unreachable"] = unreachable_peers(instances, i);
     live.push_back(entry);
   }
   auto& service = out["service"];
@@ -100,12 +115,16 @@ nlohmann::ordered_json build_report(const Config& config, const PgResult& instan
     service["stopped_at"] = text_cell(instances, shown, 7);
     service["mirror_state"] = text_cell(instances, shown, 9);
     service["outbox_state"] = text_cell(instances, shown, 10);
+    // Cut from PostgreSQL, an instance cannot write its heartbeat: a late one says so.
+    service["heartbeat_age_s"] = optional_json(age);
+    service["unreachable"] = unreachable_peers(instances, shown);
   } else {
     service["running"] = false;
     service["state"] = "never started";
     for (const char* field : {"instance_id", "host", "pid", "version", "started_at", "heartbeat_at", "stopped_at",
-                              "mirror_state", "outbox_state"})
+                              "mirror_state", "outbox_state", "heartbeat_age_s"})
       service[field] = nullptr;
+    service["unreachable"] = nlohmann::ordered_json::object();
   }
   nlohmann::ordered_json sync;
   sync["mirrored_revision"] = int_cell(totals, 0, 0);
@@ -186,6 +205,8 @@ std::string text_report(const nlohmann::ordered_json& s) {
   out += "service      " + std::string(svc["running"].get<bool>() ? "running" : "stopped") + " (" + v(svc["state"]) +
          ") on " + v(svc["host"]) + " pid " + v(svc["pid"]) + ", started " + v(svc["started_at"]) + "\n";
   out += "engines      mirror " + v(svc["mirror_state"]) + ", outbox " + v(svc["outbox_state"]) + "\n";
+  for (const auto& [peer, down] : svc["unreachable"].items())
+    out += "unreachable  " + peer + " at " + v(down["endpoint"]) + " since " + v(down["since"]) + "\n";
   out += "revisions    mirrored " + v(sync["mirrored_revision"]) + ", etcd " + v(sync["etcd_revision"]) + ", lag " +
          v(sync["lag_revisions"]) + " revisions / " + v(sync["lag_seconds"]) + " s\n";
   out += "applied      " + v(sync["events_applied"]) + " events, " + v(sync["resyncs"]) + " resyncs, " +
@@ -201,9 +222,12 @@ std::string text_report(const nlohmann::ordered_json& s) {
     out += "leader       " + v(l["instance_id"]) + " on " + v(l["host"]) + " pid " + v(l["pid"]) + ", epoch " + v(l["epoch"]) +
            ", since " + v(l["since"]) + "\n";
   }
-  for (const auto& i : ha["instances"])
+  for (const auto& i : ha["instances"]) {
     out += "instance     " + v(i["instance_id"]) + " " + v(i["role"]) + " on " + v(i["host"]) + " pid " + v(i["pid"]) +
-           ", heartbeat " + v(i["heartbeat_at"]) + "\n";
+           ", heartbeat " + v(i["heartbeat_at"]);
+    for (const auto& [peer, down] : i["unreachable"].items()) out += ", " + peer + " unreachable since " + v(down["since"]);
+    out += "\n";
+  }
   out += "history      keep_versions " + v(s["history"]["keep_versions"]) + ", keep_for " + v(s["history"]["keep_for"]) +
          " (0: no limit)\n";
   if (!s["etcd"]["error"].is_null()) out += "etcd         unreachable: " + v(s["etcd"]["error"]) + "\n";

@@ -102,6 +102,11 @@ std::string render_metrics(const SyncStats& s, const char* version) {
   metric(out, "etcd_sync_connection_up", "gauge", "1 when the connection works, by peer.");
   sample(out, "etcd_sync_connection_up", "peer=\"etcd\"", s.etcd.up() ? 1 : 0);
   sample(out, "etcd_sync_connection_up", "peer=\"postgresql\"", s.postgresql.up() ? 1 : 0);
+  metric(out, "etcd_sync_peer_unreachable_seconds", "gauge",
+         "How long some engine has been failing on the peer (0 while none is), by peer.");
+  const auto now = std::chrono::steady_clock::now();
+  sample(out, "etcd_sync_peer_unreachable_seconds", "peer=\"etcd\"", s.etcd.failing_for(now).count() / 1000.0);
+  sample(out, "etcd_sync_peer_unreachable_seconds", "peer=\"postgresql\"", s.postgresql.failing_for(now).count() / 1000.0);
   if (s.wal_rows_known) {
     metric(out, "etcd_sync_wal_rows", "gauge", "etcd_wal rows by status (pending and failed), counted every few seconds.");
     sample(out, "etcd_sync_wal_rows", "status=\"pending\"", static_cast<double>(s.wal_pending_rows));
