@@ -25,7 +25,10 @@ PeerHealth* PeerMark::health(Peer peer) {
 void PeerMark::failing(const SyncError& error) { move_to(error.peer(), &error, false); }
 
 void PeerMark::working(Peer peer) {
-  if (auto* h = health(peer)) h->seen = true;
+  if (auto* h = health(peer)) {
+    h->seen = true;
+    h->last_worked = std::chrono::steady_clock::now();
+  }
   if (peer == peer_) move_to(Peer::unknown, nullptr, true);
 }
 

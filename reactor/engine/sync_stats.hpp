@@ -43,6 +43,9 @@ struct PeerHealth {
   std::string endpoint;    ///< "host:port" of the failure that began the outage, when known
   std::string last_error;  ///< the error that began it
   bool unreachable = false;  ///< that error was an outage (transient), not a refusal
+  /// When an engine last reported work done with it (steady clock; nullopt: never). The outage
+  /// really began at the last success, up to a request deadline before it was noticed.
+  std::optional<std::chrono::steady_clock::time_point> last_worked;
   bool up() const { return seen && failing == 0; }
   /// How long engines have been failing on it at `now` (zero while none is).
   std::chrono::milliseconds failing_for(std::chrono::steady_clock::time_point now) const {

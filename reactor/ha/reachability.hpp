@@ -12,17 +12,21 @@
 
 namespace etcd_sync {
 
-/// Why a leader must resign at `now`: an engine has been failing on PostgreSQL or etcd with an
-/// outage (a transient error: unreachable, past its deadline) for `ttl` or longer. nullopt while
-/// it can work. A peer that refuses a statement (a permanent error) is no reason: another
-/// instance would meet the same refusal.
+/// Why a leader must resign at `now`: an engine is failing on PostgreSQL or etcd with an outage
+/// (a transient error: unreachable, past its deadline), and no engine has done work with that peer
+/// for `ttl` or longer (counted from the last work done, or from the failure when none was: the
+/// outage began then, a request deadline before it was noticed). nullopt while it can work. A
+/// peer that refuses a statement (a permanent error) is no reason: another instance would meet
+/// the same refusal.
 inline std::optional<std::string> resign_reason(const PeerHealth& postgresql, const PeerHealth& etcd,
                                                 std::chrono::milliseconds ttl,
                                                 std::chrono::steady_clock::time_point now) {
   for (const auto& [name, peer] : {std::pair<const char*, const PeerHealth*>{"PostgreSQL", &postgresql},
                                    std::pair<const char*, const PeerHealth*>{"etcd", &etcd}}) {
-    const auto down = peer->failing_for(now);
-    if (peer->unreachable && down >= ttl) {
+    if (peer->failing == 0 || !peer->unreachable) continue;
+    const auto since = peer->last_worked.value_or(peer->failing_since.value_or(now));
+    const auto down = std::chrono::duration_cast<std::chrono::milliseconds>(now - since);
+    if (down >= ttl) {
       std::string why = std::string("cannot reach ") + name;
       if (!peer->endpoint.empty()) why += " at " + peer->endpoint;
       return why + " for " + std::to_string(down.count()) + " ms, longer than [ha] ttl (" +

@@ -90,6 +90,7 @@ asio::awaitable<void> Listener::run() {
         if (listen_) on_notify_(std::nullopt);  // notifications sent while disconnected are lost: sweep now
       }
       if (!dry_run_) co_await write_heartbeat(pg_, started ? "running" : "starting", stats_, describe_);  // coroutine-safe: const char* arms
+      status_.working(Peer::postgresql);  // a round trip done: the time the leader's resign rule counts from
       if (beats_++ % kBeatsPerCount == 0) co_await count_wal_rows(pg_, stats_);
       started = true;
       co_await listen_until(std::chrono::steady_clock::now() + heartbeat_interval);

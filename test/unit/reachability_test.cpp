@@ -59,6 +59,14 @@ TEST(Reachability, ALeaderResignsOnlyAfterAnOutageOfTtlOnEitherPeer) {
   EXPECT_NE(why->find("PostgreSQL at 10.0.0.1:5432"), std::string::npos) << *why;
   postgresql.unreachable = false;
   EXPECT_FALSE(resign_reason(postgresql, etcd, 3000ms, now)) << "a refusal would meet any leader";
+  postgresql.unreachable = true;
+  postgresql.failing_since = now - 1s;
+  postgresql.last_worked = now - 3500ms;
+  EXPECT_TRUE(resign_reason(postgresql, etcd, 3000ms, now)) << "counted from the last work done, before the deadline ran out";
+  postgresql.last_worked = now - 2s;
+  EXPECT_FALSE(resign_reason(postgresql, etcd, 3000ms, now));
+  postgresql.failing = 0;
+  postgresql.failing_since.reset();
   etcd.failing = 2;
   etcd.unreachable = true;
   etcd.failing_since = now - 10s;
