@@ -116,6 +116,13 @@ class EngineStatus {
     return delay;
   }
 
+  /// Marks `error.peer()` as failing (the outage's log line, stats.last_error) without a state
+  /// change or a backoff: for an engine that goes on in its state while a peer does not answer
+  /// (the elector's keep-alives, until the lease counts as lost). working() ends it.
+  void peer_failing(const SyncError& error) {
+    stats_.last_error = error.what();
+    peer_.failing(error);
+  }
   /// The engine worked with `peer`: clears that peer's outage and, once nothing is failing, the
   /// backoff. Does not change the state (the engine sets the state it is in now).
   void working(Peer peer) {

@@ -416,8 +416,17 @@ asio::awaitable<void> Elector::keep_alive() {
         log_warn("lease keep-alive stream silent; opening it on another member",
                  {{"component", "elector"}, {"endpoint", stream.endpoint()},
                   {"unanswered_ms", std::chrono::duration_cast<std::chrono::milliseconds>(now - *oldest).count()}});
+        SyncError silent(ErrorKind::transient,
+                         "etcd LeaseKeepAlive at " + stream.endpoint() + ": no answer within " +
+                             std::to_string(keepalive_silence_limit(clock_->ttl()).count()) + " ms",
+                         Peer::etcd);
+        status_.peer_failing(silent.at(stream.endpoint()));
         if (etcd_.current_endpoint() == stream.endpoint()) etcd_.fail_over();
-        if (watch_ && watch_->endpoint() == stream.endpoint()) watch_->cancel();
+        // A standby's watch on its predecessor there would miss the deletion that makes it lead:
+        // it watches again on another member. (A leader's watch on its own key is left: cancelling
+        // it would put the leader into a Range on the silent member just when the lease may
+        // count as lost, and the keep-alives through another member keep the key.)
+        if (watch_ && watch_->endpoint() == stream.endpoint() && status_.state() != HaState::leader) watch_->cancel();
         break;
       }
       if (now >= next_send) {
@@ -455,6 +464,7 @@ asio::awaitable<void> Elector::read_keepalives(KeepAliveStream& stream) {
       lease_gone("etcd says the lease has expired");
       break;
     }
+    status_.working(Peer::etcd);
   }
   keepalive_stream_broken_ = true;
   keepalive_wakeup_.notify();

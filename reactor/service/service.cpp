@@ -343,7 +343,7 @@ void Service::on_fenced(const SyncError& error) {
 InstanceFacts Service::describe_instance() const {
   InstanceFacts facts;
   facts.instance_id = config_->ha.instance_id;
-  const bool leads = term_ != nullptr;
+  const bool leads = leads_now();
   facts.role = leads ? "leader" : "standby";
   facts.ha_state = generation_ && generation_->elector ? generation_->elector->describe() : std::string("off");
   if (stop_requested_ && !leads) facts.ha_state = "stopped";
@@ -360,7 +360,7 @@ void Service::start_metrics(const std::string& listen) {
   if (!endpoint) throw SyncError(ErrorKind::permanent, "[metrics] listen: not host:port: " + listen);
   metrics_ = std::make_unique<MetricsServer>(
       io_, *endpoint, [this] { return render_metrics(stats_, ETCD_SYNC_VERSION); }, [this] { return ready(); },
-      [this] { return term_ != nullptr && term_->leader.has_value(); });
+      [this] { return leads_now() && term_->leader.has_value(); });
   spawn(io_, metrics_gate_, metrics_->run(), "metrics server");
   log_info("serving /metrics, /healthz and /readyz", {{"listen", listen}});
 }
@@ -368,6 +368,13 @@ void Service::start_metrics(const std::string& listen) {
 asio::awaitable<void> Service::retire_metrics(std::unique_ptr<MetricsServer> server) {
   server->stop();
   co_await server->stopped();
+}
+
+bool Service::leads_now() const {
+  // A term being stopped (its lease lost, resigned, fenced) leads no more, though its engines
+  // may still be finishing within the grace period.
+  if (!term_) return false;
+  return !generation_ || !generation_->elector || generation_->elector->leads();
 }
 
 bool Service::ready() const {

@@ -113,6 +113,9 @@ class Service {
   void reload();
   void request_stop(int exit_code);
   bool ready() const;
+  /// Whether this instance leads now: a term runs and the elector still says it leads (false
+  /// while a term that lost the lead is being stopped).
+  bool leads_now() const;
   void pet_watchdog();
 
   asio::io_context io_;
