@@ -25,10 +25,25 @@ Deployment::Deployment(DeploymentSettings settings, ChaosLog& log)
       log_(log) {
   for (std::size_t i = 0; i < settings_.instances; ++i)
     instances.push_back(std::make_unique<testing::ServiceProcess>(dir.path(), "etcd-sync-" + std::to_string(i)));
+  if (settings_.isolate_instances) {
+    for (std::size_t m = 0; m < etcd.size(); ++m) etcd.member(m).listen_on_all_addresses();
+    postgres.listen_on_all_addresses();
+    for (std::size_t i = 0; i < settings_.instances; ++i) {
+      hosts_.push_back(std::make_unique<testing::IsolatedHost>());
+      instances[i]->set_wrapper(hosts_[i]->exec_prefix());
+    }
+  }
 }
 
 Deployment::~Deployment() {
+  // Before their hosts go, which would leave them without a network.
   for (auto& instance : instances) instance->kill9();
+}
+
+std::vector<int> Deployment::etcd_client_ports() {
+  std::vector<int> ports;
+  for (std::size_t m = 0; m < etcd.size(); ++m) ports.push_back(etcd.member(m).client_port());
+  return ports;
 }
 
 std::string Deployment::conninfo() const { return postgres.conninfo(database); }
@@ -54,8 +69,18 @@ std::string Deployment::campaign_prefix() const { return etcd_sync::campaign_pre
 void Deployment::write_config(std::size_t index) {
   const auto path = config_path(index);
   std::ofstream out(path);
-  out << "[postgresql]\ndsn = \"" << conninfo() << "\"\n\n[etcd]\nendpoints = [";
-  const auto endpoints = etcd.endpoints();
+  // An isolated instance reaches the servers at its host's server address, the driver at 127.0.0.1.
+  const testing::IsolatedHost* isolated = host(index);
+  std::string dsn = conninfo();
+  auto endpoints = etcd.endpoints();
+  if (isolated != nullptr) {
+    const std::string address = isolated->server_address();
+    dsn = "host=" + address + " port=" + std::to_string(postgres.port()) + " dbname=" + database + " user=postgres";
+    endpoints.clear();
+    for (const int port : etcd_client_ports()) endpoints.push_back(address + ":" + std::to_string(port));
+  }
+  out << "[postgresql]\ndsn = \"" << dsn << "\"\nrequest_timeout = \"" << settings_.request_timeout
+      << "\"\n\n[etcd]\nendpoints = [";
   for (std::size_t i = 0; i < endpoints.size(); ++i) out << (i ? ", " : "") << '"' << endpoints[i] << '"';
   out << "]\nprefix = \"" << settings_.prefix << "\"\ndial_timeout = \"" << settings_.dial_timeout
       << "\"\nrequest_timeout = \"" << settings_.request_timeout << "\"\n\n"
@@ -83,7 +108,8 @@ void Deployment::start() {
   for (std::size_t i = 0; i < instances.size(); ++i) write_config(i);
   log_.line("etcd (" + std::to_string(etcd.size()) + " members) and PostgreSQL (port " +
             std::to_string(postgres.port()) + ") up; " + std::to_string(instances.size()) +
-            " etcd-sync instance(s), [ha] ttl " + std::to_string(settings_.ha_ttl_seconds) + " s, configs " +
+            " etcd-sync instance(s)" + (hosts_.empty() ? std::string() : " each in an isolated host (" + hosts_.front()->name() + " ...)") +
+            ", [ha] ttl " + std::to_string(settings_.ha_ttl_seconds) + " s, configs " +
             config_path(0).string() + (instances.size() > 1 ? " ..." : ""));
   for (std::size_t i = 0; i < instances.size(); ++i) {
     start_instance(i);

@@ -1,7 +1,9 @@
 // What one fault-suite run runs on: etcd (a cluster), PostgreSQL with the run's database, and
 // --instances etcd-sync instances on the same database and prefix, each with its own
 // configuration file that differs only in [ha] instance_id ("chaos-0", "chaos-1", ...) and its own
-// log (etcd-sync-<i>.log).
+// log (etcd-sync-<i>.log). With isolated instances (the driver runs in its private network
+// namespace, test/support/netns.hpp), each instance runs in an isolated host of its own and reaches
+// the servers over its veth, so that network faults can cut one instance off.
 #pragma once
 
 #include <chrono>
@@ -14,6 +16,7 @@
 
 #include "test/chaos/chaos_log.hpp"
 #include "test/chaos/checker.hpp"
+#include "test/support/netns.hpp"
 #include "test/support/servers.hpp"
 #include "test/support/service_process.hpp"
 
@@ -28,12 +31,15 @@ struct DeploymentSettings {
   std::string election_prefix = "/etcd-sync/election/";  ///< [ha] election_prefix: campaign keys, the outbox's barrier and receipt
   int ha_ttl_seconds = 3;  ///< [ha] ttl: short, so that takeovers after a dead or frozen leader happen within a fault
   std::string log_level = "debug";
-  std::string request_timeout = "2s";
+  std::string request_timeout = "2s";  ///< [etcd] and [postgresql] request_timeout: a silent peer is noticed within a fault
   std::string dial_timeout = "2s";
   std::string sync_interval = "1s";
   int max_attempts = 3;
   std::string initial_backoff = "100ms";
   std::string max_backoff = "1s";
+  /// Each instance in an IsolatedHost of its own (servers on every address of the private network
+  /// namespace); needs in_private_network().
+  bool isolate_instances = false;
 };
 
 const char* to_string(ConflictMode mode);
@@ -75,6 +81,10 @@ class Deployment {
   std::string describe_instance(std::size_t index);
   /// <election_prefix>campaign/, where every instance's campaign key is.
   std::string campaign_prefix() const;
+  /// Instance `index`'s isolated host, or nullptr when the instances are not isolated.
+  testing::IsolatedHost* host(std::size_t index) { return hosts_.empty() ? nullptr : hosts_.at(index).get(); }
+  /// The client ports of every etcd member, in member order (what a cut from etcd drops).
+  std::vector<int> etcd_client_ports();
 
   /// Files of the run: server data and logs, etcd-sync's logs, the configuration, chaos.log.
   testing::TempDir dir;
@@ -83,6 +93,10 @@ class Deployment {
   std::vector<std::unique_ptr<testing::ServiceProcess>> instances;
 
  private:
+  /// One per instance with isolate_instances, else none; made before the instances start and
+  /// deleted after they are killed.
+  std::vector<std::unique_ptr<testing::IsolatedHost>> hosts_;
+
   void write_config(std::size_t index);
 
   DeploymentSettings settings_;

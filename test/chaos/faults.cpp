@@ -3,11 +3,14 @@
 #include "adapters/errors.hpp"
 #include "test/chaos/ha.hpp"
 #include "test/support/etcd_loop.hpp"
+#include "test/support/files.hpp"
+#include "test/support/netns.hpp"
 #include "test/support/pg_client.hpp"
 
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -32,8 +35,15 @@ const std::vector<FaultKind>& all_fault_kinds() {
       FaultKind::service_kill9,     FaultKind::service_term, FaultKind::service_stop,
       FaultKind::etcd_restart,      FaultKind::etcd_leader_kill9, FaultKind::pg_restart,
       FaultKind::pg_kill9,          FaultKind::leader_stop,  FaultKind::election_key_delete,
-      FaultKind::epoch_bump,        FaultKind::rolling_restart};
+      FaultKind::epoch_bump,        FaultKind::rolling_restart, FaultKind::cut_etcd,
+      FaultKind::cut_postgres,      FaultKind::cut_both,     FaultKind::lossy,
+      FaultKind::etcd_member_stop};
   return kinds;
+}
+
+bool is_network_fault(FaultKind kind) {
+  return kind == FaultKind::cut_etcd || kind == FaultKind::cut_postgres || kind == FaultKind::cut_both ||
+         kind == FaultKind::lossy || kind == FaultKind::etcd_member_stop;
 }
 
 bool is_ha_fault(FaultKind kind) {
@@ -54,15 +64,20 @@ std::string_view name(FaultKind kind) {
     case FaultKind::election_key_delete: return "election-key-delete";
     case FaultKind::epoch_bump: return "epoch-bump";
     case FaultKind::rolling_restart: return "rolling-restart";
+    case FaultKind::cut_etcd: return "cut-etcd";
+    case FaultKind::cut_postgres: return "cut-postgres";
+    case FaultKind::cut_both: return "cut-both";
+    case FaultKind::lossy: return "lossy";
+    case FaultKind::etcd_member_stop: return "etcd-member-stop";
   }
   return "?";
 }
 
-std::vector<FaultKind> parse_fault_kinds(const std::string& text, std::size_t instances) {
+std::vector<FaultKind> parse_fault_kinds(const std::string& text, std::size_t instances, bool network) {
   std::vector<FaultKind> kinds;
   if (text == "all") {
     for (const FaultKind kind : all_fault_kinds())
-      if (instances > 1 || !is_ha_fault(kind)) kinds.push_back(kind);
+      if ((instances > 1 || !is_ha_fault(kind)) && (network || !is_network_fault(kind))) kinds.push_back(kind);
     return kinds;
   }
   if (text == "none" || text.empty()) return kinds;
@@ -179,6 +194,11 @@ bool FaultInjector::await_log(std::size_t index, const std::vector<std::string>&
     if (steady_clock::now() >= until) return false;
     std::this_thread::sleep_for(milliseconds(50));
   }
+}
+
+std::string FaultInjector::peer_unreachable_said(std::size_t index) {
+  const bool said = deployment_.instances.at(index)->log_since_mark().find("peer unreachable") != std::string::npos;
+  return deployment_.describe_instance(index) + (said ? " logged" : " did not log") + " a peer unreachable";
 }
 
 std::optional<milliseconds> FaultInjector::poll_takeover(std::int64_t old_epoch, steady_clock::time_point since,
@@ -504,6 +524,53 @@ void FaultInjector::inject(FaultKind kind) {
       log_.line(title + " done: member " + std::to_string(leader) + " serving again");
       break;
     }
+    case FaultKind::cut_etcd:
+    case FaultKind::cut_postgres:
+    case FaultKind::cut_both:
+      cut(kind, title);
+      break;
+    case FaultKind::lossy: {
+      const Target target = pick_instance();
+      testing::IsolatedHost* host = deployment_.host(target.index);
+      if (host == nullptr) {
+        skipped(kind, title + ": the instances are not isolated");
+        break;
+      }
+      const milliseconds lossy_for = seconds_between(random_, 2.0, 6.0);
+      const std::uint64_t before = host->dropped_packets();
+      log_.line(title + ": 30% of the packets of " + describe(target) + " dropped, both ways, for " + ms(lossy_for));
+      deployment_.instances[target.index]->mark_log();
+      host->lossy(30);
+      pause(lossy_for, false);
+      host->heal_all();
+      log_.line(title + " done: healed; " + std::to_string(host->dropped_packets() - before) + " packets dropped; " +
+                peer_unreachable_said(target.index));
+      break;
+    }
+    case FaultKind::etcd_member_stop: {
+      if (etcd.size() < 3) {
+        skipped(kind, title + ": " + std::to_string(etcd.size()) + " etcd member(s): the others would have no quorum");
+        break;
+      }
+      const Target target = pick_instance();
+      const auto used = etcd_members_used(target.index);
+      const std::size_t member = used.empty()
+                                     ? static_cast<std::size_t>(random_.between(0, static_cast<std::int64_t>(etcd.size()) - 1))
+                                     : random_.pick(used);
+      const milliseconds stopped = seconds_between(random_, 2.0, 6.0);
+      const pid_t pid = etcd.member(member).pid();
+      log_.line(title + ": member " + std::to_string(member) + " (" + etcd.member(member).endpoint() + ", pid " +
+                std::to_string(pid) + ")" +
+                (used.empty() ? ", picked at random (no connection of " + describe(target) + " seen)"
+                              : ", which " + describe(target) + " talks to") +
+                ", SIGSTOPped for " + ms(stopped));
+      deployment_.instances[target.index]->mark_log();
+      ::kill(pid, SIGSTOP);
+      pause(stopped, false);
+      ::kill(pid, SIGCONT);
+      log_.line(title + " done: member " + std::to_string(member) + " SIGCONTed; " + peer_unreachable_said(target.index));
+      break;
+    }
     case FaultKind::pg_restart:
     case FaultKind::pg_kill9: {
       const milliseconds down = seconds_between(random_, 0.0, 1.5);
@@ -519,6 +586,74 @@ void FaultInjector::inject(FaultKind kind) {
       break;
     }
   }
+}
+
+void FaultInjector::cut(FaultKind kind, const std::string& title) {
+  const Target target = pick_instance();
+  testing::IsolatedHost* host = deployment_.host(target.index);
+  if (host == nullptr) {
+    skipped(kind, title + ": the instances are not isolated");
+    return;
+  }
+  auto& instance = *deployment_.instances[target.index];
+  std::vector<int> ports;
+  if (kind != FaultKind::cut_postgres) ports = deployment_.etcd_client_ports();
+  if (kind != FaultKind::cut_etcd) ports.push_back(deployment_.postgres.port());
+  const milliseconds cut_for = seconds_between(random_, 2.0, 8.0);
+  // A leader cut off for longer than its ttl must be replaced (its lease expires, or it resigns for
+  // want of PostgreSQL); 2 s more for noticing. A shorter cut may or may not depose it.
+  const bool takeover_due = target.leader && cut_for > ttl() + std::chrono::seconds(2);
+  const bool several = deployment_.instances.size() > 1;
+  std::string port_list;
+  for (const int port : ports) port_list += (port_list.empty() ? "" : ",") + std::to_string(port);
+  log_.line(title + " of " + describe(target) + " from port(s) " + port_list + " for " + ms(cut_for) + " (ttl " +
+            ms(ttl()) + ")");
+  instance.mark_log();
+  for (const int port : ports) host->cut(port);
+  const auto at = steady_clock::now();
+  // Another instance may take over while it is cut off.
+  std::optional<milliseconds> took =
+      target.leader && several ? poll_takeover(target.epoch, at, at + cut_for) : std::nullopt;
+  pause(std::chrono::duration_cast<milliseconds>(at + cut_for - steady_clock::now()), false);
+  host->heal_all();
+  log_.line(title + " done: healed after " + ms(std::chrono::duration_cast<milliseconds>(steady_clock::now() - at)) +
+            "; " + peer_unreachable_said(target.index));
+  if (!target.leader) return;
+  if (took) {
+    record_takeover(kind, target.epoch, *took, ttl() + std::chrono::seconds(2));
+  } else if (takeover_due) {
+    await_takeover(kind, target.epoch, at, several ? ttl() + std::chrono::seconds(2) : cut_for + std::chrono::seconds(5));
+  } else if (const auto late = poll_takeover(target.epoch, at, steady_clock::now() + std::chrono::seconds(2))) {
+    // Not due, but the cut set it off (the leader resigned as the cut healed, say).
+    record_takeover(kind, target.epoch, *late, ttl() + std::chrono::seconds(2));
+  } else {
+    log_.line(title + ": epoch " + std::to_string(target.epoch) + " still leads 2 s after the heal (the cut did not " +
+              "outlast ttl + 2 s, so no takeover was due)");
+  }
+}
+
+std::vector<std::size_t> FaultInjector::etcd_members_used(std::size_t index) {
+  auto& instance = *deployment_.instances.at(index);
+  if (deployment_.host(index) == nullptr || !instance.running()) return {};
+  const auto ports = deployment_.etcd_client_ports();
+  std::vector<std::size_t> members;
+  // The instance is alone in its network namespace: every established connection there is its own.
+  // Lines: "sl local_address rem_address st ...", addresses as hex "ADDR:PORT", st 01 established.
+  for (const char* table : {"tcp", "tcp6"}) {
+    std::istringstream lines(testing::read_text_file("/proc/" + std::to_string(instance.pid()) + "/net/" + table));
+    std::string line;
+    while (std::getline(lines, line)) {
+      std::istringstream fields(line);
+      std::string slot, local, remote, state;
+      if (!(fields >> slot >> local >> remote >> state) || state != "01") continue;
+      const auto colon = remote.rfind(':');
+      if (colon == std::string::npos) continue;
+      const int port = static_cast<int>(std::strtol(remote.c_str() + colon + 1, nullptr, 16));
+      for (std::size_t m = 0; m < ports.size(); ++m)
+        if (ports[m] == port && std::find(members.begin(), members.end(), m) == members.end()) members.push_back(m);
+    }
+  }
+  return members;
 }
 
 std::string FaultInjector::takeover_summary() const {

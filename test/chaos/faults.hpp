@@ -37,18 +37,29 @@ enum class FaultKind {
   election_key_delete,  ///< delete the leader's campaign key in etcd: it must step down; another epoch leads
   epoch_bump,         ///< raise etcd_sync_leader.epoch by hand (to epoch + 1, or to etcd's revision): the leader is fenced
   rolling_restart,    ///< SIGTERM each instance in turn (exit 0), start it again, wait until it campaigns
+  // Network (in "all" when the instances run in isolated hosts: the driver got its private network
+  // namespace); each hits one instance, the leader 60% of the time:
+  cut_etcd,           ///< drop the instance's packets to and from every etcd member for 2-8 s, then heal
+  cut_postgres,       ///< the same for PostgreSQL
+  cut_both,           ///< the same for etcd and PostgreSQL at once
+  lossy,              ///< drop 30% of the instance's packets at random, both ways, for 2-6 s
+  etcd_member_stop,   ///< SIGSTOP the etcd member the instance talks to for 2-6 s (3 members: the others keep quorum)
 };
 
 /// Every kind, in the order of the list above.
 const std::vector<FaultKind>& all_fault_kinds();
-/// Whether `kind` is one of the high-availability kinds (leader_stop and after).
+/// Whether `kind` is one of the high-availability kinds (leader_stop to rolling_restart).
 bool is_ha_fault(FaultKind kind);
+/// Whether `kind` is one of the network kinds (cut_etcd and after): they need isolated instances.
+bool is_network_fault(FaultKind kind);
 /// The kind's command-line name, e.g. "service-kill9".
 std::string_view name(FaultKind kind);
-/// Parses "kind,kind,..." ("all" for every kind that fits `instances`: the high-availability kinds
-/// only with 2 or more; "none" for none); throws std::invalid_argument naming an unknown kind. A
-/// high-availability kind named explicitly also runs with one instance (which then leads again).
-std::vector<FaultKind> parse_fault_kinds(const std::string& text, std::size_t instances = 1);
+/// Parses "kind,kind,..." ("all" for every kind that fits `instances` and `network`: the
+/// high-availability kinds only with 2 or more instances, the network kinds only when `network`
+/// (isolated instances); "none" for none); throws std::invalid_argument naming an unknown kind. A
+/// high-availability kind named explicitly also runs with one instance (which then leads again); a
+/// network kind named explicitly is returned whatever `network` says (the caller drops it).
+std::vector<FaultKind> parse_fault_kinds(const std::string& text, std::size_t instances = 1, bool network = false);
 /// "kind,kind,..." (the inverse of parse_fault_kinds).
 std::string join_fault_kinds(const std::vector<FaultKind>& kinds);
 
@@ -122,6 +133,15 @@ class FaultInjector {
   /// exit code.
   int terminate_watching(std::size_t index, bool leader, std::int64_t old_epoch,
                          std::optional<std::chrono::milliseconds>& took, std::chrono::milliseconds& exited_after);
+  /// cut_etcd, cut_postgres and cut_both: cuts `target` off the servers for 2-8 s, then heals;
+  /// when it led, another epoch must lead once the cut outlasted the ttl.
+  void cut(FaultKind kind, const std::string& title);
+  /// The etcd members (indices) instance `index` holds an established connection to now, read
+  /// from its network namespace's /proc/<pid>/net/tcp{,6}; empty when unknown.
+  std::vector<std::size_t> etcd_members_used(std::size_t index);
+  /// "instance 1 (chaos-1, pid 4242) logged a peer unreachable" (or "did not log"), from its log
+  /// since its mark: for chaos.log, not a check.
+  std::string peer_unreachable_said(std::size_t index);
   /// Waits up to `deadline` until instance `index`'s log (since its mark) holds one of `needles`.
   bool await_log(std::size_t index, const std::vector<std::string>& needles, std::chrono::milliseconds deadline);
   std::chrono::milliseconds ttl() const;

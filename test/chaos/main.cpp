@@ -1,11 +1,14 @@
 // etcd-sync-chaos: the randomized fault suite's driver (README "Tests"; scripts/chaos runs it).
 //
 // One run: real etcd (a 3-member cluster by default) and PostgreSQL on loopback, --instances
-// etcd-sync instances started from the build (one leads, the others stand by), concurrent writers
+// etcd-sync instances started from the build (one leads, the others stand by; as root each in an
+// isolated host of the driver's private network namespace, test/support/netns.hpp), concurrent writers
 // on both sides of ~30 shared keys for --seconds, faults at random moments (kill -9, SIGTERM and
 // SIGSTOP of etcd-sync, the leader more often than a standby; etcd member restarts and leader
 // kills; PostgreSQL restarts and crashes; with several instances also the leader frozen past its
-// ttl, its campaign key deleted, the epoch row raised by hand, a rolling restart). Then it settles
+// ttl, its campaign key deleted, the epoch row raised by hand, a rolling restart; with the private
+// network namespace, an instance cut off from etcd, PostgreSQL or both, a lossy link, the etcd
+// member it talks to frozen). Then it settles
 // (writers stop, every server and etcd-sync runs, exactly one instance leads, no etcd_wal row
 // pending, the mirror's checkpoint at etcd's revision), stops etcd-sync with SIGTERM and checks
 // etcd's history against the tables, and the leadership record (checker.hpp).
@@ -14,8 +17,10 @@
 // (the temp dir with every log is kept and named), 2 when the run itself could not be carried out.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <iterator>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -32,6 +37,7 @@
 #include "test/chaos/random.hpp"
 #include "test/chaos/writers.hpp"
 #include "test/support/etcd_loop.hpp"
+#include "test/support/netns.hpp"
 
 namespace etcd_sync::chaos {
 namespace {
@@ -116,6 +122,20 @@ bool settle(Deployment& deployment, testing::EtcdLoop& etcd, ChaosLog& log, seco
   }
 }
 
+/// The fault kinds of --faults that this run can inject: without the private network namespace
+/// (not root), the network kinds (those named, or all's) are left out, with one line saying why.
+std::vector<FaultKind> injectable_kinds(const Options& options) {
+  auto kinds = parse_fault_kinds(options.faults, options.instances, true);
+  if (testing::in_private_network()) return kinds;
+  std::vector<FaultKind> dropped;
+  std::copy_if(kinds.begin(), kinds.end(), std::back_inserter(dropped), is_network_fault);
+  std::erase_if(kinds, is_network_fault);
+  if (!dropped.empty())
+    std::cout << "chaos: network faults skipped (" << join_fault_kinds(dropped)
+              << "): no private network namespace: " << testing::private_network_error() << std::endl;
+  return kinds;
+}
+
 int run(const Options& options) {
   std::cout << "chaos: seed " << options.seed << std::endl;
   const auto began = steady_clock::now();
@@ -125,7 +145,13 @@ int run(const Options& options) {
   settings.etcd_members = options.etcd_members;
   settings.instances = options.instances;
   settings.log_level = options.log_level;
-  const auto kinds = parse_fault_kinds(options.faults, options.instances);
+  settings.isolate_instances = testing::in_private_network();
+  const auto kinds = injectable_kinds(options);
+  if (kinds.empty() && !parse_fault_kinds(options.faults, options.instances, true).empty()) {
+    std::cout << "chaos: SKIPPED (seed " << options.seed << "): every fault kind asked for needs a private network namespace"
+              << std::endl;
+    return 0;
+  }
   Deployment deployment(settings, log);
   log.tee_to(deployment.dir.path() / "chaos.log");
   log.line("seed " + std::to_string(options.seed) + ", mode " + options.mode + ", " +
@@ -283,6 +309,9 @@ int run(const Options& options) {
 }  // namespace etcd_sync::chaos
 
 int main(int argc, char** argv) {
+  // First, before any thread or socket: the servers, the instances' isolated hosts and the network
+  // faults live in this namespace. Refused (not root), the run goes on without network faults.
+  etcd_sync::testing::enter_private_network();
   using etcd_sync::chaos::Options;
   Options options;
   CLI::App app{"etcd-sync's randomized fault suite: writers on both sides, faults, then a check of "
@@ -297,7 +326,9 @@ int main(int argc, char** argv) {
   app.add_option("--faults", options.faults,
                  "fault kinds, comma-separated: service-kill9, service-term, service-stop, etcd-restart, "
                  "etcd-leader-kill9, pg-restart, pg-kill9, leader-stop, election-key-delete, epoch-bump, "
-                 "rolling-restart; or all (the last four only with --instances 2 or more), none");
+                 "rolling-restart (these four only with --instances 2 or more in all), cut-etcd, cut-postgres, "
+                 "cut-both, lossy, etcd-member-stop (these five only as root, in a private network namespace; "
+                 "skipped otherwise); or all, none");
   app.add_option("--rate", options.rate, "writes per second on each side")->check(CLI::PositiveNumber);
   app.add_option("--keys", options.keys, "number of shared keys")->check(CLI::PositiveNumber);
   app.add_option("--delete-share", options.delete_share, "share of the writes on each side that are deletes")
