@@ -16,39 +16,30 @@ using std::chrono::seconds;
 class HarnessTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    temp_dir_ = std::make_unique<TempDir>();
-    etcd_ = std::make_unique<EtcdServer>(temp_dir_->path());
-    postgres_ = std::make_unique<PostgresServer>(temp_dir_->path());
-    etcd_->start();
-    postgres_->start();
+    servers_ = std::make_unique<ServerPair>();
   }
 
   static void TearDownTestSuite() {
-    // Servers before the directory that holds their files.
-    postgres_.reset();
-    etcd_.reset();
-    temp_dir_.reset();
+    servers_.reset();
   }
 
   void SetUp() override {
-    ASSERT_TRUE(etcd_ && etcd_->is_running()) << "etcd did not start";
-    ASSERT_TRUE(postgres_ && postgres_->is_running()) << "postgres did not start";
+    ASSERT_TRUE(servers_ && servers_->etcd.is_running()) << "etcd did not start";
+    ASSERT_TRUE(servers_ && servers_->postgres.is_running()) << "postgres did not start";
   }
 
-  static inline std::unique_ptr<TempDir> temp_dir_;
-  static inline std::unique_ptr<EtcdServer> etcd_;
-  static inline std::unique_ptr<PostgresServer> postgres_;
+  static inline std::unique_ptr<ServerPair> servers_;
 };
 
 TEST_F(HarnessTest, EtcdctlPutThenGet) {
-  etcd_->etcdctl({"put", "/harness/a", "hello world"});
-  EXPECT_EQ(etcd_->etcdctl({"get", "--print-value-only", "/harness/a"}), "hello world\n");
-  EXPECT_EQ(etcd_->etcdctl({"get", "--print-value-only", "/harness/missing"}), "");
+  servers_->etcd.etcdctl({"put", "/harness/a", "hello world"});
+  EXPECT_EQ(servers_->etcd.etcdctl({"get", "--print-value-only", "/harness/a"}), "hello world\n");
+  EXPECT_EQ(servers_->etcd.etcdctl({"get", "--print-value-only", "/harness/missing"}), "");
 }
 
 TEST_F(HarnessTest, EtcdctlFailureThrowsWithStderr) {
   try {
-    etcd_->etcdctl({"no-such-command"});
+    servers_->etcd.etcdctl({"no-such-command"});
     FAIL() << "expected an exception";
   } catch (const std::runtime_error& error) {
     EXPECT_NE(std::string(error.what()).find("no-such-command"), std::string::npos)
@@ -57,8 +48,8 @@ TEST_F(HarnessTest, EtcdctlFailureThrowsWithStderr) {
 }
 
 TEST_F(HarnessTest, PgClientCreatesAndReadsTable) {
-  postgres_->create_database("harness");
-  PgClient client(postgres_->conninfo("harness"));
+  servers_->postgres.create_database("harness");
+  PgClient client(servers_->postgres.conninfo("harness"));
   client.exec("CREATE TABLE t (id int PRIMARY KEY, name text)");
   client.exec_params("INSERT INTO t VALUES ($1, $2), ($3, $4)", {"1", "one", "2", std::nullopt});
 
@@ -72,7 +63,7 @@ TEST_F(HarnessTest, PgClientCreatesAndReadsTable) {
 }
 
 TEST_F(HarnessTest, PgClientReportsSqlstate) {
-  PgClient client(postgres_->conninfo());
+  PgClient client(servers_->postgres.conninfo());
   try {
     client.exec("SELECT * FROM no_such_table");
     FAIL() << "expected an exception";
@@ -84,41 +75,41 @@ TEST_F(HarnessTest, PgClientReportsSqlstate) {
 }
 
 TEST_F(HarnessTest, EtcdRestartKeepsEndpointAndData) {
-  const std::string endpoint = etcd_->endpoint();
-  etcd_->etcdctl({"put", "/harness/durable", "v1"});
-  etcd_->restart();
-  EXPECT_EQ(etcd_->endpoint(), endpoint);
-  EXPECT_EQ(etcd_->etcdctl({"get", "--print-value-only", "/harness/durable"}), "v1\n");
+  const std::string endpoint = servers_->etcd.endpoint();
+  servers_->etcd.etcdctl({"put", "/harness/durable", "v1"});
+  servers_->etcd.restart();
+  EXPECT_EQ(servers_->etcd.endpoint(), endpoint);
+  EXPECT_EQ(servers_->etcd.etcdctl({"get", "--print-value-only", "/harness/durable"}), "v1\n");
 }
 
 TEST_F(HarnessTest, EtcdSurvivesKill9) {
-  etcd_->etcdctl({"put", "/harness/crash", "v2"});
-  etcd_->kill9();
-  EXPECT_FALSE(etcd_->is_running());
-  etcd_->start();
-  EXPECT_EQ(etcd_->etcdctl({"get", "--print-value-only", "/harness/crash"}), "v2\n");
+  servers_->etcd.etcdctl({"put", "/harness/crash", "v2"});
+  servers_->etcd.kill9();
+  EXPECT_FALSE(servers_->etcd.is_running());
+  servers_->etcd.start();
+  EXPECT_EQ(servers_->etcd.etcdctl({"get", "--print-value-only", "/harness/crash"}), "v2\n");
 }
 
 TEST_F(HarnessTest, PostgresRestartKeepsPortAndData) {
-  const int port = postgres_->port();
+  const int port = servers_->postgres.port();
   {
-    PgClient client(postgres_->conninfo());
+    PgClient client(servers_->postgres.conninfo());
     client.exec("CREATE TABLE restart_check (v text); INSERT INTO restart_check VALUES ('kept')");
   }
-  postgres_->restart();
-  EXPECT_EQ(postgres_->port(), port);
-  PgClient client(postgres_->conninfo());
+  servers_->postgres.restart();
+  EXPECT_EQ(servers_->postgres.port(), port);
+  PgClient client(servers_->postgres.conninfo());
   EXPECT_EQ(client.scalar("SELECT v FROM restart_check"), "kept");
 }
 
 TEST_F(HarnessTest, PostgresSurvivesKill9WithOpenConnection) {
-  PgClient survivor(postgres_->conninfo());
+  PgClient survivor(servers_->postgres.conninfo());
   survivor.exec("CREATE TABLE crash_check (v int); INSERT INTO crash_check VALUES (7)");
-  postgres_->kill9();
-  EXPECT_FALSE(postgres_->is_running());
+  servers_->postgres.kill9();
+  EXPECT_FALSE(servers_->postgres.is_running());
   EXPECT_THROW(survivor.exec("SELECT 1"), PgError);
-  postgres_->start();
-  PgClient client(postgres_->conninfo());
+  servers_->postgres.start();
+  PgClient client(servers_->postgres.conninfo());
   EXPECT_EQ(client.scalar("SELECT v FROM crash_check"), "7");
 }
 

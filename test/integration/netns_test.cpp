@@ -64,25 +64,17 @@ class NetnsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     if (!in_private_network()) return;
-    temp_dir_ = std::make_unique<TempDir>();
-    etcd_ = std::make_unique<EtcdServer>(temp_dir_->path());
-    postgres_ = std::make_unique<PostgresServer>(temp_dir_->path());
-    etcd_->listen_on_all_addresses();
-    postgres_->listen_on_all_addresses();
-    etcd_->start();
-    postgres_->start();
+    servers_ = std::make_unique<ServerPair>(true);
   }
 
   static void TearDownTestSuite() {
-    postgres_.reset();
-    etcd_.reset();
-    temp_dir_.reset();
+    servers_.reset();
   }
 
   void SetUp() override {
     if (!in_private_network()) GTEST_SKIP() << "no private network namespace: " << private_network_error();
-    ASSERT_TRUE(etcd_ && etcd_->is_running()) << "etcd did not start";
-    ASSERT_TRUE(postgres_ && postgres_->is_running()) << "postgres did not start";
+    ASSERT_TRUE(servers_ && servers_->etcd.is_running()) << "etcd did not start";
+    ASSERT_TRUE(servers_ && servers_->postgres.is_running()) << "postgres did not start";
     host_ = std::make_unique<IsolatedHost>();
   }
 
@@ -92,14 +84,14 @@ class NetnsTest : public ::testing::Test {
   /// (1 s to connect, 2 s for the request).
   CommandResult etcd_health() const {
     return host_->run(kEtcdctl,
-                      {"--endpoints=http://" + host_->server_address() + ":" + std::to_string(etcd_->client_port()),
+                      {"--endpoints=http://" + host_->server_address() + ":" + std::to_string(servers_->etcd.client_port()),
                        "--dial-timeout=1s", "--command-timeout=2s", "endpoint", "health"},
                       {{"ETCDCTL_API", "3"}}, seconds(15));
   }
 
   /// conninfo of PostgreSQL at its address as the host sees it; 2 s to connect.
   std::string pg_conninfo() const {
-    return "host=" + host_->server_address() + " port=" + std::to_string(postgres_->port()) +
+    return "host=" + host_->server_address() + " port=" + std::to_string(servers_->postgres.port()) +
            " dbname=postgres user=postgres connect_timeout=2";
   }
 
@@ -112,9 +104,7 @@ class NetnsTest : public ::testing::Test {
     }
   }
 
-  static inline std::unique_ptr<TempDir> temp_dir_;
-  static inline std::unique_ptr<EtcdServer> etcd_;
-  static inline std::unique_ptr<PostgresServer> postgres_;
+  static inline std::unique_ptr<ServerPair> servers_;
   std::unique_ptr<IsolatedHost> host_;
 };
 
@@ -128,7 +118,7 @@ TEST_F(NetnsTest, HostReachesTheServersAtItsServerAddress) {
   EXPECT_EQ(client.scalar("SELECT host(inet_client_addr())"), host_->host_address());
   // Inside, 127.0.0.1 is the host's own loopback: nothing listens there.
   const auto loopback = host_->run(kEtcdctl,
-                                   {"--endpoints=http://127.0.0.1:" + std::to_string(etcd_->client_port()),
+                                   {"--endpoints=http://127.0.0.1:" + std::to_string(servers_->etcd.client_port()),
                                     "--dial-timeout=1s", "--command-timeout=2s", "endpoint", "health"},
                                    {{"ETCDCTL_API", "3"}}, seconds(15));
   EXPECT_NE(loopback.exit_code, 0) << loopback.shown();
@@ -154,8 +144,8 @@ TEST_F(NetnsTest, ExecPrefixKeepsThePidAndEntersTheHost) {
 }
 
 TEST_F(NetnsTest, CutSilencesOnePortUntilHealed) {
-  host_->cut(etcd_->client_port());
-  EXPECT_EQ(host_->cut_ports().count(etcd_->client_port()), 1u);
+  host_->cut(servers_->etcd.client_port());
+  EXPECT_EQ(host_->cut_ports().count(servers_->etcd.client_port()), 1u);
   const auto began = steady_clock::now();
   const auto cut = etcd_health();
   // Silence, not a refusal: etcdctl gives up at its own deadline.
@@ -164,16 +154,16 @@ TEST_F(NetnsTest, CutSilencesOnePortUntilHealed) {
   EXPECT_TRUE(pg_answers()) << "only etcd's port is cut";
   EXPECT_GT(host_->dropped_packets(), 0u);
 
-  host_->heal(etcd_->client_port());
+  host_->heal(servers_->etcd.client_port());
   EXPECT_TRUE(host_->cut_ports().empty());
   EXPECT_TRUE(wait_until([&] { return etcd_health().exit_code == 0; }, seconds(15))) << etcd_health().shown();
 
-  host_->cut(postgres_->port());
+  host_->cut(servers_->postgres.port());
   const auto connecting = steady_clock::now();
   EXPECT_THROW(connect_inside(*host_, pg_conninfo()), PgError);
   EXPECT_GE(steady_clock::now() - connecting, milliseconds(1900)) << "connect_timeout=2 ran out";
   EXPECT_EQ(etcd_health().exit_code, 0) << "only PostgreSQL's port is cut";
-  host_->heal(postgres_->port());
+  host_->heal(servers_->postgres.port());
   EXPECT_TRUE(wait_until([&] { return pg_answers(); }, seconds(15)));
 }
 
@@ -182,11 +172,11 @@ TEST_F(NetnsTest, EstablishedConnectionGoesSilentWithoutAReset) {
   // at once (a reset would fail it at once). libpq sets it only with keepalives on (the default).
   PgClient client = connect_inside(*host_, pg_conninfo() + " tcp_user_timeout=1500");
   ASSERT_EQ(client.scalar("SELECT 1"), "1");
-  host_->cut(postgres_->port());
+  host_->cut(servers_->postgres.port());
   const auto began = steady_clock::now();
   EXPECT_THROW(client.exec("SELECT 1"), PgError);
   EXPECT_GE(steady_clock::now() - began, milliseconds(1400));
-  host_->heal(postgres_->port());
+  host_->heal(servers_->postgres.port());
   EXPECT_TRUE(wait_until([&] { return pg_answers(); }, seconds(15)));
 }
 

@@ -81,29 +81,21 @@ class PartitionTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     if (!in_private_network()) return;
-    dir_ = std::make_unique<TempDir>();
-    etcd_ = std::make_unique<EtcdServer>(dir_->path());
-    postgres_ = std::make_unique<PostgresServer>(dir_->path());
-    etcd_->listen_on_all_addresses();
-    postgres_->listen_on_all_addresses();
-    etcd_->start();
-    postgres_->start();
-    client_ = std::make_unique<EtcdTestClient>(etcd_->endpoint());
+    servers_ = std::make_unique<ServerPair>(true);
+    client_ = std::make_unique<EtcdTestClient>(servers_->etcd.endpoint());
   }
   static void TearDownTestSuite() {
     client_.reset();
-    postgres_.reset();
-    etcd_.reset();
-    dir_.reset();
+    servers_.reset();
   }
 
   void SetUp() override {
     if (!in_private_network()) GTEST_SKIP() << "no private network namespace: " << private_network_error();
-    ASSERT_TRUE(etcd_ && etcd_->is_running());
-    ASSERT_TRUE(postgres_ && postgres_->is_running());
+    ASSERT_TRUE(servers_ && servers_->etcd.is_running());
+    ASSERT_TRUE(servers_ && servers_->postgres.is_running());
     database_ = "partition_" + std::to_string(++databases_);
-    postgres_->create_database(database_);
-    db_ = std::make_unique<PgClient>(postgres_->conninfo(database_));
+    servers_->postgres.create_database(database_);
+    db_ = std::make_unique<PgClient>(servers_->postgres.conninfo(database_));
     prefix_ = "/" + database_ + "/";
   }
   void TearDown() override {
@@ -112,7 +104,7 @@ class PartitionTest : public ::testing::Test {
   }
 
   Instance& add_instance() {
-    auto instance = std::make_unique<Instance>(dir_->path(), "i" + std::to_string(instances_.size() + 1) + "-" + database_);
+    auto instance = std::make_unique<Instance>(servers_->dir.path(), "i" + std::to_string(instances_.size() + 1) + "-" + database_);
     instances_.push_back(std::move(instance));
     return *instances_.back();
   }
@@ -120,11 +112,11 @@ class PartitionTest : public ::testing::Test {
   /// Writes the instance's config (servers at its host's server address) and starts it.
   void start(Instance& instance) {
     const std::string server = instance.host.server_address();
-    const auto path = dir_->path() / (instance.id + ".toml");
+    const auto path = servers_->dir.path() / (instance.id + ".toml");
     std::ofstream out(path);
-    out << "[postgresql]\ndsn = \"host=" << server << " port=" << postgres_->port() << " dbname=" << database_
+    out << "[postgresql]\ndsn = \"host=" << server << " port=" << servers_->postgres.port() << " dbname=" << database_
         << " user=postgres\"\nrequest_timeout = \"2s\"\n\n"
-        << "[etcd]\nendpoints = [\"" << server << ":" << etcd_->client_port() << "\"]\nprefix = \"" << prefix_
+        << "[etcd]\nendpoints = [\"" << server << ":" << servers_->etcd.client_port() << "\"]\nprefix = \"" << prefix_
         << "\"\ndial_timeout = \"1s\"\nrequest_timeout = \"2s\"\n\n"
         << "[sync]\nsync_interval = \"1s\"\n\n[sync.retry]\ninitial_backoff = \"100ms\"\nmax_backoff = \"1s\"\n\n"
         << "[logging]\nlevel = \"debug\"\nformat = \"json\"\n\n"
@@ -259,9 +251,7 @@ class PartitionTest : public ::testing::Test {
               << takeover << " s; a row written then applied in " << row.value_or(-1) << " s" << std::endl;
   }
 
-  static inline std::unique_ptr<TempDir> dir_;
-  static inline std::unique_ptr<EtcdServer> etcd_;
-  static inline std::unique_ptr<PostgresServer> postgres_;
+  static inline std::unique_ptr<ServerPair> servers_;
   static inline std::unique_ptr<EtcdTestClient> client_;
   static inline int databases_ = 0;
   std::string database_, prefix_;
@@ -269,15 +259,15 @@ class PartitionTest : public ::testing::Test {
   std::vector<std::unique_ptr<Instance>> instances_;
 };
 
-TEST_F(PartitionTest, CutFromPostgresqlIsReportedAndSurvived) { cut_and_heal_one(postgres_->port(), "postgresql"); }
+TEST_F(PartitionTest, CutFromPostgresqlIsReportedAndSurvived) { cut_and_heal_one(servers_->postgres.port(), "postgresql"); }
 
-TEST_F(PartitionTest, CutFromEtcdIsReportedAndSurvived) { cut_and_heal_one(etcd_->client_port(), "etcd"); }
+TEST_F(PartitionTest, CutFromEtcdIsReportedAndSurvived) { cut_and_heal_one(servers_->etcd.client_port(), "etcd"); }
 
-TEST_F(PartitionTest, LeaderCutFromPostgresqlIsReplaced) { leader_cut({postgres_->port()}, "PostgreSQL"); }
+TEST_F(PartitionTest, LeaderCutFromPostgresqlIsReplaced) { leader_cut({servers_->postgres.port()}, "PostgreSQL"); }
 
-TEST_F(PartitionTest, LeaderCutFromEtcdIsReplaced) { leader_cut({etcd_->client_port()}, "etcd"); }
+TEST_F(PartitionTest, LeaderCutFromEtcdIsReplaced) { leader_cut({servers_->etcd.client_port()}, "etcd"); }
 
-TEST_F(PartitionTest, LeaderCutFromBothIsReplaced) { leader_cut({postgres_->port(), etcd_->client_port()}, "both"); }
+TEST_F(PartitionTest, LeaderCutFromBothIsReplaced) { leader_cut({servers_->postgres.port(), servers_->etcd.client_port()}, "both"); }
 
 // No instance reaches PostgreSQL: none claims to lead, /leader says so on each, and once the
 // network heals one leads again and rows flow.
@@ -288,15 +278,15 @@ TEST_F(PartitionTest, WhenNoInstanceReachesBothSidesNoneLeads) {
   start(b);
   ASSERT_TRUE(wait_leader(15s));
   const auto cut_at = steady_clock::now();
-  a.host.cut(postgres_->port());
-  b.host.cut(postgres_->port());
+  a.host.cut(servers_->postgres.port());
+  b.host.cut(servers_->postgres.port());
   EXPECT_TRUE(wait_until([&] { return !a.leads() && !b.leads(); }, kTakeoverWithin + 2s))
       << a.service.log_text() << b.service.log_text();
   const double none = seconds_since(cut_at);
   // And it stays so while the cut lasts (checked for two seconds more: a leader would show).
   EXPECT_FALSE(wait_until([&] { return a.leads() || b.leads(); }, 2s));
-  a.host.heal(postgres_->port());
-  b.host.heal(postgres_->port());
+  a.host.heal(servers_->postgres.port());
+  b.host.heal(servers_->postgres.port());
   const auto healed_at = steady_clock::now();
   EXPECT_TRUE(wait_leader(10s));
   const double led_again = seconds_since(healed_at);
