@@ -132,6 +132,9 @@ class EngineStatus {
       last_error_.clear();
     }
   }
+  /// Stops counting this engine on the peer it failed on, without saying it works again (no log
+  /// line, the backoff kept): for an engine whose use of that peer is over.
+  void forget_peer() { peer_.clear(); }
   /// Forgets the outage (the engine is stopping or starting over).
   void clear() {
     peer_.clear();

@@ -193,6 +193,10 @@ asio::awaitable<void> Elector::run() {
     if (failure && !stopping_) {
       const auto delay = status_.failed(*failure, config_->sync.retry);
       co_await wakeup_.wait(delay);
+      // PostgreSQL is only the elector's to look at a predecessor with its instance_id: its
+      // reachability is the listener's to say. Left marked, the failure would keep this instance
+      // from campaigning (lead_refusal) with nothing to clear it.
+      if (status_.failing_peer() == Peer::postgresql) status_.forget_peer();
     }
   }
   status_.clear();
@@ -249,6 +253,7 @@ asio::awaitable<void> Elector::replace_predecessor(const mvccpb::KeyValue& exist
   auto row = co_await pg_.query(
       "SELECT host, pid, state, extract(epoch FROM now() - heartbeat_at) FROM etcd_sync_service WHERE instance_id = $1",
       pg_params(PgParam::text(config_->ha.instance_id)));
+  status_.working(Peer::postgresql);
   const std::string me = host_name();
   bool alive = false;
   std::string other = "an unknown process";
