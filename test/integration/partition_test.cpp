@@ -23,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "test/support/http_get.hpp"
 #include "test/support/log_lines.hpp"
 #include "test/support/netns.hpp"
@@ -168,6 +170,19 @@ class PartitionTest : public ::testing::Test {
         deadline, 20ms);
   }
 
+  /// `etcd-sync status --format json` run from the test's side (servers on 127.0.0.1), parsed;
+  /// null when it did not print one object.
+  nlohmann::json status_json() {
+    const auto path = servers_->dir.path() / (database_ + "-status.toml");
+    std::ofstream out(path);
+    out << "[postgresql]\ndsn = \"" << servers_->postgres.conninfo(database_) << "\"\n\n[etcd]\nendpoints = [\""
+        << servers_->etcd.endpoint() << "\"]\nprefix = \"" << prefix_ << "\"\n";
+    out.close();
+    const auto result = run_binary({"status", "--format", "json", "-c", path.string()}, {}, 10s);
+    auto parsed = nlohmann::json::parse(result.stdout_text, nullptr, false);
+    return parsed.is_discarded() ? nlohmann::json() : parsed;
+  }
+
   /// Waits for a JSON log line of `instance` since its mark with every field of `fields`.
   bool logged(Instance& instance, const LogFields& fields, std::chrono::milliseconds deadline) {
     return wait_until([&] { return find_log_line(instance.service.log_since_mark(), fields).has_value(); }, deadline, 20ms);
@@ -194,6 +209,27 @@ class PartitionTest : public ::testing::Test {
     const double unready = seconds_since(cut_at);
     EXPECT_LE(detected, std::chrono::duration<double>(kDetectWithin).count());
     const auto put_during = client_->put(prefix_ + "during", "cut");
+    // Status says which side and since when: the heartbeat records an etcd outage; an instance
+    // cut from PostgreSQL cannot write one, and its heartbeat's age says so.
+    nlohmann::json status;
+    if (peer == "etcd") {
+      EXPECT_TRUE(wait_until(
+          [&] {
+            status = status_json();
+            return status.is_object() && status["service"]["unreachable"].contains("etcd");
+          },
+          3s, 100ms))
+          << status.dump();
+    } else {
+      EXPECT_TRUE(wait_until(
+          [&] {
+            status = status_json();
+            return status.is_object() && status["service"]["heartbeat_age_s"].is_number() &&
+                   status["service"]["heartbeat_age_s"].get<double>() >= 2.0;
+          },
+          4s, 100ms))
+          << status.dump();
+    }
 
     // For the rest of the cut /readyz stays 503: the outage is not forgotten while it lasts.
     EXPECT_FALSE(wait_until([&] { return instance.ready(); }, remaining(cut_at))) << "ready while still cut off";
