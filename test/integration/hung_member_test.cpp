@@ -34,17 +34,27 @@ milliseconds since(steady_clock::time_point start) {
   return std::chrono::duration_cast<milliseconds>(steady_clock::now() - start);
 }
 
-/// A put through `client` retried on a transient error, as an application would: a put that
-/// reaches a follower while the leader is lost is abandoned when the new term starts. The revision
-/// of the attempt that answered.
+/// A put through `client` retried on a transient error for up to 10 s, as an application would: a
+/// put that reaches a follower while the leader is lost is refused ("no leader") until the
+/// election ends, or abandoned when the new term starts. The revision of the attempt that
+/// answered; throws the last error when none did.
 std::int64_t put_retrying(EtcdTestClient& client, const std::string& key, const std::string& value) {
-  for (int attempt = 1;; ++attempt) {
-    try {
-      return client.put(key, value);
-    } catch (const SyncError& error) {
-      if (!error.transient() || attempt == 3) throw;
-    }
-  }
+  std::int64_t revision = 0;
+  std::optional<SyncError> last;
+  const bool put = wait_until(
+      [&] {
+        try {
+          revision = client.put(key, value);
+          return true;
+        } catch (const SyncError& error) {
+          if (!error.transient()) throw;
+          last = error;
+          return false;
+        }
+      },
+      10s, 50ms);
+  if (!put && last) throw *last;
+  return revision;
 }
 
 /// Moves etcd's leadership to member `index` (etcdctl move-leader, sent to the current leader)

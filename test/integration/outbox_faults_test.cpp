@@ -191,6 +191,9 @@ TEST_F(OutboxFaultsTest, TxnsThatTimedOutAreDecidedFromReceiptsAndAppliedOnce) {
   settings.request_timeout = "1s";
   settings.max_attempts = 2;
   start(settings);
+  // The outbox runs once this instance leads: freezing etcd before that would time out the
+  // election's calls instead of the outbox's Txns.
+  ASSERT_TRUE(service_->wait_for_log("outbox barrier raised", 10s)) << service_->log_text();
   db().exec("INSERT INTO etcd_wal (key, value) SELECT '/f8/k' || i, 'v' || i FROM generate_series(1, 50) i");
   ::kill(env_->etcd.pid(), SIGSTOP);
   db().exec("INSERT INTO etcd_wal (key, value) SELECT '/f8/k' || i, 'w' || i FROM generate_series(1, 50) i");
