@@ -33,8 +33,10 @@ class ReceiptLog {
 
   std::int64_t from_revision() const { return from_revision_; }
   std::int64_t to_revision() const { return to_revision_; }
-  /// The revision of the receipt naming (id, fingerprint), or 0.
-  std::int64_t find(std::int64_t id, std::uint32_t fingerprint) const;
+  /// The lowest revision in (after_revision, to_revision()] of a receipt naming (id, fingerprint),
+  /// or 0. Every matching receipt is considered: an id PostgreSQL handed out again may have an
+  /// older receipt with the same fingerprint, at or below after_revision, that is not the row's.
+  std::int64_t find(std::int64_t id, std::uint32_t fingerprint, std::int64_t after_revision) const;
 
  private:
   std::int64_t from_revision_;
@@ -53,9 +55,10 @@ struct DoubtVerdict {
   std::int64_t revision = 0;
 };
 
-/// Decides `row` (with attempt_revision set) from `log`, read up to a barrier: applied when a
-/// receipt after attempt_revision names the row's id and fingerprint; not applied when the log
-/// covers every revision after attempt_revision without naming it; else unknown.
+/// Decides `row` (with attempt_revision set) from `log`, read up to a barrier: applied, at the
+/// lowest such revision, when a receipt after attempt_revision and up to the barrier names the
+/// row's id and fingerprint; not applied when the log covers every revision after
+/// attempt_revision without naming it; else unknown.
 DoubtVerdict decide_in_doubt(const WalRow& row, const ReceiptLog& log);
 
 /// The outcome of a row whose outcome cannot be known: failed, with a message that says so and

@@ -59,6 +59,31 @@ TEST(DecideInDoubt, AReceiptOlderThanTheAttemptIsNotIts) {
   EXPECT_EQ(decide_in_doubt(row, log).kind, DoubtVerdict::Kind::not_applied);
 }
 
+TEST(DecideInDoubt, AnOlderReceiptWithTheSameContentDoesNotHideTheAttemptsOwn) {
+  // The log starts at 91 for another row in the batch; id 12 with this content was applied at 95
+  // before a failover handed the id out again, and this row's own attempt landed at 104.
+  auto row = doubtful(12, "/k", "v", 100);
+  auto earlier = doubtful(13, "/j", "w", 90);
+  ReceiptLog log(91);
+  log.add(95, receipt_value({&row}));
+  log.add(104, receipt_value({&row}));
+  log.covered_to(110);
+  auto verdict = decide_in_doubt(row, log);
+  EXPECT_EQ(verdict.kind, DoubtVerdict::Kind::applied);
+  EXPECT_EQ(verdict.revision, 104);
+  EXPECT_EQ(decide_in_doubt(earlier, log).kind, DoubtVerdict::Kind::not_applied);
+}
+
+TEST(DecideInDoubt, AReceiptPastTheBarrierIsNotEvidence) {
+  // No attempt sent before the barrier can land after it: a receipt read past the barrier (in the
+  // same watch response as the barrier's event) is from a later Txn.
+  auto row = doubtful(12, "/k", "v", 100);
+  ReceiptLog log(101);
+  log.add(112, receipt_value({&row}));
+  log.covered_to(110);
+  EXPECT_EQ(decide_in_doubt(row, log).kind, DoubtVerdict::Kind::not_applied);
+}
+
 TEST(DecideInDoubt, CompactedHistoryIsUnknownAndSaysSo) {
   auto row = doubtful(12, "/k", "v", 100);
   ReceiptLog log(101);
