@@ -49,7 +49,6 @@ void PeerMark::move_to(Peer peer, const SyncError* error, bool recovered) {
   now->failing_since_unix_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   now->endpoint = error ? error->endpoint() : std::string();
-  now->last_error = error ? error->what() : std::string();
   now->unreachable = error && error->transient();
   LogFields fields{{"peer", to_string(peer_)}};
   if (!now->endpoint.empty()) fields.push_back({"endpoint", now->endpoint});

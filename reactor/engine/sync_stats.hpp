@@ -40,9 +40,8 @@ struct PeerHealth {
   std::optional<std::chrono::steady_clock::time_point> failing_since;
   /// The same moment on the wall clock, for status (milliseconds since the Unix epoch; 0 = none).
   std::int64_t failing_since_unix_ms = 0;
-  std::string endpoint;    ///< "host:port" of the failure that began the outage, when known
-  std::string last_error;  ///< the error that began it
-  bool unreachable = false;  ///< that error was an outage (transient), not a refusal
+  std::string endpoint;      ///< "host:port" of the failure that began the outage, when known
+  bool unreachable = false;  ///< that failure was an outage (transient), not a refusal
   /// When an engine last reported work done with it (steady clock; nullopt: never). The outage
   /// really began at the last success, up to a request deadline before it was noticed.
   std::optional<std::chrono::steady_clock::time_point> last_worked;
