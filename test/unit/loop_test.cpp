@@ -83,6 +83,11 @@ asio::awaitable<void> hold(Gate::Holder holder, Wakeup& release) {
   (void)holder;
 }
 
+asio::awaitable<void> mark(bool& ran) {
+  ran = true;
+  co_return;
+}
+
 asio::awaitable<void> close_gate(Gate& gate, bool& closed) {
   co_await gate.close();
   closed = true;
@@ -170,10 +175,14 @@ TEST(Spawn, InAGateTheGateWaitsForIt) {
   spawn(io, close_gate(gate, closed), "close");
   io.poll();
   EXPECT_FALSE(closed);
-  EXPECT_THROW(spawn(io, gate, hold(gate.try_enter().value_or(gate.enter()), release), "late"), GateClosed);
+  // The work holds nothing of the gate itself: only spawn's own check can refuse it.
+  bool late_ran = false;
+  EXPECT_THROW(spawn(io, gate, mark(late_ran), "late"), GateClosed);
+  EXPECT_EQ(gate.count(), 2u);
   release.notify();
   io.run_for(100ms);
   EXPECT_TRUE(closed);
+  EXPECT_FALSE(late_ran);
 }
 
 }  // namespace
