@@ -20,8 +20,8 @@ std::chrono::milliseconds Backoff::nominal(int attempt) const {
 }
 
 std::chrono::milliseconds Backoff::delay(int attempt) {
-  auto full = nominal(attempt).count();
-  std::uniform_int_distribution<long long> jitter(full / 2, full);
+  auto nominal_ms = nominal(attempt).count();
+  std::uniform_int_distribution<long long> jitter(nominal_ms / 2, nominal_ms);
   return std::chrono::milliseconds(jitter(random_));
 }
 

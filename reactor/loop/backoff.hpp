@@ -1,7 +1,8 @@
 #pragma once
-// Exponential backoff with full jitter ("Exponential Backoff And Jitter", AWS Architecture Blog):
+// Exponential backoff with equal jitter ("Exponential Backoff And Jitter", AWS Architecture Blog):
 // attempt n waits a uniform random time in [0.5, 1] * min(max, initial * 2^(n-1)), so a fleet of
-// retries spreads out but never waits less than half the nominal delay.
+// retries spreads out but never waits less than half the nominal delay (full jitter, [0, 1] *
+// delay, would let a retry come at once).
 
 #include <chrono>
 #include <random>
