@@ -69,7 +69,8 @@ class Gate {
   /// How many pieces of work are inside.
   std::size_t count() const { return count_; }
 
-  /// Lets no more work in, then waits until every piece inside has left. Safe to call again.
+  /// Lets no more work in, then waits until every piece inside has left. Safe to call again, also
+  /// while another close() is still waiting: every one of them ends when the last piece leaves.
   asio::awaitable<void> close() {
     closed_ = true;
     while (count_ > 0) co_await drained_.wait();
@@ -78,12 +79,12 @@ class Gate {
  private:
   void leave() {
     assert(count_ > 0);
-    if (--count_ == 0 && closed_) drained_.notify();
+    if (--count_ == 0 && closed_) drained_.notify_all();
   }
 
   std::size_t count_ = 0;
   bool closed_ = false;
-  Wakeup drained_;
+  Broadcast drained_;  ///< the last piece of work left a closed gate
 };
 
 }  // namespace etcd_sync

@@ -116,6 +116,28 @@ TEST(Gate, CloseWaitsUntilEveryHolderHasLeftAndRefusesNewWork) {
   EXPECT_EQ(gate.count(), 0u);
 }
 
+TEST(Gate, TwoClosesAtOnceBothEndWhenTheLastHolderLeaves) {
+  asio::io_context io;
+  Gate gate(io);
+  Wakeup release(io);
+  spawn(io, hold(gate.enter(), release), "held");
+  bool first = false, second = false;
+  spawn(io, close_gate(gate, first), "first close");
+  spawn(io, close_gate(gate, second), "second close");
+  io.run_for(20ms);
+  EXPECT_FALSE(first);
+  EXPECT_FALSE(second);
+  release.notify();
+  io.run_for(100ms);
+  EXPECT_TRUE(first);
+  EXPECT_TRUE(second);
+  bool again = false;
+  io.restart();  // the run above ended out of work, which stops the io_context
+  spawn(io, close_gate(gate, again), "close after drained");
+  io.run_for(100ms);
+  EXPECT_TRUE(again);
+}
+
 TEST(Gate, ClosingAnEmptyGateIsImmediate) {
   asio::io_context io;
   Gate gate(io);
