@@ -17,9 +17,9 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <toml.hpp>
 
 #include "reactor/config/durations.hpp"
+#include "reactor/config/toml_compat.hpp"
 
 extern char** environ;
 
@@ -89,7 +89,8 @@ std::string not_one_of(std::string_view got, const Choice<E> (&choices)[N]) {
 
 // --- the file layer ------------------------------------------------------------------------------
 
-int line_of(const toml::value& v) { return static_cast<int>(v.location().line()); }
+using toml_compat::line_of;
+using toml_compat::text_of;
 
 std::string type_name(const toml::value& v) {
   switch (v.type()) {
@@ -162,7 +163,7 @@ class Table {
       error(*v, key, "expected a string, got " + type_name(*v));
       return false;
     }
-    out = v->as_string().str;
+    out = text_of(*v);
     return true;
   }
 
@@ -192,7 +193,7 @@ class Table {
       error(*v, key, "expected a duration string such as \"5s\", got " + type_name(*v));
       return false;
     }
-    const std::string& text = v->as_string().str;
+    const std::string& text = text_of(*v);
     const auto d = parse_duration(text);
     if (!d) {
       error(*v, key, "\"" + text + "\" is not a duration; write " + std::string(duration_form));
@@ -380,11 +381,11 @@ void read_etcd(Table& t, EtcdConfig& out) {
         if (!e.is_string()) {
           t.error(e, "endpoints", "expected \"host:port\" strings, got " + type_name(e));
           all_good = false;
-        } else if (auto why = check_host_port(e.as_string().str); !why.empty()) {
-          t.error(e, "endpoints", shown_endpoint(e.as_string().str) + ": " + why);
+        } else if (auto why = check_host_port(text_of(e)); !why.empty()) {
+          t.error(e, "endpoints", shown_endpoint(text_of(e)) + ": " + why);
           all_good = false;
         } else {
-          endpoints.push_back(e.as_string().str);
+          endpoints.push_back(text_of(e));
         }
       }
       if (all_good && endpoints.empty())
@@ -495,18 +496,6 @@ void read_document(const toml::value& doc, const std::string& file, Config& conf
   if (auto t = root.sub_table("ha")) read_ha(*t, config.ha);
   if (auto t = root.sub_table("history")) read_history(*t, config.history);
   root.report_unknown();
-}
-
-// The first line of a toml11 message without its "[error] toml::function: " prefix. The rest of
-// the message quotes the offending source line, which may hold a password, so it is dropped.
-std::string summary_of(std::string_view what) {
-  what = what.substr(0, what.find('\n'));
-  if (what.starts_with("[error] ")) what.remove_prefix(8);
-  if (what.starts_with("toml::")) {
-    if (const auto colon = what.find(": "); colon != std::string_view::npos)
-      what.remove_prefix(colon + 2);
-  }
-  return std::string(what);
 }
 
 // Reads a whole file; returns why not, or empty.
@@ -681,14 +670,17 @@ ConfigLoad load_config_text(const std::string& text, const std::string& file_nam
   ConfigLoad load;
   load.config.source_file = file_name;
   try {
-    std::istringstream in(text);
-    const toml::value doc = toml::parse(in, file_name);
-    read_document(doc, file_name, load.config, load.errors);
-  } catch (const toml::exception& e) {
-    load.errors.push_back({file_name, static_cast<int>(e.location().line()), "",
-                           "TOML syntax error: " + summary_of(e.what())});
+    auto parsed = toml_compat::parse(text, file_name);
+    if (const auto* syntax = std::get_if<toml_compat::SyntaxError>(&parsed)) {
+      load.errors.push_back({file_name, syntax->line, "", "TOML syntax error: " + syntax->reason});
+    } else {
+      read_document(std::get<toml::value>(parsed), file_name, load.config, load.errors);
+    }
   } catch (const std::exception& e) {
-    load.errors.push_back({file_name, 0, "", "cannot parse: " + summary_of(e.what())});
+    // The first line only: a longer message might quote the file, which may hold a password.
+    const std::string_view what = e.what();
+    load.errors.push_back(
+        {file_name, 0, "", "cannot parse: " + std::string(what.substr(0, what.find('\n')))});
   }
   // Tables are hash maps, so problems are found in no particular order; report them as they
   // appear in the file.

@@ -73,7 +73,7 @@ bool is_host_name_char(char c) {
   return is_alpha(c) || is_digit(c) || c == '-' || c == '.' || c == '_';
 }
 
-std::string quoted(std::string_view text) { return "\"" + std::string(text) + "\""; }
+std::string in_quotes(std::string_view text) { return "\"" + std::string(text) + "\""; }
 
 // libpq URIs: user information is hidden up to the LAST '@' (not libpq's first '@' before a '/'),
 // so that a password holding an unencoded '/', '?' or '@' is still hidden; an '@' further right
@@ -168,7 +168,7 @@ std::string check_host_port(std::string_view address) {
     for (char c : host) {
       // hex digits, ':' and '.' (IPv4-mapped); after '%' a zone such as eth0
       if (!is_hex(c) && c != ':' && c != '.' && c != '%' && !is_host_name_char(c)) {
-        return quoted(host) + " is not an IPv6 address";
+        return in_quotes(host) + " is not an IPv6 address";
       }
     }
   } else {
@@ -181,7 +181,7 @@ std::string check_host_port(std::string_view address) {
     }
     if (host.empty()) return "missing host; " + std::string(host_port_example);
     for (char c : host) {
-      if (!is_host_name_char(c)) return quoted(host) + " is not a host name or IP address";
+      if (!is_host_name_char(c)) return in_quotes(host) + " is not a host name or IP address";
     }
   }
   bool port_ok = !port.empty() && port.size() <= 5;
@@ -191,7 +191,7 @@ std::string check_host_port(std::string_view address) {
     if (port_ok) number = number * 10 + (c - '0');
   }
   if (!port_ok || number < 1 || number > 65535) {
-    return "port must be a number from 1 to 65535, got " + quoted(port);
+    return "port must be a number from 1 to 65535, got " + in_quotes(port);
   }
   return {};
 }
@@ -235,7 +235,7 @@ std::string apply_etcd_dsn(const std::string& dsn, EtcdConfig& into) {
   result.endpoints.clear();
   for (const std::string_view endpoint : split(authority, ',')) {
     if (auto why = check_host_port(endpoint); !why.empty()) {
-      return "endpoint " + quoted(endpoint) + ": " + why;
+      return "endpoint " + in_quotes(endpoint) + ": " + why;
     }
     result.endpoints.emplace_back(endpoint);
   }
@@ -254,26 +254,26 @@ std::string apply_etcd_dsn(const std::string& dsn, EtcdConfig& into) {
       if (param.empty()) continue;
       const auto eq = param.find('=');
       const std::string_view name = param.substr(0, eq);
-      if (eq == npos) return "query parameter " + quoted(name) + " has no value";
+      if (eq == npos) return "query parameter " + in_quotes(name) + " has no value";
       const auto value = percent_decode(param.substr(eq + 1));
-      if (!value) return "bad percent-escape in query parameter " + quoted(name);
+      if (!value) return "bad percent-escape in query parameter " + in_quotes(name);
       if (name == "tls") {
         if (*value == "enabled" || *value == "true") {
           result.tls = true;
         } else if (*value == "disabled" || *value == "false") {
           result.tls = false;
         } else {
-          return "tls must be enabled or disabled, got " + quoted(*value);
+          return "tls must be enabled or disabled, got " + in_quotes(*value);
         }
       } else if (name == "dial_timeout" || name == "request_timeout") {
         const auto duration = parse_duration(*value);
         if (!duration || duration->count() <= 0) {
-          return std::string(name) + ": " + quoted(*value) + " is not a positive duration; write " +
+          return std::string(name) + ": " + in_quotes(*value) + " is not a positive duration; write " +
                  std::string(duration_form);
         }
         (name == "dial_timeout" ? result.dial_timeout : result.request_timeout) = *duration;
       } else {
-        return "unknown query parameter " + quoted(name) +
+        return "unknown query parameter " + in_quotes(name) +
                " (known: tls, dial_timeout, request_timeout)";
       }
     }
