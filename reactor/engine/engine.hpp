@@ -1,7 +1,10 @@
 #pragma once
-// What every engine of a generation (mirror, outbox, listener) is to the service: started with a
-// configuration snapshot, run until stopped, reconfigured in place at its own defined points. The
-// lifecycle that drives them is Service (reactor/service/service.cpp).
+// What every engine is to the service: started with a configuration snapshot, run until stopped,
+// reconfigured in place at its own defined points. A configuration generation runs the elector
+// and the listener on every instance; a term, started when this instance is elected and stopped
+// when it no longer leads (or with its generation), runs the engines that write (mirror, outbox,
+// history pruner), fenced with the term's epoch. Each group runs inside its own gate. The
+// lifecycle that drives them is Service::lifecycle() (reactor/service/service.cpp).
 
 #include "reactor/config/config.hpp"
 
@@ -17,7 +20,7 @@ namespace asio = boost::asio;
 class Engine {
  public:
   virtual ~Engine() = default;
-  /// "mirror", "outbox", "listener": the `component` of its log lines.
+  /// "mirror", "outbox", "history", "elector", "listener": the `component` of its log lines.
   virtual const char* name() const = 0;
   /// Runs until stop(). Outages are handled inside (backoff and retry); an exception that escapes
   /// is a bug, logged and escalated by the service.
