@@ -5,6 +5,7 @@
 #include "reactor/ha/campaign.hpp"
 #include "reactor/ha/reachability.hpp"
 #include "reactor/keys/keys.hpp"
+#include "reactor/loop/gate.hpp"
 #include "reactor/loop/logging.hpp"
 #include "reactor/loop/spawn.hpp"
 
@@ -104,8 +105,7 @@ Elector::Elector(asio::io_context& io, std::shared_ptr<const Config> config, Etc
       key_(campaign_key(config_->ha.election_prefix, config_->ha.instance_id)),
       wakeup_(io),
       keepalive_wakeup_(io),
-      reachability_wakeup_(io),
-      helpers_(io) {}
+      reachability_wakeup_(io) {}
 
 void Elector::interrupt() {
   wakeup_.notify();

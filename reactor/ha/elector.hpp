@@ -13,7 +13,6 @@
 #include "reactor/engine/engine_status.hpp"
 #include "reactor/engine/fencing.hpp"
 #include "reactor/ha/lease_clock.hpp"
-#include "reactor/loop/gate.hpp"
 #include "reactor/loop/wakeup.hpp"
 
 #include <functional>
@@ -112,7 +111,6 @@ class Elector final : public Engine {
   Wakeup wakeup_;           ///< interrupt(): the lease is gone, step_down, demoted, stop
   Wakeup keepalive_wakeup_;
   Wakeup reachability_wakeup_;
-  Gate helpers_;            ///< the keep-alive and watch coroutines
   WatchStream* watch_ = nullptr;  ///< the watch the main loop waits on, cancelled by interrupt()
   bool keepalive_stream_broken_ = false;
 };
