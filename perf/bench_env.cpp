@@ -333,7 +333,7 @@ SyncSettings BenchEnv::default_settings(const BenchOptions& options) {
   s.prefix = bench_prefix;
   s.direction = "bidirectional";
   s.batch_size = options.batch_size;
-  s.sync_interval = "5s";  // the contract's default
+  s.sync_interval = "5s";  // the default (README.md, "Configuration"), as are the timings below
   s.initial_backoff = "1s";
   s.max_backoff = "30s";
   s.log_level = options.log_level;

@@ -182,8 +182,8 @@ class BenchEnv {
   BenchEnv(const fs::path& out_dir, SyncSettings settings, const struct BenchOptions& options);
   ~BenchEnv();
 
-  /// The settings every scenario starts from: the contract's defaults, JSON logs, and the
-  /// options' batch_size and log level.
+  /// The settings every scenario starts from: the defaults (README.md, "Configuration"), JSON
+  /// logs, and the options' batch_size and log level.
   static SyncSettings default_settings(const struct BenchOptions& options);
 
   /// Writes a configuration for `settings` named `name` in the servers' temp dir with etcd's

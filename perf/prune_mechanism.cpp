@@ -1,4 +1,4 @@
-// (l) prune-mechanism: the two ways to bound the history (issue 13), built side by side on the same
+// (l) prune-mechanism: the two ways to bound the history, built side by side on the same
 // PostgreSQL and filled with the same --prune-rows history as (g) (keys of 10 versions, 128 keys
 // per revision as Txns of 128 puts leave them, 100-byte values):
 //   - rows: `prune_rows (LIKE etcd INCLUDING ALL)`, what `etcd` is today; pruned by the pruner's own

@@ -1,6 +1,6 @@
 #pragma once
 // What the one-shot commands share: a coroutine run to completion on its own io_context, with
-// SyncErrors mapped to the contract's exit codes.
+// SyncErrors mapped to the exit codes (README, "Commands").
 
 #include "adapters/pg_connection.hpp"
 #include "reactor/config/config.hpp"

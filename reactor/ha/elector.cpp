@@ -287,8 +287,9 @@ asio::awaitable<void> Elector::wait_until_leading() {
         log_warn("not taking the lead", {{"component", "elector"}, {"why", lost_why_}});
         co_return;
       }
-      // Confirm our own key is still there and ours before leading (a campaign can return although
-      // the key vanished: etcd issue 11051).
+      // Confirm our own key is still there and ours before leading: the look above says only that
+      // no key was created before ours, not that ours still exists (its lease may have expired, or
+      // someone deleted it, while this instance waited).
       const bool ours = co_await own_key_is_ours();
       if (!ours) throw SyncError(ErrorKind::transient, "our election key vanished while campaigning", Peer::etcd);
       co_return;

@@ -1,6 +1,6 @@
 // The fault suite's checker: what etcd's own history and the two tables must say after a run of
-// concurrent writers under faults (README "Tests", and the contract's "Every settled etcd_wal row
-// tells the truth"). Pure functions: data in, violations out; no servers (test/unit covers them).
+// concurrent writers under faults (README, "Tests" and "Settled states of an `etcd_wal` row").
+// Pure functions: data in, violations out; no servers (test/unit covers them).
 //
 // What the suite's writers guarantee, and the checker relies on:
 // - every value is unique: "w-..." for etcd_wal rows, "e-..." for etcd-side puts;
@@ -166,7 +166,7 @@ struct CheckInput {
   std::optional<HaInput> ha;       ///< leadership; nullopt: check H is skipped
 };
 
-/// The checks, by the letters of issue 10 (A-F), the suite's own (G, H, R) and the status check (S).
+/// The checks, by the letters README "Tests" gives them (A-H, R), and the status check (S).
 enum class Check : char {
   mirror_is_history = 'A',        ///< `etcd` equals etcd's history under the prefix, event by event
   nothing_pending = 'B',          ///< no row is left pending
@@ -224,7 +224,8 @@ struct CheckReport {
 /// as suspects.
 CheckReport check_run(const CheckInput& input);
 
-/// A row's status is one of the contract's four.
+/// A row's status is pending, success, conflict or failed (README, "Settled states of an
+/// `etcd_wal` row").
 bool is_known_status(const std::string& status);
 
 }  // namespace etcd_sync::chaos

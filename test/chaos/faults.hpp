@@ -63,8 +63,9 @@ std::vector<FaultKind> parse_fault_kinds(const std::string& text, std::size_t in
 /// "kind,kind,..." (the inverse of parse_fault_kinds).
 std::string join_fault_kinds(const std::vector<FaultKind>& kinds);
 
-/// Something the instances did that the contract rules out: an exit on their own, or an unclean
-/// exit on SIGTERM. Reported with the checker's violations.
+/// Something the instances must never do: an exit on their own, or an unclean exit on SIGTERM
+/// (`start` runs until SIGINT or SIGTERM, then ends gracefully with exit 0: README, "Commands").
+/// Reported with the checker's violations.
 struct ServiceFinding {
   double at_seconds = 0;
   std::string message;
@@ -92,8 +93,9 @@ class FaultInjector {
   /// "leader-stop 3 (1.9-4.2 s), service-term 2 (0.3-0.6 s)": takeovers per kind, from the fault
   /// to another epoch in etcd_sync_leader; "none" without any.
   std::string takeover_summary() const;
-  /// The takeovers slower than the contract's targets (2 s after SIGTERM, ttl + 2 s otherwise),
-  /// one line each. Timing on a shared machine: reported, not counted as findings.
+  /// The takeovers slower than their targets (2 s after SIGTERM, ttl + 2 s otherwise: README,
+  /// "Several instances: one leader"), one line each. Timing on a shared machine: reported, not
+  /// counted as findings.
   const std::vector<std::string>& slow_takeovers() const { return slow_takeovers_; }
 
  private:
@@ -120,7 +122,8 @@ class FaultInjector {
   /// "instance 1 (chaos-1, pid 4242) [leader, epoch 77]".
   std::string describe(const Target& target);
   /// Waits until etcd_sync_leader's epoch exceeds `old_epoch`; records the takeover (from `since`)
-  /// under `kind`, or a finding after ttl + 10 s. `target`: the contract's target.
+  /// under `kind`, or a finding after ttl + 10 s. `target`: the kind's takeover target (README,
+  /// "Several instances: one leader").
   void await_takeover(FaultKind kind, std::int64_t old_epoch, std::chrono::steady_clock::time_point since,
                       std::chrono::milliseconds target);
   /// Polls etcd_sync_leader until its epoch exceeds `old_epoch` (the time since `since`) or `until`.

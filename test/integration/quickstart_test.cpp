@@ -1,14 +1,14 @@
-// What a newcomer meets first: scripts/quickstart and the quickstart guide's Tests 1-4
-// (../shared/seeds/quickstart.md, "Testing Synchronization"), run as the guide writes them, in a
-// shell set up the way README.md's "Quick start" says; and the command line's own help, refusals
-// and `-p ""`.
+// What a newcomer meets first: scripts/quickstart and the quickstart guide's Tests 1-4 (its
+// "Testing Synchronization"), run as the guide writes them, in a shell set up the way README.md's
+// "Quick start" says; and the command line's own help, refusals and `-p ""`.
 //
-// The guide's commands are copied verbatim below. Where the guide and the contract part ways the
-// test checks that the user is told what to do instead: `--config /etc/etcd-sync/config.yaml`
-// (TOML only) and `start --daemon --pid-file` (foreground only). One command is not run as
-// written: Test 4's `pkill etcd-sync` would also kill every other etcd-sync on this machine (other
-// tests run in parallel), so the service is stopped the way the reporter did it, with
-// Ctrl-C: SIGINT to scripts/quickstart's whole process group, as a terminal sends it.
+// The guide is not part of this repository: its commands are copied verbatim below. Where the
+// guide and etcd-sync differ (README.md, "Quick start") the test checks that the user is told what
+// to do instead: `--config /etc/etcd-sync/config.yaml` (TOML only) and `start --daemon
+// --pid-file` (foreground only). One command is not run as written: Test 4's `pkill etcd-sync`
+// would also kill every other etcd-sync on this machine (other tests run in parallel), so the
+// service is stopped as a user at the terminal stops it, with Ctrl-C: SIGINT to
+// scripts/quickstart's whole process group, as a terminal sends it.
 
 #include "test/support/servers.hpp"
 #include "test/support/service_process.hpp"

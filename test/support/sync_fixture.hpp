@@ -18,7 +18,7 @@
 
 namespace etcd_sync::testing {
 
-/// The knobs tests turn; everything else takes the contract's defaults.
+/// The knobs tests turn; everything else takes its default (README.md, "Configuration").
 struct SyncSettings {
   std::string prefix = "/";
   std::string direction = "bidirectional";

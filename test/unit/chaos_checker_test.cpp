@@ -194,8 +194,8 @@ TEST(ChaosChecker, DoubleApplyIsC) {
 }
 
 TEST(ChaosChecker, SuccessDeleteWithoutADeleteIsC) {
-  // Issue 10, finding 3: a delete that found the key gone, recorded at the Txn's header revision
-  // (instead of as one that deleted nothing).
+  // A delete that found the key gone but was recorded at the Txn's header revision (instead of as
+  // one that deleted nothing) breaks C.
   auto run = clean_run();
   run.etcd_put("/c/b", "e-3", 10);
   run.row(5, "/c/a", std::nullopt, std::nullopt, "success", 10);

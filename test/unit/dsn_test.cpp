@@ -1,4 +1,4 @@
-// The contract's etcd DSN, host:port checks, and password redaction (README, "Commands" and "Configuration").
+// The etcd DSN (`-e`), host:port checks, and password redaction (README, "Commands" and "Configuration").
 
 #include <gtest/gtest.h>
 
