@@ -4,7 +4,8 @@
 // and the listener on every instance; a term, started when this instance is elected and stopped
 // when it no longer leads (or with its generation), runs the engines that write (mirror, outbox,
 // history pruner), fenced with the term's epoch. Each group runs inside its own gate. The
-// lifecycle that drives them is Service::lifecycle() (reactor/service/service.cpp).
+// lifecycle that drives them is Service::lifecycle() (reactor/service/service.cpp; described in
+// docs/architecture.md, "Lifecycle: Service, generation, term, engines").
 
 #include "reactor/config/config.hpp"
 
