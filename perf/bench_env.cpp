@@ -1,6 +1,7 @@
 #include "perf/bench_env.hpp"
 
 #include "reactor/keys/keys.hpp"
+#include "test/support/server_programs.hpp"
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -380,7 +381,7 @@ void BenchEnv::start_service() {
 }
 
 std::string BenchEnv::versions() {
-  auto etcd = testing::run_command("/usr/bin/etcd", {"--version"});
+  auto etcd = testing::run_command(testing::etcd_program(), {"--version"});
   std::string etcd_version = etcd.stdout_text.substr(0, etcd.stdout_text.find('\n'));
   if (etcd_version.rfind("etcd Version: ", 0) == 0) etcd_version = "etcd " + etcd_version.substr(14);
   auto pg = env.db().scalar("SHOW server_version").value_or("?");

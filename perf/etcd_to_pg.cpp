@@ -13,6 +13,7 @@
 
 #include "perf/bench_env.hpp"
 #include "perf/mirror_latency.hpp"
+#include "test/support/server_programs.hpp"
 #include "adapters/etcd_watch.hpp"
 #include "reactor/loop/wakeup.hpp"
 
@@ -200,7 +201,7 @@ Outcome run_saturation(const BenchOptions& options) {
     state.etcdctl_output = options.out_dir / "saturation" / "etcdctl-watch.jsonl";
     fs::remove(state.etcdctl_output);
     testing::SpawnSpec spec;
-    spec.program = "/usr/bin/etcdctl";
+    spec.program = testing::etcdctl_program();
     spec.args = {"--endpoints", env.etcd_endpoint(), "watch", "--prefix", bench_prefix, "-w", "json"};
     spec.env = {{"ETCDCTL_API", "3"}};
     spec.output_path = state.etcdctl_output;

@@ -57,19 +57,6 @@ std::int64_t put_retrying(EtcdTestClient& client, const std::string& key, const 
   return revision;
 }
 
-/// Moves etcd's leadership to member `index` (etcdctl move-leader, sent to the current leader)
-/// and waits until the members agree on it.
-void make_leader(EtcdCluster& cluster, std::size_t index) {
-  const std::size_t current = cluster.wait_for_leader(10s);
-  if (current == index) return;
-  const auto status = nlohmann::json::parse(cluster.member(index).etcdctl({"endpoint", "status", "-w", "json"}));
-  std::ostringstream id;
-  id << std::hex << status.at(0).at("Status").at("header").at("member_id").get<std::uint64_t>();
-  cluster.member(current).etcdctl({"move-leader", id.str()});
-  if (!wait_until([&] { return cluster.leader_index() == index; }, 10s, 50ms))
-    throw std::runtime_error("etcd member " + std::to_string(index) + " did not take the leadership");
-}
-
 class HungMemberTest : public SyncSuite {
  protected:
   /// etcd-sync lists member0, member1, member2 and talks to member0, the first that answers (its
@@ -89,9 +76,9 @@ class HungMemberTest : public SyncSuite {
     // The leadership is placed before etcd-sync starts: a leader change later would be an event of
     // its own for etcd-sync's clients.
     if (member0_leads) {
-      make_leader(cluster, 0);
+      cluster.move_leader_to(0);
     } else if (cluster.wait_for_leader(10s) == 0) {
-      make_leader(cluster, 1);
+      cluster.move_leader_to(1);
     }
     auto settings = settings_for(prefix);
     settings.request_timeout = "2s";
@@ -106,7 +93,9 @@ class HungMemberTest : public SyncSuite {
     EtcdTestClient others(std::vector<std::string>{endpoints[1], endpoints[2]});
     bool all_on_member0 = false;
     for (int start = 1; start <= 3 && !all_on_member0; ++start) {
-      if (service.running()) ASSERT_EQ(service.terminate(5s), 0);
+      if (service.running()) {
+        ASSERT_EQ(service.terminate(5s), 0);
+      }
       env_->start_service(service, path);
       // Every engine works once before the freeze, so every client has chosen its member.
       const auto warm = others.put(prefix + "warm", std::to_string(start));

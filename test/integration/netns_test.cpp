@@ -21,6 +21,7 @@
 
 #include "test/support/netns.hpp"
 #include "test/support/posix.hpp"
+#include "test/support/server_programs.hpp"
 #include "test/support/servers.hpp"
 
 namespace etcd_sync::testing {
@@ -31,7 +32,7 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using std::chrono::steady_clock;
 
-constexpr const char* kEtcdctl = "/usr/bin/etcdctl";
+const std::string kEtcdctl = etcdctl_program().string();
 
 /// A libpq connection opened from inside `host`: the connect runs on a thread that joined the
 /// host's network namespace, and the socket stays in that namespace whichever thread uses it

@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <sstream>
 #include <stdexcept>
 #include <utility>
 
 #include "test/support/ports.hpp"
+#include "test/support/server_programs.hpp"
 #include "test/support/wait.hpp"
 
 namespace etcd_sync::testing {
@@ -125,12 +127,23 @@ std::size_t EtcdCluster::wait_for_leader(milliseconds deadline) {
   return *leader;
 }
 
+void EtcdCluster::move_leader_to(std::size_t index) {
+  const std::size_t current = wait_for_leader(std::chrono::seconds(10));
+  if (current == index) return;
+  const auto status = nlohmann::json::parse(member(index).etcdctl({"endpoint", "status", "-w", "json"}));
+  std::ostringstream id;
+  id << std::hex << status.at(0).at("Status").at("header").at("member_id").get<std::uint64_t>();
+  member(current).etcdctl({"move-leader", id.str()});
+  if (!wait_until([&] { return leader_index() == index; }, std::chrono::seconds(10), std::chrono::milliseconds(50)))
+    throw std::runtime_error("etcd member " + std::to_string(index) + " did not take the leadership");
+}
+
 std::string EtcdCluster::etcdctl(const std::vector<std::string>& args) const {
   std::string all;
   for (const auto& endpoint : endpoints()) all += (all.empty() ? "" : ",") + ("http://" + endpoint);
   std::vector<std::string> full = {"--endpoints=" + all, "--dial-timeout=2s", "--command-timeout=10s"};
   full.insert(full.end(), args.begin(), args.end());
-  const auto result = run_command("/usr/bin/etcdctl", full, {{"ETCDCTL_API", "3"}}, seconds(30));
+  const auto result = run_command(etcdctl_program(), full, {{"ETCDCTL_API", "3"}}, seconds(30));
   if (result.exit_code != 0 || result.timed_out) {
     throw std::runtime_error("etcdctl " + join_args(args) + " failed (exit " + std::to_string(result.exit_code) +
                              (result.timed_out ? ", timed out" : "") + "): " + result.stderr_text);

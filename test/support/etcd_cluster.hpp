@@ -1,4 +1,4 @@
-// A throwaway etcd 3.4 cluster of N members on free loopback ports, for tests that lose a member
+// A throwaway etcd cluster of N members on free loopback ports, for tests that lose a member
 // or the leader.
 #pragma once
 
@@ -51,8 +51,13 @@ class EtcdCluster {
   /// `deadline`.
   std::size_t wait_for_leader(std::chrono::milliseconds deadline);
 
-  /// Runs /usr/bin/etcdctl (API v3) against every member's endpoint and returns its stdout; throws
-  /// std::runtime_error carrying stderr if it exits non-zero.
+  /// Moves etcd's leadership to member `index` (`etcdctl move-leader`, sent to the current
+  /// leader) and waits (10 s) until the members agree on it. Throws std::runtime_error when they
+  /// do not.
+  void move_leader_to(std::size_t index);
+
+  /// Runs etcdctl (API v3; server_programs.hpp finds it) against every member's endpoint and
+  /// returns its stdout; throws std::runtime_error carrying stderr if it exits non-zero.
   std::string etcdctl(const std::vector<std::string>& args) const;
 
  private:

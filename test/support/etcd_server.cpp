@@ -5,6 +5,7 @@
 
 #include "test/support/netns.hpp"
 #include "test/support/ports.hpp"
+#include "test/support/server_programs.hpp"
 
 namespace etcd_sync::testing {
 
@@ -14,8 +15,6 @@ using std::chrono::seconds;
 
 namespace {
 
-constexpr const char* etcd_program = "/usr/bin/etcd";
-constexpr const char* etcdctl_program = "/usr/bin/etcdctl";
 
 }  // namespace
 
@@ -67,7 +66,7 @@ SpawnSpec EtcdServer::launch_spec() {
   const std::string client = client_url();
   const std::string peer = peer_url();
   SpawnSpec spec;
-  spec.program = etcd_program;
+  spec.program = etcd_program();
   spec.args = {"--name=" + name_,
                "--data-dir=" + data_dir_.string(),
                "--listen-client-urls=" + (listen_on_all_ ? listen_all_url() : client),
@@ -104,7 +103,7 @@ bool EtcdServer::probe_ready() {
   for (const auto& arg : {"--endpoints=" + client_url(), std::string("--dial-timeout=1s"),
                           std::string("--command-timeout=2s"), std::string("endpoint"), std::string("health")})
     args.push_back(arg);
-  return run_command(etcdctl_program, args, {{"ETCDCTL_API", "3"}}, seconds(5)).exit_code == 0;
+  return run_command(etcdctl_program(), args, {{"ETCDCTL_API", "3"}}, seconds(5)).exit_code == 0;
 }
 
 std::string EtcdServer::describe() const { return "etcd on " + endpoint(); }
@@ -129,7 +128,7 @@ std::string EtcdServer::etcdctl(const std::vector<std::string>& args) const {
   for (const auto& flag : {"--endpoints=" + client_url(), std::string("--dial-timeout=2s"), std::string("--command-timeout=10s")})
     full.push_back(flag);
   full.insert(full.end(), args.begin(), args.end());
-  const auto result = run_command(etcdctl_program, full, {{"ETCDCTL_API", "3"}}, seconds(30));
+  const auto result = run_command(etcdctl_program(), full, {{"ETCDCTL_API", "3"}}, seconds(30));
   if (result.exit_code != 0 || result.timed_out) {
     throw std::runtime_error("etcdctl " + join_args(args) + " failed (exit " +
                              std::to_string(result.exit_code) +

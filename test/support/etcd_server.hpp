@@ -1,5 +1,5 @@
-// A throwaway etcd 3.4 member (/usr/bin/etcd) on two free loopback ports: alone, or one member of
-// an EtcdCluster.
+// A throwaway etcd member (server_programs.hpp finds the program) on two free loopback ports:
+// alone, or one member of an EtcdCluster.
 #pragma once
 
 #include <filesystem>
@@ -20,7 +20,7 @@ struct EtcdMembership {
   int election_timeout_ms = 1000;
 };
 
-/// A single-member etcd 3.4 cluster by default. The ports are chosen once, so restart() brings the
+/// A single-member etcd cluster by default. The ports are chosen once, so restart() brings the
 /// same member back on the same endpoint with its data. stop() is SIGTERM and a wait (SIGKILL after
 /// 10 s); kill9() an abrupt crash whose written data survives (it is in the page cache).
 class EtcdServer : public ServerProcess {
@@ -64,7 +64,7 @@ class EtcdServer : public ServerProcess {
   const std::string& name() const { return name_; }
   const std::filesystem::path& data_dir() const { return data_dir_; }
 
-  /// Runs /usr/bin/etcdctl (API v3) against this server and returns its stdout; throws
+  /// Runs etcdctl (API v3; server_programs.hpp finds it) against this server and returns its stdout; throws
   /// std::runtime_error carrying stderr if it exits non-zero.
   std::string etcdctl(const std::vector<std::string>& args) const;
 

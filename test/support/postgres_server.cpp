@@ -18,6 +18,7 @@
 #include "test/support/netns.hpp"
 #include "test/support/pg_client.hpp"
 #include "test/support/posix.hpp"
+#include "test/support/server_programs.hpp"
 #include "test/support/wait.hpp"
 
 namespace etcd_sync::testing {
@@ -27,32 +28,6 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 namespace {
-
-constexpr const char* pg_fallback_bin_dir = "/usr/lib/postgresql/15/bin";
-
-/// Directory holding initdb and postgres: `pg_config --bindir`, else the Debian 12 default.
-fs::path postgres_bin_dir() {
-  static const fs::path dir = [] {
-    const char* path_env = std::getenv("PATH");
-    std::stringstream path_list(path_env != nullptr ? path_env : "/usr/bin:/bin");
-    std::string entry;
-    while (std::getline(path_list, entry, ':')) {
-      const fs::path pg_config = fs::path(entry.empty() ? "." : entry) / "pg_config";
-      if (::access(pg_config.c_str(), X_OK) != 0) continue;
-      const auto result = run_command(fs::absolute(pg_config), {"--bindir"}, {}, seconds(10));
-      std::string bindir = result.stdout_text;
-      while (!bindir.empty() && std::isspace(static_cast<unsigned char>(bindir.back()))) {
-        bindir.pop_back();
-      }
-      if (result.exit_code == 0 && ::access((fs::path(bindir) / "postgres").c_str(), X_OK) == 0) {
-        return fs::path(bindir);
-      }
-      break;
-    }
-    return fs::path(pg_fallback_bin_dir);
-  }();
-  return dir;
-}
 
 /// conninfo value quoting: bare if safe, else single-quoted with \ and ' escaped.
 std::string conninfo_value(const std::string& value) {
@@ -87,8 +62,7 @@ PostgresServer::PostgresServer(const fs::path& parent_dir, std::string name)
       name_(std::move(name)),
       dir_(parent_dir / name_),
       data_dir_(dir_ / "data"),
-      socket_dir_(dir_ / "sock"),
-      bin_dir_(postgres_bin_dir()) {
+      socket_dir_(dir_ / "sock") {
   // initdb and postgres refuse to run as root.
   if (::geteuid() == 0) {
     const passwd* user = ::getpwnam("postgres");
@@ -144,7 +118,7 @@ void PostgresServer::init_cluster() {
   }
   const fs::path initdb_log = dir_ / "initdb.log";
   SpawnSpec spec;
-  spec.program = bin_dir_ / "initdb";
+  spec.program = postgres_program("initdb");
   spec.args = {"--pgdata=" + data_dir_.string(), "--username=postgres", "--auth=trust",
                "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions"};
   spec.output_path = initdb_log;
@@ -170,7 +144,7 @@ bool PostgresServer::prepare_start() {
 
 SpawnSpec PostgresServer::launch_spec() {
   SpawnSpec spec;
-  spec.program = bin_dir_ / "postgres";
+  spec.program = postgres_program("postgres");
   spec.args = {"-D", data_dir_.string(),
                "-p", std::to_string(port()),
                "-k", socket_dir_.string(),

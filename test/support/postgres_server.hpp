@@ -64,7 +64,6 @@ class PostgresServer : public ServerProcess {
   std::filesystem::path dir_;
   std::filesystem::path data_dir_;
   std::filesystem::path socket_dir_;
-  std::filesystem::path bin_dir_;
   std::optional<UserIds> run_as_;
   std::map<std::string, std::string> settings_;
   bool listen_on_all_ = false;  ///< listen_on_all_addresses(): '*' and a pg_hba.conf line
