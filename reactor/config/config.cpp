@@ -1,6 +1,7 @@
-// Loading the configuration (CONTRACT.md §3): defaults, then the TOML file, then the environment,
-// then the command-line flags. Every layer records its problems as ConfigErrors and carries on, so
-// one run of `config validate` shows them all. No message echoes a password or a whole DSN.
+// Loading the configuration (README "Configuration"): defaults, then the TOML file, then the
+// environment, then the command-line flags. Every layer records its problems as ConfigErrors and
+// carries on, so one run of `config validate` shows them all. No message echoes a password or a
+// whole DSN.
 
 #include "reactor/config/config.hpp"
 
@@ -511,7 +512,7 @@ std::string read_whole_file(const std::string& path, std::string& text) {
   return {};
 }
 
-// The quickstart guide's config.yaml holds the contract's sections and keys; say where the TOML
+// The quickstart guide's config.yaml holds the same sections and keys as our TOML; say where the TOML
 // spelling of it is rather than failing on YAML syntax.
 bool has_yaml_name(std::string_view path) {
   std::string lower(path.substr(path.size() > 5 ? path.size() - 5 : 0));

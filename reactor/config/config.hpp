@@ -1,5 +1,5 @@
 #pragma once
-// The service configuration: the contract's TOML keys (CONTRACT.md §3), merged with environment
+// The service configuration: the TOML keys of README "Configuration", merged with environment
 // variables and command-line flags. Precedence: flag > environment > file > default.
 
 #include <chrono>
@@ -20,7 +20,7 @@ enum class ConflictResolution { etcd_wins, postgres_wins };
 
 enum class LogFormat { json, text };
 
-/// Log levels as the contract names them: trace|debug|info|warn|error.
+/// Log levels as the configuration spells them: trace|debug|info|warn|error.
 enum class LogLevel { trace, debug, info, warn, error };
 
 struct TlsConfig {
@@ -170,7 +170,7 @@ std::vector<ConfigWarning> config_file_warnings(const std::string& path, unsigne
 /// logs and error messages.
 std::string redact_conninfo(const std::string& conninfo);
 
-/// Parses the contract's etcd DSN:
+/// Parses an etcd DSN (README "Configuration"):
 /// etcd://[user[:password]@]host:port[,host:port]/[prefix][?tls=enabled&dial_timeout=5s&request_timeout=10s]
 /// into `into`, replacing endpoints (and prefix/credentials/timeouts when present). The prefix is
 /// the path after the first '/', with a leading '/' kept ("etcd://h:1/app" -> "/app"; "etcd://h:1/"
@@ -189,7 +189,7 @@ std::string redact_etcd_dsn(const std::string& dsn);
 /// Returns why it is not one, or empty when it is.
 std::string check_host_port(std::string_view address);
 
-/// The contract's spellings ("bidirectional", "etcd_wins", "info", "json"). Each parse_* takes
+/// The configuration's spellings ("bidirectional", "etcd_wins", "info", "json"). Each parse_* takes
 /// exactly those spellings and returns nullopt for anything else.
 std::string to_string(Direction d);
 std::string to_string(ConflictResolution c);

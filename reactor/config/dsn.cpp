@@ -1,4 +1,4 @@
-// Connection strings: the contract's etcd:// DSN, host:port checks, and keeping passwords out of
+// Connection strings: the etcd:// DSN, host:port checks, and keeping passwords out of
 // everything that gets printed (libpq conninfo in both of its forms, and etcd DSNs).
 
 #include <algorithm>

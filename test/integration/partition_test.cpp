@@ -8,7 +8,7 @@
 //     during the cut is mirrored and an etcd_wal row written after the heal reaches etcd;
 //   - with two instances (ttl 3 s), a leader cut from PostgreSQL, from etcd or from both is
 //     replaced by the standby within ttl + 2 s, and rows flow through the new leader.
-// The measured times are printed (FIGURE lines) for the note.
+// The measured times are printed (FIGURE lines), to be compared with the targets above.
 //
 // This binary has its own main(): it enters a private network namespace before gtest starts and
 // before any thread or socket exists. Without root every test is skipped, saying why.

@@ -1,5 +1,5 @@
-// Configuration loading (CONTRACT.md §3): the example files, errors that name file, line and key,
-// the environment and flag layers, and precedence flag > environment > file > default.
+// Configuration loading (README "Configuration"): the example files, errors that name file, line
+// and key, the environment and flag layers, and precedence flag > environment > file > default.
 
 #include "reactor/config/config.hpp"
 
