@@ -69,7 +69,7 @@ TEST_F(PackageTest, UnpackedIntoAThrowawayRootItRunsAndHoldsWhatTheReadmeSays) {
   EXPECT_EQ(r.stdout_text, "etcd-sync " + std::string(ETCD_SYNC_VERSION) + "\n");
 
   // The unit runs the packaged binary; otherwise it is conf/etcd-sync.service.
-  const std::string unit = read_text_file(root / "lib/systemd/system/etcd-sync.service");
+  const std::string unit = read_text_file(root / "usr/lib/systemd/system/etcd-sync.service");
   EXPECT_NE(unit.find("\nExecStart=/usr/bin/etcd-sync start --config /etc/etcd-sync/config.toml\n"), std::string::npos)
       << unit;
   EXPECT_NE(unit.find("\nDocumentation=file:///usr/share/doc/etcd-sync/README.md\n"), std::string::npos) << unit;
@@ -109,8 +109,11 @@ TEST_F(PackageTest, ControlFieldsAndMaintainerScripts) {
     words >> package;
     depends.insert(package);
   }
-  for (const char* dependency : {"adduser", "libpq5", "libgrpc++1.51", "libprotobuf32", "libsystemd0"}) {
-    EXPECT_EQ(depends.count(dependency), 1u) << dependency << " missing in " << r.stdout_text;
+  // Each distribution's own names: Debian 13 renamed some libraries in its 64-bit time_t
+  // transition (libgrpc++1.51t64, libprotobuf32t64).
+  for (const std::string dependency : {"adduser", "libpq5", "libgrpc++1.51", "libprotobuf32", "libsystemd0"}) {
+    EXPECT_EQ(depends.count(dependency) + depends.count(dependency + "t64"), 1u)
+        << dependency << " missing in " << r.stdout_text;
   }
 
   const fs::path control = dir_->path() / "control";
