@@ -31,6 +31,19 @@ TEST(ReadWatchResponse, EventsCreatedProgressAndStale) {
   EXPECT_EQ(read_watch_response(response(12), 12).kind, Kind::stale) << "no news at the checkpoint";
 }
 
+// etcd 3.5 answers a progress request with watch id -1 (one answer for every watch of the stream);
+// a progress notification etcd sends on its own names the watch. The mirror keeps one watch per
+// stream and reads a progress notification by its header alone, so all of them mean the same.
+TEST(ReadWatchResponse, ProgressReadsTheSameWhateverTheWatchId) {
+  for (const std::int64_t watch_id : {std::int64_t{0}, std::int64_t{7}, std::int64_t{-1}}) {
+    auto r = response(40);
+    r.set_watch_id(watch_id);
+    const auto step = read_watch_response(r, 30);
+    EXPECT_EQ(step.kind, Kind::progress) << "watch id " << watch_id;
+    EXPECT_EQ(step.revision, 40) << "watch id " << watch_id;
+  }
+}
+
 TEST(ReadWatchResponse, CompactionComesBeforeCancellation) {
   auto compacted = response(30);
   compacted.set_compact_revision(25);
