@@ -1,5 +1,6 @@
 #pragma once
-// etcd key ranges and the text/bytes split for PostgreSQL. Pure functions.
+// etcd key ranges under a prefix, and the prefix as the tables store it. Pure functions.
+// (How a key or value goes into PostgreSQL as text or bytes: pg_text.hpp.)
 
 #include <cstddef>
 #include <cstdint>
@@ -31,17 +32,5 @@ bool key_in_prefix(std::string_view key, std::string_view prefix);
 
 /// The prefix as stored in etcd_sync_checkpoint and used in SQL filters: "" for the whole keyspace.
 std::string effective_prefix(std::string_view prefix);
-
-/// True when `bytes` can be stored in a PostgreSQL text column: valid UTF-8 (no overlong forms, no
-/// surrogates, nothing above U+10FFFF) and no NUL byte (PostgreSQL text cannot hold NUL).
-bool is_text(std::string_view bytes);
-
-/// Appends `field` to a COPY text-format line, escaping backslash, tab, newline and carriage return
-/// (PostgreSQL docs, COPY "Text Format"). Does not add a delimiter.
-void append_copy_text(std::string& line, std::string_view field);
-/// Raw bytes as bytea's hex input form ("\x0a1b..."; PostgreSQL docs, 8.4.1 "bytea Hex Format").
-std::string bytea_hex(std::string_view bytes);
-/// Appends raw bytes as a bytea hex literal in COPY text format ("\\x0a1b...").
-void append_copy_bytea(std::string& line, std::string_view bytes);
 
 }  // namespace etcd_sync

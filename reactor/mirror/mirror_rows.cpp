@@ -1,6 +1,6 @@
 #include "reactor/mirror/mirror_rows.hpp"
 
-#include "reactor/keys/keys.hpp"
+#include "reactor/keys/pg_text.hpp"
 
 #include <algorithm>
 

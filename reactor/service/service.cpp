@@ -3,6 +3,7 @@
 #include "reactor/engine/database.hpp"
 #include "reactor/engine/host.hpp"
 #include "reactor/ha/elector.hpp"
+#include "reactor/ha/epoch.hpp"
 #include "reactor/history/pruner.hpp"
 #include "reactor/loop/deadline.hpp"
 #include "reactor/loop/logging.hpp"
@@ -277,27 +278,13 @@ asio::awaitable<void> Service::stop_engines(const std::vector<Engine*>& engines,
   client->cancel_all();  // calls of no engine's (none expected): complete them before the client goes
 }
 
-asio::awaitable<bool> Service::take_over_epoch(const LeaderTerm& leader) {
-  PgConnection pg(io_, config_->postgresql.conninfo, "leader", config_->postgresql.request_timeout);
-  co_await open_database(pg, *config_);
-  // Waits for the fence's share locks of transactions the previous leader still has open (ended
-  // within [ha] ttl by idle_in_transaction_session_timeout), then records our epoch, only if greater.
-  auto result = co_await pg.query(
-      "INSERT INTO etcd_sync_leader (prefix, epoch, instance_id) VALUES ($1, $2::bigint, $3) "
-      "ON CONFLICT (prefix) DO UPDATE SET epoch = EXCLUDED.epoch, instance_id = EXCLUDED.instance_id, since = now() "
-      "WHERE etcd_sync_leader.epoch < EXCLUDED.epoch RETURNING epoch",
-      pg_params(PgParam::text(leader.prefix), PgParam::int64(leader.epoch), PgParam::text(config_->ha.instance_id)));
-  pg.close();
-  co_return result.rows() == 1;
-}
-
 asio::awaitable<void> Service::start_term(std::optional<LeaderTerm> leader) {
   if (term_ || stop_requested_) co_return;
   if (leader) {
     bool taken = false;
     std::optional<SyncError> failure;
     try {
-      taken = co_await take_over_epoch(*leader);
+      taken = co_await take_over_epoch(io_, *config_, *leader);
     } catch (const SyncError& error) {
       failure = error;
     }

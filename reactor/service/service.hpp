@@ -102,8 +102,6 @@ class Service {
   /// stale epoch steps down instead.
   asio::awaitable<void> start_term(std::optional<LeaderTerm> leader);
   asio::awaitable<void> stop_term();
-  /// Whether PostgreSQL now records `leader`'s epoch for its prefix (false: a higher one is there).
-  asio::awaitable<bool> take_over_epoch(const LeaderTerm& leader);
   void on_fenced(const SyncError& error);
   InstanceFacts describe_instance() const;
   void start_metrics(const std::string& listen);

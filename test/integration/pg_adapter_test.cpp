@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "adapters/pg_connection.hpp"
-#include "reactor/keys/keys.hpp"
+#include "reactor/keys/pg_text.hpp"
 #include "reactor/service/migrations.hpp"
 #include "test/support/run_coroutine.hpp"
 #include "test/support/servers.hpp"

@@ -1,6 +1,7 @@
 // Watch events and snapshot pages -> rows of `etcd`: text vs. bytes, rejected keys, statements.
 
 #include "reactor/keys/keys.hpp"
+#include "reactor/keys/pg_text.hpp"
 #include "reactor/mirror/mirror_rows.hpp"
 
 #include <gtest/gtest.h>
