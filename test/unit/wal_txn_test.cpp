@@ -27,17 +27,15 @@ WalRow delete_row(const std::string& key, std::optional<std::int64_t> revision) 
   return row;
 }
 
-mvccpb::KeyValue kv(const std::string& key, const std::string& value, std::int64_t mod_revision) {
-  mvccpb::KeyValue out;
-  out.set_key(key);
-  out.set_value(value);
-  out.set_mod_revision(mod_revision);
-  out.set_create_revision(mod_revision);
-  out.set_version(1);
-  return out;
+/// The outbox keys of the default election prefix with the barrier at revision 7; no term.
+TxnFence barrier_at_seven() {
+  TxnFence fence;
+  fence.keys = outbox_keys("/etcd-sync/election/");
+  fence.barrier_revision = 7;
+  return fence;
 }
 
-const TxnFence kFence{outbox_keys("/etcd-sync/election/"), 7};
+const TxnFence kFence = barrier_at_seven();
 
 /// A Txn answer: header revision, whether the compares held, and the mod_revision each Range saw
 /// (0: absent), in order. A failed etcd_wins Txn reads the barrier first: failed_etcd_wins() adds it.
