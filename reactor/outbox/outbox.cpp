@@ -22,7 +22,6 @@ const char* to_string(OutboxState state) {
 }
 
 namespace {
-constexpr const char* kLockNotAvailable = "55P03";  // PostgreSQL docs, Appendix A: lock_not_available
 // Outside the coroutines: g++ 12 mishandles a ?: of class temporaries inside a coroutine body.
 nlohmann::json base_revision_json(const WalRow& row) {
   return row.revision ? nlohmann::json(*row.revision) : nlohmann::json();
@@ -51,7 +50,7 @@ Outbox::Outbox(asio::io_context& io, std::shared_ptr<const Config> config, EtcdC
       barrier_(io, etcd, outbox_keys(config_->ha.election_prefix), config_->etcd.request_timeout),
       row_backoff_(config_->sync.retry.initial_backoff, config_->sync.retry.max_backoff),
       wakeup_(io),
-      etcd_waiters_(io),
+      etcd_outage_(io, etcd, status_),
       batches_(io),
       tokens_(std::random_device{}()) {
   fence_.keys = outbox_keys(config_->ha.election_prefix);
@@ -66,7 +65,7 @@ void Outbox::on_fenced(const SyncError& error) {
   deposed_ = true;
   fencing_.fenced(error);
   wakeup_.notify();
-  etcd_waiters_.notify_all();
+  etcd_outage_.wake();
 }
 
 void Outbox::reconfigure(std::shared_ptr<const Config> config) {
@@ -87,7 +86,7 @@ void Outbox::wake(std::optional<std::int64_t> lowest_id) {
 void Outbox::stop() {
   stopping_ = true;
   wakeup_.notify();
-  etcd_waiters_.notify_all();
+  etcd_outage_.stop();
   writer_.stop();
 }
 
@@ -117,7 +116,7 @@ asio::awaitable<void> Outbox::run() {
     } catch (const SyncError&) {
       fatal = std::current_exception();  // a permission the outbox cannot work without
       stopping_ = true;
-      etcd_waiters_.notify_all();
+      etcd_outage_.stop();
     }
     // Batches in etcd finish (or are cancelled) and their outcomes are written before run() returns.
     co_await batches_.close();
@@ -161,21 +160,20 @@ asio::awaitable<void> Outbox::claim_loop() {
         // their way to etcd can no longer land; rows it left in doubt are decided from receipts.
         fence_.barrier_revision = co_await barrier_.raise(fence_);
         if (stats_.etcd_revision < fence_.barrier_revision) stats_.etcd_revision = fence_.barrier_revision;
-        on_etcd_working();
+        etcd_outage_.working();
         log_info("outbox barrier raised", {{"component", "outbox"}, {"barrier_revision", fence_.barrier_revision}});
       }
-      set_activity(unsettled_ids_.empty() ? OutboxState::idle : OutboxState::applying);  // coroutine-safe: enum arms
-      const auto limit =
-          ClaimSchedule::claim_limit(config.sync.batch_size, unsettled_ids_.size(), batches_applying_, backed_up_);
+      set_activity(in_flight_.settled() ? OutboxState::idle : OutboxState::applying);  // coroutine-safe: enum arms
+      const auto limit = in_flight_.claim_limit(config.sync.batch_size, backed_up_);
       if (limit == 0) {
-        waiting_for_room_ = true;  // on_written wakes it whenever outcomes free room
+        in_flight_.waiting_for_room(true);  // on_written wakes it whenever outcomes free room
         co_await wakeup_.wait(schedule_.sleep_limit(std::chrono::steady_clock::now(), config.sync.sync_interval));
-        waiting_for_room_ = false;
+        in_flight_.waiting_for_room(false);
         continue;  // until a batch ends or outcomes are written
       }
       auto attempts = co_await claim(limit);
       if (attempts.empty()) {
-        if (unsettled_ids_.empty()) {
+        if (in_flight_.settled()) {
           set_activity(OutboxState::idle);
           auto next_ms = co_await next_retry_ms();
           co_await wakeup_.wait(schedule_.idle_wait(std::chrono::steady_clock::now(), config.sync.sync_interval, next_ms));
@@ -185,15 +183,12 @@ asio::awaitable<void> Outbox::claim_loop() {
         continue;
       }
       set_activity(OutboxState::applying);
-      for (const auto& a : attempts) unsettled_ids_.insert(a.row.id);
-      ++batches_applying_;
+      in_flight_.batch_started(attempts);
       spawn(io_, batches_, apply_batch(Batch{config_.snapshot(), std::move(attempts)}), "outbox batch", [this] {
-        --batches_applying_;
+        in_flight_.batch_ended();
         wakeup_.notify();
       });
-      // Once the role is known not to own etcd_wal, a check could only say so again.
-      if (backed_up_ && !analyze_refused_ && std::chrono::steady_clock::now() >= next_statistics_check_)
-        co_await check_statistics();
+      if (statistics_.due(std::chrono::steady_clock::now(), backed_up_)) co_await check_statistics(pg_, statistics_);
       // A short claim took every due row: claim again only when told of more (a NOTIFY during the
       // claim already counts), not at once. A full one may have left some behind.
       if (!backed_up_) co_await wakeup_.wait(schedule_.sleep_limit(std::chrono::steady_clock::now(), config.sync.sync_interval));
@@ -212,8 +207,8 @@ asio::awaitable<void> Outbox::claim_loop() {
     if (failure && !stopping_) {
       if (failure->peer() != Peer::etcd) pg_.close();
       if (failure->peer() == Peer::etcd) {
-        on_etcd_outage(*failure, config);
-        co_await etcd_ready();
+        etcd_outage_.failed(*failure, config.sync.retry);
+        co_await etcd_outage_.ready();
       } else {
         co_await wakeup_.wait(status_.failed(*failure, config.sync.retry));
       }
@@ -221,12 +216,12 @@ asio::awaitable<void> Outbox::claim_loop() {
   }
 }
 
-asio::awaitable<std::vector<Outbox::Attempt>> Outbox::claim(std::int64_t limit) {
+asio::awaitable<std::vector<Attempt>> Outbox::claim(std::int64_t limit) {
   const auto floor = schedule_.begin_claim(std::chrono::steady_clock::now(), config_->sync.sync_interval);
   if (stats_.etcd_revision == 0) stats_.etcd_revision = (co_await etcd_.status()).header().revision();
   const auto token = static_cast<std::int64_t>(tokens_() >> 1);
   const auto revision = stats_.etcd_revision;
-  auto statements = one_statement(claim_statement(limit, unsettled_ids_, floor, revision, token));
+  auto statements = one_statement(claim_statement(limit, in_flight_.unsettled(), floor, revision, token));
   fencing_.append(statements);
   auto results = co_await pg_.pipeline(std::move(statements));
   auto claimed = parse_claimed(results.front(), true, token, revision);
@@ -235,40 +230,6 @@ asio::awaitable<std::vector<Outbox::Attempt>> Outbox::claim(std::int64_t limit) 
   attempts.reserve(claimed.rows.size());
   for (auto& row : claimed.rows) attempts.push_back({std::move(row), std::nullopt, false});
   co_return attempts;
-}
-
-asio::awaitable<void> Outbox::check_statistics() {
-  using clock = std::chrono::steady_clock;
-  next_statistics_check_ = clock::now() + ClaimSchedule::kStatisticsCheckInterval;
-  std::vector<PgStatement> statements{pending_sample_statement(ClaimSchedule::kPendingSample),
-                                      planner_pending_estimate_statement(),
-                                      may_analyze_statement()};
-  auto results = co_await pg_.pipeline(std::move(statements));
-  const auto counted = results[0].int64(0, 0);
-  std::optional<std::int64_t> estimate;
-  if (results[1].rows() > 0) estimate = explained_rows(results[1].text(0, 0));
-  if (!estimate || !ClaimSchedule::statistics_stale(*estimate, counted)) co_return;
-  LogFields fields{{"component", "outbox"}, {"planner_estimate", *estimate}, {"pending_counted", counted}};
-  if (!results[2].boolean(0, 0)) {
-    log_warn("PostgreSQL's statistics of etcd_wal predate the rows now pending, and this role may not ANALYZE "
-             "etcd_wal (only its owner may): claims walk the pending rows until autovacuum analyzes it; run "
-             "ANALYZE etcd_wal after large INSERTs",
-             fields);
-    analyze_refused_ = true;
-    co_return;
-  }
-  const auto began = clock::now();
-  try {
-    std::string analyze = kAnalyzeWal;
-    co_await pg_.execute_script(std::move(analyze));
-  } catch (const SyncError& error) {
-    if (error.sqlstate() != kLockNotAvailable) throw;  // a VACUUM holds it
-    log_debug("ANALYZE etcd_wal waits for a lock; trying again at the next check", fields);
-    co_return;
-  }
-  next_statistics_check_ = clock::now() + ClaimSchedule::kAnalyzeInterval;
-  fields.push_back({"elapsed_ms", std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - began).count()});
-  log_info("analyzed etcd_wal: PostgreSQL's statistics predated the rows now pending", fields);
 }
 
 asio::awaitable<std::optional<std::int64_t>> Outbox::next_retry_ms() {
@@ -311,16 +272,8 @@ asio::awaitable<void> Outbox::dry_run_loop() {
 asio::awaitable<void> Outbox::apply_batch(Batch batch) {
   const Config& config = *batch.config;
   for (auto& attempt : batch.attempts) {
-    auto& row = attempt.row;
-    if (auto suspect = suspect_ids_.find(row.id); suspect != suspect_ids_.end()) {
-      // An outcome for this id was dropped: the row may be the one whose Txn that was.
-      row.attempt_revision = std::min(row.attempt_revision.value_or(suspect->second), suspect->second);
-    }
-    if (auto reason = reject_reason(row, config.etcd.prefix, config.ha.election_prefix)) {
-      attempt.outcome = WalOutcome{WalStatus::failed, 0, *reason, false, false, false};
-    } else if (row.attempt_revision) {
-      attempt.in_doubt = true;
-    }
+    in_flight_.doubt_if_suspect(attempt.row);
+    admit(attempt, config.etcd.prefix, config.ha.election_prefix);
   }
   for (;;) {
     std::vector<Attempt*> doubtful, fresh;
@@ -330,7 +283,7 @@ asio::awaitable<void> Outbox::apply_batch(Batch batch) {
     }
     if (doubtful.empty() && fresh.empty()) break;
     if (deposed_) break;  // the new leader decides these rows from the receipts
-    const bool ready = co_await etcd_ready();
+    const bool ready = co_await etcd_outage_.ready();
     if (!ready) break;
     if (!doubtful.empty()) {
       co_await resolve_in_doubt(batch, std::move(doubtful));
@@ -348,8 +301,7 @@ asio::awaitable<void> Outbox::apply_batch(Batch batch) {
   }
   // Rows left without an outcome (stopping) stay pending, in doubt: the next start decides them.
   auto decided = account(batch);
-  for (const auto& attempt : batch.attempts)
-    if (!attempt.outcome) unsettled_ids_.erase(attempt.row.id);
+  in_flight_.batch_decided(batch.attempts);
   writer_.add(std::move(decided));
 }
 
@@ -360,7 +312,7 @@ asio::awaitable<void> Outbox::resolve_in_doubt(const Batch& batch, std::vector<A
   try {
     auto resolution = co_await barrier_.resolve(wal_rows, config.sync.conflict_resolution, fence_);
     fence_.barrier_revision = std::max(fence_.barrier_revision, barrier_.revision());
-    on_etcd_working();
+    etcd_outage_.working();
     for (std::size_t i = 0; i < rows.size(); ++i) {
       auto& attempt = *rows[i];
       const auto& verdict = resolution.verdicts[i];
@@ -380,14 +332,14 @@ asio::awaitable<void> Outbox::resolve_in_doubt(const Batch& batch, std::vector<A
           attempt.outcome = unknown_outcome(attempt.row, resolution.log);
           break;
       }
-      suspect_ids_.erase(attempt.row.id);
+      in_flight_.doubt_decided(attempt.row.id);
     }
   } catch (const SyncError& error) {
     if (error.kind() == ErrorKind::permission_denied && error.peer() == Peer::etcd) throw;
     if (error.kind() == ErrorKind::fenced) {
       on_fenced(error);
     } else {
-      on_etcd_outage(error, config);
+      etcd_outage_.failed(error, config.sync.retry);
     }
   }
 }
@@ -407,119 +359,42 @@ asio::awaitable<void> Outbox::send_group(const Batch& batch, std::vector<Attempt
       response = co_await etcd_.txn(build_txn(rows, resolution, fence));
       failpoint("outbox.after_txn");
       stats_.wal_apply_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-      on_etcd_working();
+      etcd_outage_.working();
       if (response.header().revision() > stats_.etcd_revision) stats_.etcd_revision = response.header().revision();
     } catch (const SyncError& error) {
       failure = error;
     }
+    // What the answer or the error means for the group: txn_group.hpp.
+    GroupNext next = GroupNext::done;
+    TxnVerdict verdict;
     if (failure) {
-      switch (classify_txn_error(*failure)) {
-        case TxnErrorKind::outage:
-          // The Txn may or may not have been applied: the receipts will tell, after a barrier. The
-          // rows' attempts are not spent.
-          for (auto* attempt : group) {
-            attempt->in_doubt = true;
-            if (!attempt->row.attempt_revision) attempt->row.attempt_revision = attempt->row.claim_revision;
-          }
-          on_etcd_outage(*failure, config);
-          co_return;
-        case TxnErrorKind::row_permanent:
-        case TxnErrorKind::row_transient:
-          if (group.size() == 1) {
-            group.front()->outcome = decide_row_error(group.front()->row, *failure, config.sync.retry.max_attempts);
-            co_return;
-          }
-          // etcd refused the group (a row it cannot take, no permission for one key, limits below
-          // its defaults): each row alone gets its own answer.
-          for (auto* attempt : group) co_await send_group(batch, std::vector<Attempt*>(1, attempt));
-          co_return;
-      }
+      next = after_txn_error(group, *failure, config.sync.retry.max_attempts);
+    } else {
+      verdict = decide_txn(rows, response, resolution, fence);
+      next = after_txn_answer(group, verdict);
     }
-    auto verdict = decide_txn(rows, response, resolution, fence);
-    if (verdict.deposed) {
-      on_fenced(deposed_error(fence));  // nothing was applied; the new leader decides these rows
-      co_return;
-    }
-    if (verdict.fenced) {
-      // A barrier moved the fence (this outbox's own, deciding rows in doubt): nothing was
-      // applied; send again with the new one.
-      fence_.barrier_revision = std::max(fence_.barrier_revision, verdict.barrier_revision);
-      continue;
-    }
-    std::vector<Attempt*> again;
-    for (std::size_t i = 0; i < group.size(); ++i) {
-      if (verdict.outcomes[i])
-        group[i]->outcome = std::move(*verdict.outcomes[i]);
-      else
-        again.push_back(group[i]);
-    }
-    if (again.size() == group.size()) {
-      for (auto* attempt : group) co_await send_group(batch, std::vector<Attempt*>(1, attempt));  // no conflict told apart
-      co_return;
-    }
-    group = std::move(again);
-  }
-}
-
-// --- etcd outages ------------------------------------------------------------------------------
-
-namespace {
-
-/// How often a waiter asks etcd for its Status during an outage: etcd elects a new leader in about
-/// a second (its default election timeout is 1000 ms), and the outbox should follow within 2 s.
-constexpr std::chrono::milliseconds kOutageProbeInterval{250};
-
-}  // namespace
-
-void Outbox::on_etcd_outage(const SyncError& error, const Config& config) {
-  // Concurrent failures of one outage count once: a new backoff starts only after the last one.
-  const auto now = std::chrono::steady_clock::now();
-  if (now < etcd_retry_at_) return;
-  SyncError named = error.peer() == Peer::unknown ? SyncError(error.kind(), error.what(), Peer::etcd) : error;
-  etcd_retry_at_ = now + status_.failed(named, config.sync.retry);
-  outage_term_ = etcd_.raft_term();
-}
-
-void Outbox::on_etcd_working() {
-  if (status_.failing_peer() != Peer::etcd) return;
-  status_.working(Peer::etcd);
-  log_info("outbox reaches etcd again", {{"component", "outbox"}});
-  status_.set(OutboxState::applying);
-}
-
-asio::awaitable<bool> Outbox::etcd_ready() {
-  while (!stopping_ && std::chrono::steady_clock::now() < etcd_retry_at_) {
-    if (asking_etcd_) {
-      co_await etcd_waiters_.wait_until(etcd_retry_at_);
-      continue;
-    }
-    asking_etcd_ = true;
-    const auto ask_at = std::min(etcd_retry_at_, std::chrono::steady_clock::now() + kOutageProbeInterval);
-    co_await etcd_waiters_.wait_until(ask_at);
-    bool answered = false;
-    if (!stopping_ && std::chrono::steady_clock::now() < etcd_retry_at_) answered = co_await etcd_has_leader();
-    asking_etcd_ = false;
-    if (answered) {
-      etcd_retry_at_ = std::chrono::steady_clock::now();
-      etcd_waiters_.notify_all();
+    switch (next) {
+      case GroupNext::done:
+        co_return;
+      case GroupNext::resend:
+        continue;  // without the rows decided
+      case GroupNext::fenced:
+        // A barrier moved the fence (this outbox's own, deciding rows in doubt): nothing was
+        // applied; send again with the new one.
+        fence_.barrier_revision = std::max(fence_.barrier_revision, verdict.barrier_revision);
+        continue;
+      case GroupNext::one_by_one:
+        for (auto* attempt : group) co_await send_group(batch, std::vector<Attempt*>(1, attempt));
+        co_return;
+      case GroupNext::outage:
+        // The rows are in doubt: the receipts will tell, after a barrier.
+        etcd_outage_.failed(*failure, config.sync.retry);
+        co_return;
+      case GroupNext::deposed:
+        on_fenced(deposed_error(fence));  // nothing was applied; the new leader decides these rows
+        co_return;
     }
   }
-  co_return !stopping_;
-}
-
-asio::awaitable<bool> Outbox::etcd_has_leader() {
-  bool leader = false;
-  try {
-    // Right after a leader dies its followers still name it until their election timeout, and a
-    // Txn sent then is forwarded to it and waits out etcd's request timeout (about 7 s): only a
-    // leader of a newer raft term than the outage began in counts. An outage that ends without an
-    // election waits out its backoff.
-    const auto response = co_await etcd_.status();
-    leader = response.leader() != 0 && static_cast<std::int64_t>(response.raftterm()) > outage_term_;
-  } catch (const SyncError&) {
-    // still down: the backoff goes on, and the client has moved to its next endpoint
-  }
-  co_return leader;
 }
 
 // --- outcomes ----------------------------------------------------------------------------------
@@ -568,21 +443,21 @@ std::vector<DecidedRow> Outbox::account(Batch& batch) {
 }
 
 void Outbox::on_written(OutcomesWritten written) {
-  for (const auto& d : written.rows) {
-    unsettled_ids_.erase(d.row.id);
-    if (written.abandoned || written.updated.count(d.row.id)) continue;
-    // The row is gone or changed since it was claimed (a PostgreSQL failover that lost it, or an
-    // application that edited it): its outcome is not written anywhere else. If the id comes back,
-    // that row is decided from the receipts, so a Txn that did land is not sent twice.
+  // A dropped outcome is not written anywhere else. If the id comes back, that row is decided from
+  // the receipts (InFlight::doubt_if_suspect), so a Txn that did land is not sent twice.
+  for (const auto* d : in_flight_.written(written))
     log_warn("etcd_wal outcome dropped: the row is gone or changed since it was claimed",
-             {{"component", "outbox"}, {"wal_id", d.row.id}, {"key", d.row.key},
-              {"status", to_string(d.outcome.status)}, {"revision", d.outcome.revision}});
-    suspect_ids_[d.row.id] = d.row.attempt_revision.value_or(d.row.claim_revision);
-  }
-  if (written.more_pending || written.abandoned || batches_applying_ > 0 || waiting_for_room_) {
-    wakeup_.notify();  // the next rows of these keys (or retried rows) may be claimed now
-  } else if (unsettled_ids_.empty()) {
-    set_activity(OutboxState::idle);
+             {{"component", "outbox"}, {"wal_id", d->row.id}, {"key", d->row.key},
+              {"status", to_string(d->outcome.status)}, {"revision", d->outcome.revision}});
+  switch (in_flight_.after_written(written)) {
+    case InFlight::AfterWritten::wake:
+      wakeup_.notify();  // the next rows of these keys (or retried rows) may be claimed now
+      break;
+    case InFlight::AfterWritten::idle:
+      set_activity(OutboxState::idle);
+      break;
+    case InFlight::AfterWritten::nothing:
+      break;
   }
 }
 

@@ -18,25 +18,18 @@
 #include "reactor/loop/wakeup.hpp"
 #include "reactor/outbox/barrier.hpp"
 #include "reactor/outbox/claim_schedule.hpp"
+#include "reactor/outbox/etcd_outage.hpp"
+#include "reactor/outbox/in_flight.hpp"
+#include "reactor/outbox/outbox_state.hpp"
 #include "reactor/outbox/outcome_writer.hpp"
+#include "reactor/outbox/statistics_check.hpp"
+#include "reactor/outbox/txn_group.hpp"
 #include "reactor/outbox/wal_txn.hpp"
 
 #include <random>
-#include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 namespace etcd_sync {
-
-/// Where the outbox is; each change is logged once.
-enum class OutboxState {
-  starting,     ///< not yet connected
-  idle,         ///< no due rows: waiting for NOTIFY, the sweep, or a retry to fall due
-  applying,     ///< rows are on their way to etcd
-  backing_off,  ///< etcd or PostgreSQL unreachable (the peer is named): waiting before trying again
-  stopped,      ///< run() has returned
-};
-const char* to_string(OutboxState state);
 
 class Outbox final : public Engine {
  public:
@@ -64,12 +57,6 @@ class Outbox final : public Engine {
   void wake(std::optional<std::int64_t> lowest_id = std::nullopt);
 
  private:
-  /// One row of a claim on its way through etcd.
-  struct Attempt {
-    WalRow row;
-    std::optional<WalOutcome> outcome;
-    bool in_doubt = false;  ///< an attempt may have reached etcd: decide it from the receipts first
-  };
   /// The rows of one claim and the configuration snapshot they were claimed under.
   struct Batch {
     std::shared_ptr<const Config> config;
@@ -79,11 +66,6 @@ class Outbox final : public Engine {
   asio::awaitable<void> claim_loop();
   asio::awaitable<std::vector<Attempt>> claim(std::int64_t limit);
   asio::awaitable<void> dry_run_loop();
-  /// While claims are backed up, every ClaimSchedule::kStatisticsCheckInterval: runs ANALYZE
-  /// etcd_wal when the planner's estimate of the pending rows is stale (statistics_stale), at most
-  /// every kAnalyzeInterval, or says once that this role may not. A lock it cannot get within
-  /// 200 ms waits for the next check; other PostgreSQL errors are thrown, as a claim's are.
-  asio::awaitable<void> check_statistics();
   /// Milliseconds until the earliest backed-off pending row falls due (nullopt: none).
   asio::awaitable<std::optional<std::int64_t>> next_retry_ms();
   /// Decides every row of `batch` (in doubt first, then Txns), waiting out etcd outages, until
@@ -93,17 +75,8 @@ class Outbox final : public Engine {
   /// Sends rows with distinct keys in one Txn (again without conflicting or refused rows) until
   /// each has an outcome, is in doubt (an outage), or the outbox stops.
   asio::awaitable<void> send_group(const Batch& batch, std::vector<Attempt*> group);
-  /// Waits until an etcd outage's backoff has passed, or until etcd answers with a newly elected
-  /// leader, whichever is first (one waiter at a time asks, every kOutageProbeInterval); false when
-  /// stopping.
-  asio::awaitable<bool> etcd_ready();
-  /// One Maintenance.Status call: true when the member answers and names a leader of a newer raft
-  /// term than outage_term_.
-  asio::awaitable<bool> etcd_has_leader();
-  void on_etcd_outage(const SyncError& error, const Config& config);
   /// Another instance leads (a fenced write, a deposed Txn): report it once and stop all work.
   void on_fenced(const SyncError& error);
-  void on_etcd_working();
   void on_written(OutcomesWritten written);
   /// Counts and logs each outcome and draws each retry's backoff; returns the decided rows.
   std::vector<DecidedRow> account(Batch& batch);
@@ -122,25 +95,14 @@ class Outbox final : public Engine {
   Barrier barrier_;
   ClaimSchedule schedule_;
   Backoff row_backoff_;
-  Wakeup wakeup_;        ///< the claim loop: NOTIFY, a batch ended, outcomes written, stop
-  Broadcast etcd_waiters_;  ///< etcd_ready() calls waiting out an outage: stop, deposed, etcd is back
-  bool asking_etcd_ = false;      ///< one of them is asking etcd for its Status
-  std::int64_t outage_term_ = 0;  ///< etcd's raft term when the current outage began
-  Gate batches_;         ///< every batch in flight
-  std::unordered_set<std::int64_t> unsettled_ids_;  ///< claimed rows whose outcome is not yet written
-  /// Row ids whose outcome matched no row when written (gone or changed: a PostgreSQL failover may
-  /// hand the id out again), with the attempt_revision they had: a row claimed with such an id is
-  /// in doubt, decided by its receipt.
-  std::unordered_map<std::int64_t, std::int64_t> suspect_ids_;
+  Wakeup wakeup_;  ///< the claim loop: NOTIFY, a batch ended, outcomes written, stop
+  EtcdOutageGate etcd_outage_;  ///< batches wait out etcd outages here
+  Gate batches_;                ///< every batch in flight
+  InFlight in_flight_;          ///< claimed rows until their outcomes are written
   TxnFence fence_;
-  std::chrono::steady_clock::time_point etcd_retry_at_{};
-  int batches_applying_ = 0;
-  /// The claim loop waits for claimed rows' outcomes to free room (ClaimSchedule::claim_limit 0).
-  bool waiting_for_room_ = false;
   /// The last claim took all it might: due rows may be left behind (ClaimSchedule::claim_limit).
   bool backed_up_ = false;
-  std::chrono::steady_clock::time_point next_statistics_check_{};
-  bool analyze_refused_ = false;  ///< this role may not ANALYZE etcd_wal (said once; no more checks)
+  StatisticsCheck statistics_;  ///< when to check PostgreSQL's statistics of etcd_wal
   std::mt19937_64 tokens_;
   bool stopping_ = false;
 };
