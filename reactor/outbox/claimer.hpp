@@ -32,6 +32,7 @@ class Claimer {
   Claimer(asio::io_context& io, const Config& config, EtcdClient& etcd, SyncStats& stats, const Fencing& fencing,
           const InFlight& in_flight);
 
+  /// Whether the claim connection is open (connect(), or peek() in a dry run).
   bool connected() const { return pg_.connected(); }
   /// Opens the claim connection (open_database with `config`) with the planner settings claims
   /// need. Notifications sent while it was closed were lost: the next claim scans from id 0.

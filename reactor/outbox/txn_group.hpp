@@ -36,6 +36,7 @@ enum class GroupNext {
   outage,      ///< etcd is unreachable: every row is in doubt now; report the outage, send nothing
   deposed,     ///< another instance leads: nothing was applied, nothing more is sent
 };
+/// The step's name ("one_by_one"), for logs and test messages.
 const char* to_string(GroupNext next);
 
 /// etcd failed the group's Txn with `error` (classify_txn_error). An outage leaves every row in
