@@ -73,7 +73,8 @@ const char* const kInstancesQuery =
 /// `leader` (the epoch row), etcd's revision or the error reaching it. A plain function.
 nlohmann::ordered_json build_report(const Config& config, const PgResult& instances, const PgResult& totals,
                                     const PgResult& leader, const nlohmann::json& etcd_revision,
-                                    const nlohmann::json& etcd_error, const std::string& pg_endpoint) {
+                                    const nlohmann::json& etcd_error, const std::string& pg_endpoint,
+                                    const PgResult& rollbacks) {
   nlohmann::ordered_json out;
   // The row `service` shows: the live leader's; else the freshest.
   int shown = instances.rows() > 0 ? 0 : -1;
@@ -143,6 +144,25 @@ nlohmann::ordered_json build_report(const Config& config, const PgResult& instan
   out["wal"]["success"] = totals.int64(0, 3);
   out["wal"]["conflict"] = totals.int64(0, 4);
   out["wal"]["failed"] = totals.int64(0, 5);
+  // etcd going back in time (kRollbacksQuery): shown until the mirror caught up, then as the last.
+  auto& rollbacks_out = out["etcd_rollbacks"];
+  rollbacks_out["count"] = rollbacks.rows() > 0 ? rollbacks.int64(0, 0) : 0;
+  rollbacks_out["catching_up"] = rollbacks.rows() > 0 && rollbacks.is_null(0, 10);
+  rollbacks_out["last"] = nullptr;
+  if (rollbacks.rows() > 0) {
+    nlohmann::ordered_json last;
+    last["id"] = int_cell(rollbacks, 0, 1);
+    last["detected_at"] = text_cell(rollbacks, 0, 2);
+    last["reason"] = text_cell(rollbacks, 0, 3);
+    last["old_cluster_id"] = text_cell(rollbacks, 0, 4);
+    last["new_cluster_id"] = text_cell(rollbacks, 0, 5);
+    last["checkpoint"] = int_cell(rollbacks, 0, 6);
+    last["etcd_revision"] = int_cell(rollbacks, 0, 7);
+    last["kept_through"] = int_cell(rollbacks, 0, 8);
+    last["rows_abandoned"] = int_cell(rollbacks, 0, 9);
+    last["caught_up_at"] = text_cell(rollbacks, 0, 10);
+    rollbacks_out["last"] = last;
+  }
   auto& ha = out["ha"];
   ha["leader"] = nullptr;
   for (const auto& entry : live) {
@@ -168,6 +188,13 @@ nlohmann::ordered_json build_report(const Config& config, const PgResult& instan
   return out;
 }
 
+// The prefix's etcd rollbacks: 0 count, 1 id, 2 detected_at, 3 reason, 4 old_cluster_id,
+// 5 new_cluster_id, 6 checkpoint, 7 etcd_revision, 8 kept_through, 9 rows_abandoned, 10 caught_up_at
+// (of the last one).
+const char* const kRollbacksQuery =
+    "SELECT count(*) OVER (), id, detected_at, reason, old_cluster_id, new_cluster_id, checkpoint, etcd_revision, "
+    "  kept_through, rows_abandoned, caught_up_at FROM etcd_sync_rollbacks WHERE prefix = $1 ORDER BY id DESC LIMIT 1";
+
 asio::awaitable<nlohmann::ordered_json> collect_status(asio::io_context& io, GrpcBridge& bridge, const Config& config) {
   PgConnection pg(io, config.postgresql.conninfo, "status", config.postgresql.request_timeout);
   co_await open_database(pg, config);
@@ -184,6 +211,7 @@ asio::awaitable<nlohmann::ordered_json> collect_status(asio::io_context& io, Grp
       pg_params(PgParam::text(prefix)));
   auto leader = co_await pg.query("SELECT epoch, instance_id, since FROM etcd_sync_leader WHERE prefix = $1",
                                   pg_params(PgParam::text(prefix)));
+  auto rollbacks = co_await pg.query(kRollbacksQuery, pg_params(PgParam::text(prefix)));
   nlohmann::json etcd_revision;
   nlohmann::json etcd_error;
   try {
@@ -193,7 +221,7 @@ asio::awaitable<nlohmann::ordered_json> collect_status(asio::io_context& io, Grp
   } catch (const SyncError& e) {
     etcd_error = e.what();
   }
-  co_return build_report(config, instances, totals, leader, etcd_revision, etcd_error, pg.endpoint());
+  co_return build_report(config, instances, totals, leader, etcd_revision, etcd_error, pg.endpoint(), rollbacks);
 }
 
 std::string text_report(const nlohmann::ordered_json& s) {
@@ -214,6 +242,15 @@ std::string text_report(const nlohmann::ordered_json& s) {
   out += "etcd_wal     pending " + v(wal["pending"]) + ", success " + v(wal["success"]) + ", conflict " +
          v(wal["conflict"]) + ", failed " + v(wal["failed"]) + "; conflicts resolved " + v(sync["conflicts_resolved"]) + "\n";
   out += "last error   " + v(sync["last_error"]) + (sync["last_error_at"].is_null() ? "" : " at " + v(sync["last_error_at"])) + "\n";
+  if (const auto& last = s["etcd_rollbacks"]["last"]; !last.is_null()) {
+    out += std::string(s["etcd_rollbacks"]["catching_up"].get<bool>() ? "ETCD WENT BACK " : "etcd went back ") +
+           v(last["detected_at"]) + ": " + v(last["reason"]) + "; cluster " + v(last["old_cluster_id"]) + " -> " +
+           v(last["new_cluster_id"]) + ", checkpoint " + v(last["checkpoint"]) + ", etcd revision " +
+           v(last["etcd_revision"]) + "; " + v(last["rows_abandoned"]) + " rows above revision " +
+           v(last["kept_through"]) + " in etcd_abandoned; caught up " +
+           (last["caught_up_at"].is_null() ? std::string("not yet") : v(last["caught_up_at"])) + " (" +
+           v(s["etcd_rollbacks"]["count"]) + " in all)\n";
+  }
   const auto& ha = s["ha"];
   if (ha["leader"].is_null()) {
     out += "leader       none\n";

@@ -75,6 +75,7 @@ const char* to_string(MirrorState state) {
     case MirrorState::starting: return "starting";
     case MirrorState::snapshotting: return "snapshotting";
     case MirrorState::resyncing: return "resyncing";
+    case MirrorState::rewinding: return "rewinding";
     case MirrorState::watching: return "watching";
     case MirrorState::backing_off: return "backing_off";
     case MirrorState::stopped: return "stopped";
@@ -143,10 +144,14 @@ asio::awaitable<void> Mirror::connect_postgres() {
 }
 
 asio::awaitable<std::optional<std::int64_t>> Mirror::load_checkpoint() {
-  auto result = co_await pg_.query("SELECT revision FROM etcd_sync_checkpoint WHERE prefix = $1",
+  auto result = co_await pg_.query("SELECT revision, etcd_cluster_id FROM etcd_sync_checkpoint WHERE prefix = $1",
                                    pg_params(PgParam::text(prefix())));
+  recorded_cluster_.reset();
+  stored_checkpoint_ = 0;
   if (result.rows() == 0) co_return std::nullopt;
-  co_return result.int64(0, 0);
+  recorded_cluster_ = result.optional_text(0, 1);
+  stored_checkpoint_ = result.int64(0, 0);
+  co_return stored_checkpoint_;
 }
 
 asio::awaitable<std::int64_t> Mirror::resync_once() {
@@ -171,12 +176,17 @@ asio::awaitable<void> Mirror::run() {
         log_info("dry run: would take a snapshot here; watching from etcd's current revision instead",
                  {{"component", "mirror"}, {"revision", *checkpoint}});
       }
-      if (!checkpoint || resync_needed_) checkpoint = co_await snapshot(checkpoint.has_value());
+      if (checkpoint && !resync_needed_ && !dry_run_) checkpoint = co_await check_timeline(*checkpoint);
+      if (!checkpoint || resync_needed_) {
+        checkpoint = co_await snapshot(checkpoint.has_value());
+        if (!dry_run_) checkpoint = co_await check_timeline(*checkpoint);  // records the cluster id
+      }
       resync_needed_ = false;
       lost_from_.reset();
       checkpoint_ = *checkpoint;
       stats_.mirrored_revision = checkpoint_;
       stats_.snapshot_done = true;
+      co_await note_caught_up();
       co_await watch(checkpoint_ + 1);
     } catch (const SyncError& error) {
       delay = on_failure(error);
@@ -194,6 +204,18 @@ std::chrono::milliseconds Mirror::on_failure(const SyncError& error) {
   copy_pg_.close();
   if (stopping_) return std::chrono::milliseconds(0);
   if (fencing_.fenced(error)) return config_->sync.retry.max_backoff;  // another leads: wait to be stopped
+  if (rewound_) {
+    rewound_ = false;
+    resync_needed_ = true;
+    return std::chrono::milliseconds(0);
+  }
+  if (timeline_suspect_) {
+    // Not an outage: check_timeline looks at etcd at once, with a linearizable read.
+    timeline_suspect_ = false;
+    log_warn("watch response does not fit the checkpoint's timeline; checking etcd",
+             {{"component", "mirror"}, {"error", error.what()}});
+    return std::chrono::milliseconds(100);
+  }
   if (error.kind() == ErrorKind::compacted) {
     // Never retry a compacted revision: take a new snapshot instead, at once.
     resync_needed_ = true;
@@ -251,6 +273,7 @@ asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
     co_await pg_.copy_start(std::move(copy));
   }
   std::int64_t revision = 0;
+  std::uint64_t cluster_id = 0;
   std::int64_t keys = 0;
   std::vector<RejectedKey> rejected;
   etcdserverpb::RangeRequest request;
@@ -265,7 +288,10 @@ asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
     request.set_revision(revision);  // 0 for the first page: etcd's current revision, then pinned
     auto page = co_await etcd_.range(request);
     status_.working(Peer::etcd);
-    if (revision == 0) revision = page.header().revision();
+    if (revision == 0) {
+      revision = page.header().revision();
+      cluster_id = page.header().cluster_id();
+    }
     chunk.clear();
     for (const auto& kv : page.kvs()) {
       if (own_key(kv.key())) continue;
@@ -291,6 +317,17 @@ asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
   std::vector<PgStatement> statements;
   if (!direct) {
     co_await pg_.execute_script("ANALYZE etcd_sync_snapshot");
+    if (resync && !dry_run_) {
+      // A resync after etcd went back in time, found only now (the history that would have shown
+      // it was compacted): reconciling would mix the timelines. Set the rows apart first.
+      auto newer = co_await rows_newer_than_etcd();
+      if (newer) {
+        co_await pg_.execute_script("ROLLBACK");
+        co_await rewind(stored_checkpoint_, revision, cluster_id, *newer);
+        rewound_ = true;  // on_failure: snapshot again at once
+        throw SyncError(ErrorKind::transient, "the resync found etcd gone back in time; taking it again", Peer::etcd);
+      }
+    }
     append_reconcile(revision, statements);
   }
   append_rejected_inserts(rejected, statements);
@@ -364,6 +401,7 @@ asio::awaitable<void> Mirror::watch(std::int64_t start_revision) {
     while (!stopping_ && !session.error) {
       const bool go_on = co_await apply_queued(session, start_revision);
       if (!go_on) break;
+      if (rewind_) co_await note_caught_up();
       if (stopping_) break;
       if (session.reader_done) {
         session.error = co_await session.stream->finish();
@@ -414,6 +452,10 @@ asio::awaitable<bool> Mirror::apply_queued(WatchSession& session, std::int64_t s
     auto response = std::move(session.queue.front());
     session.queue.pop_front();
     session.queued_bytes -= std::min(session.queued_bytes, response.ByteSizeLong());
+    if (!dry_run_) {
+      session.error = timeline_suspect(response.header());
+      if (session.error) break;  // nothing from this response is applied
+    }
     if (response.header().revision() > stats_.etcd_revision) stats_.etcd_revision = response.header().revision();
     const std::int64_t covered = batches.empty() ? checkpoint_ : std::max(checkpoint_, batches.revision());
     auto step = read_watch_response(response, covered);

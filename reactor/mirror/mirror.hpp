@@ -15,6 +15,7 @@
 #include "reactor/engine/sync_stats.hpp"
 #include "reactor/loop/wakeup.hpp"
 #include "reactor/mirror/mirror_rows.hpp"
+#include "reactor/mirror/timeline.hpp"
 
 #include <deque>
 #include <optional>
@@ -26,6 +27,7 @@ enum class MirrorState {
   starting,      ///< not yet connected
   snapshotting,  ///< first snapshot: paginated Range at one revision, COPY into PostgreSQL
   resyncing,     ///< snapshot after etcd compacted history that was never mirrored
+  rewinding,     ///< etcd went back in time: finding the rows its history still holds, setting the rest apart
   watching,      ///< streaming watch events into `etcd`
   backing_off,   ///< etcd or PostgreSQL unreachable: waiting before the next attempt
   stopped,       ///< run() has returned
@@ -66,7 +68,37 @@ class Mirror final : public Engine {
   /// What a failure means: a compaction schedules a resync (no wait); anything else backs off.
   std::chrono::milliseconds on_failure(const SyncError& error);
   asio::awaitable<void> connect_postgres();
+  /// The checkpoint's revision (nullopt: none), and its cluster id into recorded_cluster_.
   asio::awaitable<std::optional<std::int64_t>> load_checkpoint();
+
+  // When etcd goes back in time (mirror_rewind.cpp; README "When a server goes back in time").
+  /// Compares etcd's cluster id and current revision (a linearizable read) with the checkpoint's,
+  /// and asks etcd's history for the last mirrored rows; records the cluster id when none is.
+  /// Returns the checkpoint to watch from: `checkpoint`, or the lower one rewind() set. Throws
+  /// SyncError.
+  asio::awaitable<std::int64_t> check_timeline(std::int64_t checkpoint);
+  /// etcd went back: logs it at error, finds the highest revision etcd's history still holds
+  /// (KeptThroughSearch), and in one fenced transaction moves every row above it to
+  /// etcd_abandoned, records the rollback in etcd_sync_rollbacks and sets the checkpoint there.
+  /// Returns that revision. `revision` and `cluster_id`: etcd's now.
+  asio::awaitable<std::int64_t> rewind(std::int64_t checkpoint, std::int64_t revision, std::uint64_t cluster_id,
+                                       const std::string& reason);
+  /// The puts at the highest revision at or below `revision` that has mirrored puts (at most a
+  /// few keys). Tombstones prove nothing: a resync writes them at its snapshot's revision, not at
+  /// the delete's.
+  asio::awaitable<std::vector<MirroredRow>> mirrored_rows_at_or_below(std::int64_t revision);
+  /// What etcd's history says about `rows` (puts, all at one revision): one Range per row.
+  asio::awaitable<RowsInHistory> held_by_etcd(const std::vector<MirroredRow>& rows);
+  /// For a resync: a key whose latest row in `etcd` is newer than its mod_revision in the snapshot
+  /// (the temporary table etcd_sync_snapshot), which one timeline cannot give, described for the
+  /// log; nullopt when there is none.
+  asio::awaitable<std::optional<std::string>> rows_newer_than_etcd();
+  /// After a rewind: once the checkpoint reaches etcd's revision at the rollback, records when
+  /// (etcd_sync_rollbacks.caught_up_at) and logs it.
+  asio::awaitable<void> note_caught_up();
+  /// A watch response header from another cluster, or below the checkpoint: the error that ends
+  /// the watch so that check_timeline looks (nullopt: nothing wrong).
+  std::optional<SyncError> timeline_suspect(const etcdserverpb::ResponseHeader& header);
   /// A snapshot at one revision (returned): the first of a prefix with no rows is copied straight
   /// into `etcd`; a resync, or a snapshot where rows exist, goes through a temporary table and
   /// append_reconcile. Throws SyncError.
@@ -115,6 +147,18 @@ class Mirror final : public Engine {
   bool resync_needed_ = false;
   bool copy_backlogs_ = true;  ///< false once a COPY met a row already there: backlogs are inserted
   std::optional<std::int64_t> lost_from_;  ///< first revision whose history a compaction removed
+  std::optional<std::string> recorded_cluster_;  ///< etcd's cluster id stored with the checkpoint
+  bool timeline_suspect_ = false;  ///< a watch ended on a suspect header: look again at once
+  bool rewound_ = false;  ///< a resync found etcd gone back and rewound: take the snapshot again
+  std::int64_t stored_checkpoint_ = 0;  ///< the checkpoint load_checkpoint() read (0: none)
+  /// After etcd went back: the rollback's id, etcd's revision then, and when, until the mirror
+  /// has mirrored that revision again.
+  struct Rewind {
+    std::int64_t id = 0;
+    std::int64_t etcd_revision = 0;
+    std::chrono::steady_clock::time_point detected;
+  };
+  std::optional<Rewind> rewind_;
   Fencing fencing_;
   /// The fence check as a statement, for the pure builders (nullopt without a term).
   std::optional<PgStatement> fence_statement() const;

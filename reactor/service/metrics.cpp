@@ -92,6 +92,9 @@ std::string render_metrics(const SyncStats& s, const char* version) {
   sample(out, "etcd_sync_conflicts_resolved_total", "", static_cast<double>(s.conflicts_resolved));
   metric(out, "etcd_sync_resyncs_total", "counter", "Snapshots taken after a compaction or for validate --fix.");
   sample(out, "etcd_sync_resyncs_total", "", static_cast<double>(s.resyncs));
+  metric(out, "etcd_sync_etcd_rollbacks_total", "counter",
+         "Times etcd was found gone back in time (restored from a snapshot): README \"When a server goes back in time\".");
+  sample(out, "etcd_sync_etcd_rollbacks_total", "", static_cast<double>(s.etcd_rollbacks));
   metric(out, "etcd_sync_mirrored_revision", "gauge", "The checkpoint: every etcd revision up to it is in the etcd table.");
   sample(out, "etcd_sync_mirrored_revision", "", static_cast<double>(s.mirrored_revision));
   metric(out, "etcd_sync_etcd_revision", "gauge", "etcd's revision as last seen.");

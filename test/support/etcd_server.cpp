@@ -123,6 +123,28 @@ std::vector<std::string> EtcdServer::etcdctl_tls_arguments() const {
   return {"--cacert=" + tls_[0], "--cert=" + tls_[3], "--key=" + tls_[4]};
 }
 
+void EtcdServer::restore_snapshot(const fs::path& snapshot, bool new_cluster_id) {
+  if (is_running()) throw std::logic_error("restore_snapshot: stop " + name_ + " first");
+  if (membership_) throw std::logic_error("restore_snapshot: " + name_ + " is a member of a larger cluster");
+  const fs::path restored = dir_ / "restored";
+  fs::remove_all(restored);
+  std::vector<std::string> args{"snapshot", "restore", snapshot.string(), "--data-dir=" + restored.string(),
+                                "--name=" + name_, "--initial-cluster=" + name_ + "=" + peer_url(),
+                                "--initial-advertise-peer-urls=" + peer_url()};
+  ++restores_;
+  const std::string token = new_cluster_id ? "restored-" + std::to_string(restores_) : cluster_token_;
+  args.push_back("--initial-cluster-token=" + token);
+  const auto result = run_command(etcdctl_program(), args, {{"ETCDCTL_API", "3"}}, seconds(60));
+  if (result.exit_code != 0 || result.timed_out)
+    throw std::runtime_error("etcdctl " + join_args(args) + " failed (exit " + std::to_string(result.exit_code) +
+                             "): " + result.stderr_text);
+  int n = 1;
+  while (fs::exists(dir_ / ("data.before-restore-" + std::to_string(n)))) ++n;
+  fs::rename(data_dir_, dir_ / ("data.before-restore-" + std::to_string(n)));
+  fs::rename(restored, data_dir_);
+  cluster_token_ = token;
+}
+
 std::string EtcdServer::etcdctl(const std::vector<std::string>& args) const {
   std::vector<std::string> full = etcdctl_tls_arguments();
   for (const auto& flag : {"--endpoints=" + client_url(), std::string("--dial-timeout=2s"), std::string("--command-timeout=10s")})

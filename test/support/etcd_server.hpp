@@ -64,6 +64,15 @@ class EtcdServer : public ServerProcess {
   const std::string& name() const { return name_; }
   const std::filesystem::path& data_dir() const { return data_dir_; }
 
+  /// Restores `snapshot` (a file `etcdctl snapshot save` wrote) as this member's data, as an
+  /// operator restores a backup: `etcdctl snapshot restore` into a new directory that replaces the
+  /// data dir (the old one is kept beside it, numbered). With `new_cluster_id`, the restore uses a
+  /// cluster token of its own, so the cluster gets a new cluster id; without, it uses the token the
+  /// member has now, which with this member's name and peer URL gives back the same cluster id.
+  /// The member must be stopped (std::logic_error otherwise); a failed restore throws
+  /// std::runtime_error with etcdctl's message. A lone member only.
+  void restore_snapshot(const std::filesystem::path& snapshot, bool new_cluster_id);
+
   /// Runs etcdctl (API v3; server_programs.hpp finds it) against this server and returns its stdout; throws
   /// std::runtime_error carrying stderr if it exits non-zero.
   std::string etcdctl(const std::vector<std::string>& args) const;
@@ -77,6 +86,8 @@ class EtcdServer : public ServerProcess {
 
  private:
   std::vector<std::string> etcdctl_tls_arguments() const;
+  std::string cluster_token_ = "etcd-cluster";  ///< etcd's default --initial-cluster-token
+  int restores_ = 0;
   /// "http://0.0.0.0:PORT" of the client listener.
   std::string listen_all_url() const;
 
