@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS etcd_sync_rollbacks (
   etcd_revision    bigint      NOT NULL,  -- etcd's current revision then
   kept_through     bigint      NOT NULL,  -- the highest revision whose rows etcd's history still holds
   rows_abandoned   bigint      NOT NULL,  -- rows moved to etcd_abandoned
+  wal_taken_away   bigint      NOT NULL DEFAULT 0,  -- etcd_wal rows settled success whose write the restore took away
   caught_up_at     timestamptz            -- when the mirror had mirrored etcd_revision again
 );
 

@@ -21,6 +21,9 @@ struct LeaderTerm {
   std::int64_t epoch = 0;  ///< its election key's create_revision (an etcd revision: only grows)
   std::string key;         ///< that election key
   std::string prefix;      ///< the epoch row's prefix (effective_prefix form)
+  /// etcd's revision when the election key was put (a linearizable answer; 0: not known). An epoch
+  /// PostgreSQL records above it is from a history etcd no longer has: etcd went back in time.
+  std::int64_t etcd_revision = 0;
 };
 
 /// An engine's view of fencing: the term it writes under (none: nothing to fence, as in a dry run

@@ -165,7 +165,7 @@ asio::awaitable<void> Elector::run() {
         status_.set(HaState::leader, {{"epoch", epoch_}, {"key", key_}});
         stats_.is_leader = true;
         ++stats_.leader_changes;
-        hooks_.elected(LeaderTerm{epoch_, key_, effective_prefix(config_->etcd.prefix)});
+        hooks_.elected(LeaderTerm{epoch_, key_, effective_prefix(config_->etcd.prefix), put_revision_});
         spawn(io_, round, watch_reachability(), "elector reachability");
         co_await hold_leadership();
         const std::string why = demote_reason(lost_why_);
@@ -237,6 +237,7 @@ asio::awaitable<std::int64_t> Elector::put_own_key() {
       failure = named_permission(error, needed);
     }
     if (failure) throw *failure;
+    put_revision_ = response.header().revision();
     if (response.succeeded()) co_return response.header().revision();
     if (response.responses_size() == 0 || response.responses(0).response_range().kvs_size() == 0) continue;  // gone meanwhile
     const auto existing = response.responses(0).response_range().kvs(0);

@@ -104,6 +104,7 @@ class Elector final : public Engine {
   std::string key_;
   std::int64_t lease_id_ = 0;
   std::int64_t epoch_ = 0;
+  std::int64_t put_revision_ = 0;  ///< etcd's revision in the answer to the last put_own_key()
   std::optional<LeaseClock> clock_;
   std::string lost_why_;    ///< set when the lease is gone or leadership must end
   bool stopping_ = false;

@@ -89,6 +89,10 @@ class Mirror final : public Engine {
   asio::awaitable<std::vector<MirroredRow>> mirrored_rows_at_or_below(std::int64_t revision);
   /// What etcd's history says about `rows` (puts, all at one revision): one Range per row.
   asio::awaitable<RowsInHistory> held_by_etcd(const std::vector<MirroredRow>& rows);
+  /// The ids of `etcd_wal` rows settled success at a revision above `kept` whose write etcd's
+  /// history no longer holds (a Range per row; a revision etcd has not reached holds nothing).
+  /// Rows whose history etcd compacted are left as they are.
+  asio::awaitable<std::vector<std::optional<std::string>>> wal_writes_taken_away(std::int64_t kept);
   /// For a resync: a key whose latest row in `etcd` is newer than its mod_revision in the snapshot
   /// (the temporary table etcd_sync_snapshot), which one timeline cannot give, described for the
   /// log; nullopt when there is none.

@@ -118,6 +118,40 @@ asio::awaitable<RowsInHistory> Mirror::held_by_etcd(const std::vector<MirroredRo
   co_return RowsInHistory::held;
 }
 
+asio::awaitable<std::vector<std::optional<std::string>>> Mirror::wal_writes_taken_away(std::int64_t kept) {
+  auto rows = co_await pg_.query(
+      "SELECT id, key, revision, coalesce(convert_to(value, 'UTF8'), value_bytes), value IS NULL AND value_bytes IS NULL "
+      "FROM etcd_wal WHERE status = 'success' AND revision > $2 AND ($1 = '' OR starts_with(key, $1)) ORDER BY id",
+      pg_params(PgParam::text(prefix()), PgParam::int64(kept)));
+  std::vector<std::optional<std::string>> ids;
+  for (int i = 0; i < rows.rows(); ++i) {
+    throw_if_stopping();
+    MirroredRow row;
+    row.key = std::string(rows.text(i, 1));
+    row.revision = rows.int64(i, 2);
+    const bool is_delete = rows.boolean(i, 4);
+    if (!is_delete) row.value = rows.bytea(i, 3);
+    bool held = false;
+    try {
+      auto at_request = key_at_request(row.key, row.revision);
+      auto at = co_await etcd_.range(at_request);
+      if (!is_delete) {
+        held = history_holds_put(row, first_kv(at));
+      } else {
+        auto before_request = key_at_request(row.key, row.revision - 1);
+        auto before = co_await etcd_.range(before_request);
+        held = history_holds_delete(first_kv(before), first_kv(at));
+      }
+    } catch (const SyncError& error) {
+      const bool future = std::string_view(error.what()).find("future revision") != std::string_view::npos;
+      if (error.kind() == ErrorKind::compacted) held = true;  // cannot tell: left as it is
+      else if (!future) throw;
+    }
+    if (!held) ids.push_back(std::string(rows.text(i, 0)));
+  }
+  co_return ids;
+}
+
 asio::awaitable<std::int64_t> Mirror::rewind(std::int64_t checkpoint, std::int64_t revision,
                                               std::uint64_t cluster_id, const std::string& reason) {
   const auto detected = std::chrono::steady_clock::now();
@@ -138,16 +172,25 @@ asio::awaitable<std::int64_t> Mirror::rewind(std::int64_t checkpoint, std::int64
     search.result(*probe, rows_at, what);
   }
   const std::int64_t kept = search.kept_through();
+  const auto taken_away = co_await wal_writes_taken_away(kept);
 
   // One transaction: the record, the rows set apart, the checkpoint moved back, fenced.
   const std::string rollback_id = "currval(pg_get_serial_sequence('etcd_sync_rollbacks', 'id'))";
   std::vector<PgStatement> statements;
   statements.push_back(
       {"INSERT INTO etcd_sync_rollbacks (prefix, reason, old_cluster_id, new_cluster_id, checkpoint, etcd_revision, "
-       "kept_through, rows_abandoned) VALUES ($1, $2, $3, $4, $5::bigint, $6::bigint, $7::bigint, 0) RETURNING id",
+       "kept_through, rows_abandoned, wal_taken_away) "
+       "VALUES ($1, $2, $3, $4, $5::bigint, $6::bigint, $7::bigint, 0, $8::bigint) RETURNING id",
        {PgParam::text(prefix()), PgParam::text(reason), PgParam::optional(recorded_cluster_),
         PgParam::text(cluster_id_text(cluster_id)), PgParam::int64(checkpoint), PgParam::int64(revision),
-        PgParam::int64(kept)}});
+        PgParam::int64(kept), PgParam::int64(static_cast<std::int64_t>(taken_away.size()))}});
+  // A success whose write the restore took away says so; it is not sent again (README "When a
+  // server goes back in time").
+  statements.push_back(
+      {"UPDATE etcd_wal SET error_message = 'taken away by an etcd restore (etcd_sync_rollbacks id ' || " +
+           rollback_id + " || '): etcd went back to before this write, and its history no longer holds it at "
+           "revision ' || revision || '; it is not sent again' WHERE id = ANY($1::bigint[]) AND status = 'success'",
+       {PgParam::text(pg_array(taken_away))}});
   statements.push_back(
       {"WITH moved AS (DELETE FROM etcd WHERE revision > $2::bigint AND ($1 = '' OR starts_with(key, $1)) RETURNING *) "
        "INSERT INTO etcd_abandoned (rollback_id, ts, key, value, revision, tombstone, value_bytes, create_revision, "
@@ -174,15 +217,19 @@ asio::awaitable<std::int64_t> Mirror::rewind(std::int64_t checkpoint, std::int64
   status_.working(Peer::postgresql);
 
   const std::int64_t id = results[0].int64(0, 0);
-  const std::int64_t moved = results[1].affected() + results[2].affected();
+  const std::int64_t moved = results[2].affected() + results[3].affected();
   recorded_cluster_ = cluster_id_text(cluster_id);
   checkpoint_ = kept;
   stats_.mirrored_revision = kept;
   stats_.etcd_revision = revision;
   rewind_ = Rewind{id, revision, detected};
-  LogFields fields{{"component", "mirror"},        {"rollback_id", id},
-                   {"kept_through", kept},         {"rows_abandoned", moved},
-                   {"probes", search.probes()},    {"etcd_revision", revision}};
+  LogFields fields{{"component", "mirror"},
+                   {"rollback_id", id},
+                   {"kept_through", kept},
+                   {"rows_abandoned", moved},
+                   {"wal_taken_away", static_cast<std::int64_t>(taken_away.size())},
+                   {"probes", search.probes()},
+                   {"etcd_revision", revision}};
   if (search.unproven()) {
     fields.push_back({"compacted_through", search.compacted_through()});
     log_warn("etcd compacted the history that would prove the rows below; they are set apart as well, and the "

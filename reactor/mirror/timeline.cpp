@@ -27,6 +27,10 @@ bool history_holds_put(const MirroredRow& row, const mvccpb::KeyValue* kv) {
   return true;
 }
 
+bool history_holds_delete(const mvccpb::KeyValue* before, const mvccpb::KeyValue* at) {
+  return before != nullptr && at == nullptr;
+}
+
 std::optional<std::int64_t> KeptThroughSearch::next() const {
   if (searched_ >= high_) return std::nullopt;
   return searched_ + (high_ - searched_ + 1) / 2;  // in (searched_, high_]

@@ -52,6 +52,10 @@ struct MirroredRow {
 /// value, and the same create_revision, version and lease where the row recorded them.
 bool history_holds_put(const MirroredRow& row, const mvccpb::KeyValue* kv);
 
+/// Whether etcd's history holds a delete of a key at some revision: `before` is a Range of the
+/// key at revision - 1 (nullptr: absent), `at` one at the revision itself.
+bool history_holds_delete(const mvccpb::KeyValue* before, const mvccpb::KeyValue* at);
+
 /// The search for the highest mirrored revision whose rows etcd's history still holds (the
 /// "kept through" revision): rows above it belong to an abandoned timeline. Both timelines share
 /// every revision up to the snapshot etcd was restored from, and none after it, so whether a

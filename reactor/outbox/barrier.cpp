@@ -95,11 +95,29 @@ asio::awaitable<Resolution> Barrier::resolve(const std::vector<const WalRow*>& r
     }
   } done{*this};
 
-  std::int64_t since = std::numeric_limits<std::int64_t>::max();
-  for (const auto* row : rows) since = std::min(since, row->attempt_revision.value_or(0));
   const std::int64_t barrier = co_await raise(fence);
+  // Receipts from the lowest attempt on. An attempt at or above the barrier was made on an etcd
+  // that went back in time since (decide_in_doubt): its history now ends below the attempt.
+  std::int64_t since = std::numeric_limits<std::int64_t>::max();
+  std::int64_t went_back = 0;
+  for (const auto* row : rows) {
+    const std::int64_t attempt = row->attempt_revision.value_or(0);
+    if (attempt < barrier)
+      since = std::min(since, attempt);
+    else
+      ++went_back;
+  }
   Resolution out;
-  out.log = co_await read_receipts(since + 1, barrier);
+  if (since < barrier) {
+    out.log = co_await read_receipts(since + 1, barrier);
+  } else {
+    out.log = ReceiptLog(barrier + 1);
+    out.log.covered_to(barrier);
+  }
+  if (went_back > 0)
+    log_warn("etcd's revision is below the attempts of rows in doubt: etcd went back in time (restored from a "
+             "snapshot); those attempts are not in etcd's history as it now stands, and the rows are sent again",
+             {{"component", "outbox"}, {"rows", went_back}, {"barrier_revision", barrier}});
   for (const auto* row : rows) {
     out.verdicts.push_back(decide_in_doubt(*row, out.log));
     std::optional<bool> existed;

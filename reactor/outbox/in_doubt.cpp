@@ -21,6 +21,7 @@ std::int64_t ReceiptLog::find(std::int64_t id, std::uint32_t fingerprint, std::i
 
 DoubtVerdict decide_in_doubt(const WalRow& row, const ReceiptLog& log) {
   const std::int64_t since = row.attempt_revision.value_or(0);
+  if (log.to_revision() > 0 && since >= log.to_revision()) return {DoubtVerdict::Kind::not_applied, 0, true};
   // Evidence is a receipt in (attempt_revision, barrier]. One at or below attempt_revision is older
   // than every attempt of this row: another row that had this id and fingerprint before a
   // PostgreSQL failover handed the id out again. One past the barrier is from a Txn sent after it,

@@ -53,12 +53,17 @@ struct DoubtVerdict {
   };
   Kind kind = Kind::unknown;
   std::int64_t revision = 0;
+  /// not_applied because the barrier is at or below the row's attempt_revision: etcd went back in
+  /// time (restored from an older snapshot), and its history as it now stands ends before the
+  /// attempt. The attempt went to the etcd that was replaced and cannot land any more.
+  bool etcd_went_back = false;
 };
 
 /// Decides `row` (with attempt_revision set) from `log`, read up to a barrier: applied, at the
 /// lowest such revision, when a receipt after attempt_revision and up to the barrier names the
 /// row's id and fingerprint; not applied when the log covers every revision after
-/// attempt_revision without naming it; else unknown.
+/// attempt_revision without naming it, or when the barrier (log.to_revision()) is at or below
+/// attempt_revision, which only a restored etcd gives (etcd_went_back); else unknown.
 DoubtVerdict decide_in_doubt(const WalRow& row, const ReceiptLog& log);
 
 /// The outcome of a row whose outcome cannot be known: failed, with a message that says so and

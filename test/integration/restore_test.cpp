@@ -54,6 +54,7 @@ class RestoreTest : public SyncSuite {
   /// (`running`) or stopped from the backup to those puts; the restore gives etcd a new cluster id
   /// or keeps the one it had.
   void restore_and_check(const std::string& prefix, bool running, bool new_cluster_id, int writes_after) {
+    const std::int64_t first = env_->client->revision();  // earlier tests may have compacted below
     auto config = env_->write_config(settings(prefix));
     ServiceProcess service(env_->dir.path(), "restore");
     env_->start_service(service, config);
@@ -100,7 +101,7 @@ class RestoreTest : public SyncSuite {
     EXPECT_NE(log.find("\"old_cluster_id\":\"" + old_id + "\""), std::string::npos) << log;
 
     // Every revision of etcd's history as it now stands is in `etcd` exactly once, and nothing else.
-    auto want = env_->client->history(prefix, 1, now);
+    auto want = env_->client->history(prefix, first, now);
     auto got = env_->mirror_rows(prefix);
     sort_by_revision(want);
     sort_by_revision(got);
@@ -189,6 +190,93 @@ TEST_F(RestoreTest, RestoreThenCompactionSetsUnprovableRowsApartAndResyncs) {
   EXPECT_EQ(abandoned(prefix), gone);
   EXPECT_EQ(*env_->db().exec("SELECT count(*) FROM etcd_current WHERE starts_with(key, '" + prefix + "')")[0][0],
             "59");  // k1..k19 restored, k1 deleted again: k2..k19 (18) + k0 back (1) + n0..n39 (40)
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
+TEST_F(RestoreTest, OutboxRowsAcrossARestoreAreNeitherAppliedTwiceNorLeftClaimingSuccess) {
+  const std::string prefix = "/o1/";
+  const std::int64_t first = env_->client->revision();  // earlier tests may have compacted below
+  auto config = env_->write_config(settings_for(prefix, "bidirectional"));
+  ServiceProcess service(env_->dir.path(), "restore-outbox");
+  env_->start_service(service, config);
+  auto settled = [&](int rows) {
+    return wait_until([&] {
+      return *env_->db().exec("SELECT count(*) FROM etcd_wal WHERE status <> 'pending'")[0][0] == std::to_string(rows);
+    }, 20s);
+  };
+  for (int i = 0; i < 30; ++i) env_->insert_wal(prefix + "before" + std::to_string(i), "v", std::nullopt);
+  ASSERT_TRUE(settled(30)) << env_->wal_status_counts() << service.log_text();
+  const auto backup = env_->dir.path() / "backup-o1.db";
+  env_->etcd.etcdctl({"snapshot", "save", backup.string()});
+  for (int i = 0; i < 30; ++i) env_->insert_wal(prefix + "lost" + std::to_string(i), "v", std::nullopt);
+  ASSERT_TRUE(settled(60)) << env_->wal_status_counts() << service.log_text();
+  ASSERT_TRUE(env_->wait_mirrored(env_->client->revision(), 20s, prefix));
+
+  service.mark_log();
+  env_->etcd.stop();
+  env_->etcd.restore_snapshot(backup, true);
+  env_->etcd.start();
+  for (int i = 0; i < 30; ++i) env_->insert_wal(prefix + "after" + std::to_string(i), "v", std::nullopt);
+  ASSERT_TRUE(settled(90)) << env_->wal_status_counts() << service.log_since_mark();
+  ASSERT_TRUE(wait_until([&] { return validate_clean(config); }, 30s)) << service.log_since_mark();
+  // Every row settled success; the "lost" ones, whose writes the restore took away, say so and
+  // were not sent again; the others are in etcd, each once.
+  auto count = [&](const std::string& where) {
+    return *env_->db().exec("SELECT count(*) FROM etcd_wal WHERE starts_with(key, '" + prefix + "') AND " + where)[0][0];
+  };
+  EXPECT_EQ(count("status = 'success'"), "90") << env_->wal_status_counts();
+  EXPECT_EQ(count("key LIKE '%lost%' AND error_message LIKE 'taken away by an etcd restore%'"), "30");
+  EXPECT_EQ(count("error_message IS NOT NULL AND key NOT LIKE '%lost%'"), "0");
+  EXPECT_EQ(*env_->db().exec("SELECT wal_taken_away FROM etcd_sync_rollbacks WHERE prefix = '" + prefix + "'")[0][0], "30");
+  EXPECT_EQ(*env_->db().exec("SELECT count(*) FROM etcd_abandoned WHERE key LIKE '%lost%'")[0][0], "30");
+  auto history = env_->client->history(prefix, first, env_->client->revision());
+  EXPECT_EQ(history.size(), 60u);  // "before" and "after": each write once
+  EXPECT_FALSE(env_->client->get(prefix + "lost0").has_value());
+  EXPECT_TRUE(env_->client->get(prefix + "after0").has_value());
+  EXPECT_EQ(service.terminate(5s), 0);
+}
+
+TEST_F(RestoreTest, ARowInDoubtWhoseAttemptTheRestoreTookAwayIsSentAgainOnce) {
+  const std::string prefix = "/o2/";
+  auto config = env_->write_config(settings_for(prefix, "bidirectional"));
+  const auto backup = env_->dir.path() / "backup-o2.db";
+  env_->etcd.etcdctl({"snapshot", "save", backup.string()});
+  // etcd moves on well past the snapshot, so the attempt below is above anything the restored
+  // etcd reaches before the row is checked.
+  for (int i = 0; i < 50; ++i) env_->client->put("/elsewhere/o2-" + std::to_string(i), "x");
+
+  // The first Txn reaches etcd and the process dies before it records the outcome.
+  ServiceProcess service(env_->dir.path(), "restore-doubt");
+  env_->start_service(service, config, {{"ETCD_SYNC_FAILPOINTS", "outbox.after_txn=kill"}});
+  const auto id = env_->insert_wal(prefix + "doubt", "v", std::nullopt);
+  ASSERT_TRUE(wait_until([&] { return !service.running(); }, 20s)) << service.log_text();
+  auto attempt = env_->db().exec("SELECT status, attempt_revision FROM etcd_wal WHERE id = " + std::to_string(id));
+  ASSERT_EQ(*attempt[0][0], "pending");
+  ASSERT_TRUE(attempt[0][1].has_value()) << "the row is in doubt";
+  ASSERT_TRUE(env_->client->get(prefix + "doubt").has_value()) << "the attempt reached etcd";
+
+  env_->etcd.stop();
+  env_->etcd.restore_snapshot(backup, true);
+  env_->etcd.start();
+  ASSERT_FALSE(env_->client->get(prefix + "doubt").has_value()) << "the restore took the write away";
+  ASSERT_LT(env_->client->revision(), std::stoll(*attempt[0][1]));
+
+  env_->start_service(service, config);
+  ASSERT_TRUE(wait_until([&] {
+    return *env_->db().exec("SELECT status FROM etcd_wal WHERE id = " + std::to_string(id))[0][0] == "success";
+  }, 20s)) << env_->wal_status_counts() << service.log_text();
+  EXPECT_TRUE(service.wait_for_log("etcd's revision is below the attempts of rows in doubt", 5s)) << service.log_text();
+  // The leader epoch PostgreSQL records is from the history etcd lost: taken over, not waited out.
+  EXPECT_NE(service.log_text().find("the leader epoch PostgreSQL records is above etcd's revision"), std::string::npos);
+  EXPECT_EQ(service.log_text().find("elected, but not leading"), std::string::npos);
+  // Once in etcd's history as it now stands, at the revision the row says, and not marked.
+  auto row = env_->db().exec("SELECT revision, error_message FROM etcd_wal WHERE id = " + std::to_string(id));
+  auto history = env_->client->history(prefix, env_->client->get(prefix + "doubt")->create_revision(),
+                                       env_->client->revision());
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_EQ(std::stoll(*row[0][0]), history[0].revision);
+  EXPECT_FALSE(row[0][1].has_value()) << *row[0][1];
+  ASSERT_TRUE(wait_until([&] { return validate_clean(config); }, 20s)) << service.log_text();
   EXPECT_EQ(service.terminate(5s), 0);
 }
 

@@ -31,6 +31,24 @@ TEST(DecideInDoubt, AReceiptNamingTheRowMeansItWasAppliedAtThatRevision) {
   EXPECT_EQ(decide_in_doubt(other, log).revision, 104);
 }
 
+TEST(DecideInDoubt, ABarrierAtOrBelowTheAttemptMeansEtcdWentBackAndTheAttemptIsNotInItsHistory) {
+  // A barrier is raised after the attempt, so in one timeline it is always above it. etcd was
+  // restored from a snapshot older than the attempt: its history as it now stands ends below it.
+  auto row = doubtful(12, "/k", "v", 200);
+  ReceiptLog log(201);
+  log.covered_to(150);
+  auto verdict = decide_in_doubt(row, log);
+  EXPECT_EQ(verdict.kind, DoubtVerdict::Kind::not_applied);
+  EXPECT_TRUE(verdict.etcd_went_back);
+  auto at_barrier = doubtful(13, "/j", "v", 150);
+  EXPECT_TRUE(decide_in_doubt(at_barrier, log).etcd_went_back);
+  // In one timeline no verdict says so.
+  auto before = doubtful(14, "/i", "v", 100);
+  ReceiptLog usual(101);
+  usual.covered_to(150);
+  EXPECT_FALSE(decide_in_doubt(before, usual).etcd_went_back);
+}
+
 TEST(DecideInDoubt, NoReceiptUpToTheBarrierMeansNotApplied) {
   auto row = doubtful(12, "/k", "v", 100);
   ReceiptLog log(101);

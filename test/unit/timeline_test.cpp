@@ -159,5 +159,13 @@ TEST(HistoryHoldsPut, MetadataNotRecordedIsNotCompared) {
   EXPECT_TRUE(history_holds_put(row, &any));
 }
 
+TEST(HistoryHoldsDelete, TheKeyWasThereJustBeforeAndIsGoneAt) {
+  auto before = kv("/a", "v", 15, 15, 1);
+  EXPECT_TRUE(history_holds_delete(&before, nullptr));
+  EXPECT_FALSE(history_holds_delete(nullptr, nullptr));  // never there: no delete happened
+  auto still = kv("/a", "v", 15, 15, 1);
+  EXPECT_FALSE(history_holds_delete(&before, &still));  // still there
+}
+
 }  // namespace
 }  // namespace etcd_sync
