@@ -21,8 +21,8 @@ struct LeaderTerm {
   std::int64_t epoch = 0;  ///< its election key's create_revision (an etcd revision: only grows)
   std::string key;         ///< that election key
   std::string prefix;      ///< the epoch row's prefix (effective_prefix form)
-  /// etcd's revision when the election key was put (a linearizable answer; 0: not known). An epoch
-  /// PostgreSQL records above it is from a history etcd no longer has: etcd went back in time.
+  /// etcd's current revision when the instance was elected (a linearizable read; 0: not known).
+  /// An epoch PostgreSQL records above it is from a history etcd no longer has: etcd went back.
   std::int64_t etcd_revision = 0;
 };
 

@@ -161,11 +161,12 @@ asio::awaitable<void> Elector::run() {
       epoch_ = co_await put_own_key();
       status_.working(Peer::etcd);
       co_await wait_until_leading();
+      elected_revision_ = co_await current_revision();
       if (lost_why_.empty() && !stopping_) {
         status_.set(HaState::leader, {{"epoch", epoch_}, {"key", key_}});
         stats_.is_leader = true;
         ++stats_.leader_changes;
-        hooks_.elected(LeaderTerm{epoch_, key_, effective_prefix(config_->etcd.prefix), put_revision_});
+        hooks_.elected(LeaderTerm{epoch_, key_, effective_prefix(config_->etcd.prefix), elected_revision_});
         spawn(io_, round, watch_reachability(), "elector reachability");
         co_await hold_leadership();
         const std::string why = demote_reason(lost_why_);
@@ -225,6 +226,14 @@ asio::awaitable<void> Elector::grant_lease() {
   log_debug("etcd lease granted", {{"component", "elector"}, {"lease", lease_id_}, {"ttl_s", response.ttl()}});
 }
 
+asio::awaitable<std::int64_t> Elector::current_revision() {
+  etcdserverpb::RangeRequest request;
+  request.set_key(key_);
+  request.set_count_only(true);
+  auto response = co_await etcd_.range(request);  // linearizable: no member's stale revision
+  co_return response.header().revision();
+}
+
 asio::awaitable<std::int64_t> Elector::put_own_key() {
   const auto value = key_value(config_->ha.instance_id);
   const std::string needed = "readwrite permission on [ha] election_prefix \"" + config_->ha.election_prefix + "\"";
@@ -237,7 +246,6 @@ asio::awaitable<std::int64_t> Elector::put_own_key() {
       failure = named_permission(error, needed);
     }
     if (failure) throw *failure;
-    put_revision_ = response.header().revision();
     if (response.succeeded()) co_return response.header().revision();
     if (response.responses_size() == 0 || response.responses(0).response_range().kvs_size() == 0) continue;  // gone meanwhile
     const auto existing = response.responses(0).response_range().kvs(0);

@@ -77,6 +77,8 @@ class Elector final : public Engine {
  private:
   asio::awaitable<void> grant_lease();
   asio::awaitable<std::int64_t> put_own_key();
+  /// etcd's current revision, from a linearizable Range of our key. Throws SyncError.
+  asio::awaitable<std::int64_t> current_revision();
   /// Deletes our key left by a predecessor with our instance_id, unless that one still lives.
   asio::awaitable<void> replace_predecessor(const mvccpb::KeyValue& existing);
   asio::awaitable<void> wait_until_leading();
@@ -104,7 +106,7 @@ class Elector final : public Engine {
   std::string key_;
   std::int64_t lease_id_ = 0;
   std::int64_t epoch_ = 0;
-  std::int64_t put_revision_ = 0;  ///< etcd's revision in the answer to the last put_own_key()
+  std::int64_t elected_revision_ = 0;  ///< etcd's revision (a linearizable read) when elected
   std::optional<LeaseClock> clock_;
   std::string lost_why_;    ///< set when the lease is gone or leadership must end
   bool stopping_ = false;

@@ -157,7 +157,16 @@ asio::awaitable<std::optional<std::int64_t>> Mirror::load_checkpoint() {
 asio::awaitable<std::int64_t> Mirror::resync_once() {
   co_await connect_postgres();
   co_await etcd_.connect();
-  auto revision = co_await snapshot(true);
+  co_await load_checkpoint();  // the checkpoint a rewind starts from, if the resync finds one due
+  std::int64_t revision = 0;
+  for (int attempt = 0; attempt < 2 && revision == 0; ++attempt) {
+    try {
+      revision = co_await snapshot(true);
+    } catch (const SyncError&) {
+      if (!rewound_ || attempt > 0) throw;
+      rewound_ = false;  // etcd went back: the rows are set apart now; take the snapshot again
+    }
+  }
   pg_.close();
   co_return revision;
 }

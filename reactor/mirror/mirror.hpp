@@ -58,8 +58,9 @@ class Mirror final : public Engine {
   bool watching() const { return status_.state() == MirrorState::watching; }
 
   /// Connects and runs the resync path once (snapshot + reconcile, which also rewrites rows whose
-  /// value differs from etcd's at the same revision). For `validate --fix`. Returns the snapshot
-  /// revision; throws SyncError.
+  /// value differs from etcd's at the same revision). For `validate --fix`. When the snapshot
+  /// shows etcd went back in time, the rows are set apart first (rewind) and the snapshot is taken
+  /// again. Returns the snapshot revision; throws SyncError.
   asio::awaitable<std::int64_t> resync_once();
 
  private:

@@ -280,5 +280,32 @@ TEST_F(RestoreTest, ARowInDoubtWhoseAttemptTheRestoreTookAwayIsSentAgainOnce) {
   EXPECT_EQ(service.terminate(5s), 0);
 }
 
+TEST_F(RestoreTest, ValidateFixAfterARestoreSetsTheLostRowsApartToo) {
+  const std::string prefix = "/v1/";
+  auto config = env_->write_config(settings(prefix));
+  ServiceProcess service(env_->dir.path(), "restore-fix");
+  env_->start_service(service, config);
+  for (int i = 0; i < 10; ++i) env_->client->put(prefix + "k" + std::to_string(i), "first");
+  const auto backup = env_->dir.path() / "backup-v1.db";
+  env_->etcd.etcdctl({"snapshot", "save", backup.string()});
+  for (int i = 0; i < 10; ++i) env_->client->put(prefix + "k" + std::to_string(i), "second");
+  ASSERT_TRUE(env_->wait_mirrored(env_->client->revision(), 20s, prefix)) << service.log_text();
+  ASSERT_EQ(service.terminate(5s), 0);
+
+  env_->etcd.stop();
+  env_->etcd.restore_snapshot(backup, false);
+  env_->etcd.start();
+  for (int i = 0; i < 30; ++i) env_->client->put(prefix + "n" + std::to_string(i), "after");
+
+  EXPECT_EQ(run_binary({"validate", "-c", config.string()}).exit_code, 1);  // differences, found
+  auto fix = run_binary({"validate", "-c", config.string(), "--fix"});
+  EXPECT_EQ(fix.exit_code, 0) << fix.stdout_text << fix.stderr_text;
+  EXPECT_TRUE(validate_clean(config));
+  EXPECT_EQ(*env_->db().exec("SELECT count(*) FROM etcd_abandoned WHERE value = 'second' AND starts_with(key, '" +
+                             prefix + "')")[0][0],
+            "10");
+  EXPECT_EQ(*env_->db().exec("SELECT count(*) FROM etcd_current WHERE starts_with(key, '" + prefix + "')")[0][0], "40");
+}
+
 }  // namespace
 }  // namespace etcd_sync::testing
