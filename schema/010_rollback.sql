@@ -4,6 +4,12 @@
 -- etcd's cluster id (hex, as etcdctl prints it) when the checkpoint was last written; NULL until
 -- the mirror first sees it.
 ALTER TABLE etcd_sync_checkpoint ADD COLUMN IF NOT EXISTS etcd_cluster_id text;
+-- PostgreSQL's system identifier and timeline when the mirror last started on it (NULL: unknown,
+-- or the role may not read them). A promoted replica or a point-in-time recovery starts a new
+-- timeline; a restore keeps this row as it was, so the change shows.
+ALTER TABLE etcd_sync_checkpoint
+  ADD COLUMN IF NOT EXISTS pg_system_identifier text,
+  ADD COLUMN IF NOT EXISTS pg_timeline bigint;
 
 -- One row per time etcd was seen to go back: README "When a server goes back in time".
 CREATE TABLE IF NOT EXISTS etcd_sync_rollbacks (

@@ -59,6 +59,7 @@ struct SyncStats {
   std::int64_t deletes_applied = 0;
   std::int64_t resyncs = 0;           ///< snapshots taken after a compaction or a lost checkpoint
   std::int64_t etcd_rollbacks = 0;    ///< times etcd was found gone back in time (restored)
+  std::int64_t postgresql_rollbacks = 0;  ///< times PostgreSQL was found gone back in time
   std::int64_t wal_success = 0;       ///< etcd_wal outcomes since start
   std::int64_t wal_conflict = 0;
   std::int64_t wal_failed = 0;

@@ -179,6 +179,7 @@ asio::awaitable<void> Mirror::run() {
       co_await connect_postgres();
       co_await etcd_.connect();
       auto checkpoint = co_await load_checkpoint();
+      if (checkpoint && !dry_run_) co_await check_postgres_timeline(*checkpoint);
       if (dry_run_ && checkpoint_ > 0) checkpoint = checkpoint_;  // dry runs keep their place in memory
       if (dry_run_ && (!checkpoint || resync_needed_)) {
         checkpoint = (co_await etcd_.status()).header().revision();

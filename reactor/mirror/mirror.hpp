@@ -94,6 +94,14 @@ class Mirror final : public Engine {
   /// history no longer holds (a Range per row; a revision etcd has not reached holds nothing).
   /// Rows whose history etcd compacted are left as they are.
   asio::awaitable<std::vector<std::optional<std::string>>> wal_writes_taken_away(std::int64_t kept);
+  /// Whether PostgreSQL went back in time under the mirror: `checkpoint` (just loaded) below the
+  /// one this process committed, or a system identifier or timeline other than the checkpoint
+  /// row's (a restore, a point-in-time recovery, a promoted replica). Logs it at error with both
+  /// and counts it; then records the current identity. Nothing else is needed: the mirror resumes
+  /// from the checkpoint PostgreSQL has, so every revision above it lands again, once. A role
+  /// that may not read pg_control_system() and pg_control_checkpoint() skips the identity (said
+  /// once). Throws SyncError when PostgreSQL fails.
+  asio::awaitable<void> check_postgres_timeline(std::int64_t checkpoint);
   /// For a resync: a key whose latest row in `etcd` is newer than its mod_revision in the snapshot
   /// (the temporary table etcd_sync_snapshot), which one timeline cannot give, described for the
   /// log; nullopt when there is none.
@@ -156,6 +164,7 @@ class Mirror final : public Engine {
   bool timeline_suspect_ = false;  ///< a watch ended on a suspect header: look again at once
   bool rewound_ = false;  ///< a resync found etcd gone back and rewound: take the snapshot again
   std::int64_t stored_checkpoint_ = 0;  ///< the checkpoint load_checkpoint() read (0: none)
+  bool pg_identity_refused_ = false;    ///< the role may not read PostgreSQL's control data
   /// After etcd went back: the rollback's id, etcd's revision then, and when, until the mirror
   /// has mirrored that revision again.
   struct Rewind {

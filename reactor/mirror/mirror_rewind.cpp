@@ -35,6 +35,12 @@ const mvccpb::KeyValue* first_kv(const etcdserverpb::RangeResponse& response) {
   return response.kvs_size() > 0 ? &response.kvs(0) : nullptr;
 }
 
+/// Cell (0, column) as a number, nullopt when NULL.
+std::optional<std::int64_t> optional_int64(const PgResult& result, int column) {
+  if (result.is_null(0, column)) return std::nullopt;
+  return result.int64(0, column);
+}
+
 LogFields rewind_fields(const std::optional<std::string>& recorded, std::uint64_t cluster_id, std::int64_t checkpoint,
                         std::int64_t revision, const std::string& reason) {
   return {{"component", "mirror"},
@@ -240,6 +246,59 @@ asio::awaitable<std::int64_t> Mirror::rewind(std::int64_t checkpoint, std::int64
            "still holds",
            fields);
   co_return kept;
+}
+
+asio::awaitable<void> Mirror::check_postgres_timeline(std::int64_t checkpoint) {
+  LogFields fields{{"component", "mirror"}};
+  std::vector<std::string> signs;
+  if (checkpoint_ > checkpoint) {
+    // This process committed checkpoint_; PostgreSQL now has less: it lost committed transactions.
+    signs.push_back("its checkpoint is below the one this process committed");
+    fields.push_back({"committed_checkpoint", checkpoint_});
+    fields.push_back({"checkpoint", checkpoint});
+  }
+  std::optional<PgResult> identity;
+  if (!pg_identity_refused_) {
+    try {
+      identity = co_await pg_.query(
+          "SELECT (SELECT system_identifier::text FROM pg_control_system()), "
+          "  (SELECT timeline_id FROM pg_control_checkpoint()), pg_system_identifier, pg_timeline "
+          "FROM etcd_sync_checkpoint WHERE prefix = $1",
+          pg_params(PgParam::text(prefix())));
+    } catch (const SyncError& error) {
+      if (error.sqlstate() != "42501") throw;  // insufficient_privilege: PostgreSQL docs, Appendix A
+      pg_identity_refused_ = true;
+      log_info("this role may not read PostgreSQL's system identifier and timeline (pg_control_system, "
+               "pg_control_checkpoint: superuser or pg_monitor); a timeline change is not looked for",
+               {{"component", "mirror"}, {"error", error.what()}});
+    }
+  }
+  bool record = false;
+  if (identity && identity->rows() == 1 && !identity->is_null(0, 0)) {
+    const std::string system(identity->text(0, 0));
+    const std::int64_t timeline = identity->int64(0, 1);
+    const auto recorded_system = identity->optional_text(0, 2);
+    const auto recorded_timeline = optional_int64(*identity, 3);
+    record = recorded_system != system || recorded_timeline != timeline;
+    if (recorded_system && *recorded_system != system) signs.push_back("its system identifier changed");
+    if (recorded_timeline && *recorded_timeline != timeline) signs.push_back("it is on another timeline");
+    if (recorded_system) fields.push_back({"old_system_identifier", *recorded_system});
+    fields.push_back({"new_system_identifier", system});
+    if (recorded_timeline) fields.push_back({"old_timeline", *recorded_timeline});
+    fields.push_back({"new_timeline", timeline});
+  }
+  if (!signs.empty()) {
+    std::string reason;
+    for (const auto& sign : signs) reason += (reason.empty() ? "" : "; ") + sign;
+    fields.insert(fields.begin() + 1, {"reason", reason});
+    log_error("PostgreSQL went back in time; the mirror goes on from the checkpoint PostgreSQL has", fields);
+    ++stats_.postgresql_rollbacks;
+  }
+  if (record)
+    co_await pg_.query("UPDATE etcd_sync_checkpoint SET pg_system_identifier = (SELECT system_identifier::text FROM "
+                       "pg_control_system()), pg_timeline = (SELECT timeline_id FROM pg_control_checkpoint()) "
+                       "WHERE prefix = $1",
+                       pg_params(PgParam::text(prefix())));
 }
 
 asio::awaitable<std::optional<std::string>> Mirror::rows_newer_than_etcd() {

@@ -95,6 +95,9 @@ std::string render_metrics(const SyncStats& s, const char* version) {
   metric(out, "etcd_sync_etcd_rollbacks_total", "counter",
          "Times etcd was found gone back in time (restored from a snapshot): README \"When a server goes back in time\".");
   sample(out, "etcd_sync_etcd_rollbacks_total", "", static_cast<double>(s.etcd_rollbacks));
+  metric(out, "etcd_sync_postgresql_rollbacks_total", "counter",
+         "Times PostgreSQL was found gone back in time (a restore, a point-in-time recovery, a promoted replica).");
+  sample(out, "etcd_sync_postgresql_rollbacks_total", "", static_cast<double>(s.postgresql_rollbacks));
   metric(out, "etcd_sync_mirrored_revision", "gauge", "The checkpoint: every etcd revision up to it is in the etcd table.");
   sample(out, "etcd_sync_mirrored_revision", "", static_cast<double>(s.mirrored_revision));
   metric(out, "etcd_sync_etcd_revision", "gauge", "etcd's revision as last seen.");

@@ -1,6 +1,7 @@
 // etcd goes back in time under a running or stopped etcd-sync: `etcdctl snapshot restore` of a
 // backup, with a new cluster id and with the old one. README "When a server goes back in time".
 
+#include "test/support/process.hpp"
 #include "test/support/sync_fixture.hpp"
 #include "test/support/wait.hpp"
 
@@ -305,6 +306,50 @@ TEST_F(RestoreTest, ValidateFixAfterARestoreSetsTheLostRowsApartToo) {
                              prefix + "')")[0][0],
             "10");
   EXPECT_EQ(*env_->db().exec("SELECT count(*) FROM etcd_current WHERE starts_with(key, '" + prefix + "')")[0][0], "40");
+}
+
+TEST_F(RestoreTest, PostgresRestoredFromAColdBackupIsNoticedAndTheMirrorRereadsWhatItLost) {
+  const std::string prefix = "/p1/";
+  const std::int64_t first = env_->client->revision();
+  auto config = env_->write_config(settings(prefix));
+  ServiceProcess service(env_->dir.path(), "restore-postgres");
+  env_->start_service(service, config);
+  for (int i = 0; i < 20; ++i) env_->client->put(prefix + "k" + std::to_string(i), "first");
+  const auto backed_up = env_->client->revision();
+  ASSERT_TRUE(env_->wait_mirrored(backed_up, 20s, prefix)) << service.log_text();
+
+  // A cold backup: PostgreSQL stopped, its data directory copied as it is (cp -a keeps the owner).
+  const auto data = env_->postgres.data_dir();
+  const auto copy = data.parent_path() / "data.cold-backup";
+  env_->postgres.stop();
+  auto copied = run_command("/bin/cp", {"-a", data.string(), copy.string()});
+  ASSERT_EQ(copied.exit_code, 0) << copied.stderr_text;
+  env_->postgres.start();
+  for (int i = 0; i < 20; ++i) env_->client->put(prefix + "k" + std::to_string(i), "second");
+  const auto mirrored = env_->client->revision();
+  ASSERT_TRUE(env_->wait_mirrored(mirrored, 20s, prefix)) << service.log_text();
+
+  // The restore: the copy replaces the data directory.
+  service.mark_log();
+  env_->postgres.stop();
+  std::filesystem::rename(data, data.parent_path() / "data.before-restore");
+  std::filesystem::rename(copy, data);
+  env_->postgres.start();
+  // The mirror finds its connection gone at its next write, and the checkpoint low when it reconnects.
+  env_->client->put(prefix + "after", "x");
+  ASSERT_TRUE(service.wait_for_log("PostgreSQL went back in time", 20s)) << service.log_since_mark();
+  const auto log = service.log_since_mark();
+  EXPECT_NE(log.find("\"committed_checkpoint\":"), std::string::npos) << log;
+  // The rows PostgreSQL lost come back from etcd's history, each once.
+  const auto now = env_->client->revision();
+  ASSERT_TRUE(env_->wait_mirrored(now, 20s, prefix)) << service.log_since_mark();
+  auto want = env_->client->history(prefix, first, now);
+  auto got = env_->mirror_rows(prefix);
+  sort_by_revision(want);
+  sort_by_revision(got);
+  EXPECT_EQ(got, want);
+  EXPECT_TRUE(validate_clean(config));
+  EXPECT_EQ(service.terminate(5s), 0);
 }
 
 }  // namespace
