@@ -35,6 +35,18 @@ class RestoreTest : public SyncSuite {
     return out;
   }
 
+  /// Puts `count` keys, prefix + "k0", "k1", ..., each with `value`.
+  void put_keys(const std::string& prefix, int count, const std::string& value) {
+    for (int i = 0; i < count; ++i) env_->client->put(prefix + "k" + std::to_string(i), value);
+  }
+
+  /// `etcdctl snapshot save` of etcd as it is now, into the test's directory as `name`.
+  std::filesystem::path save_backup(const std::string& name) {
+    const auto backup = env_->dir.path() / name;
+    env_->etcd.etcdctl({"snapshot", "save", backup.string()});
+    return backup;
+  }
+
   /// `etcd-sync validate` exits 0: etcd_current equals etcd under the prefix.
   static bool validate_clean(const std::filesystem::path& config) {
     return run_binary({"validate", "-c", config.string()}).exit_code == 0;
@@ -160,10 +172,9 @@ TEST_F(RestoreTest, RestoreThenCompactionSetsUnprovableRowsApartAndResyncs) {
   auto config = env_->write_config(settings(prefix));
   ServiceProcess service(env_->dir.path(), "restore-compact");
   env_->start_service(service, config);
-  for (int i = 0; i < 20; ++i) env_->client->put(prefix + "k" + std::to_string(i), "first");
-  const auto backup = env_->dir.path() / "backup-r4.db";
-  env_->etcd.etcdctl({"snapshot", "save", backup.string()});
-  for (int i = 0; i < 20; ++i) env_->client->put(prefix + "k" + std::to_string(i), "second");
+  put_keys(prefix, 20, "first");
+  const auto backup = save_backup("backup-r4.db");
+  put_keys(prefix, 20, "second");
   env_->client->del(prefix + "k0");
   ASSERT_TRUE(env_->wait_mirrored(env_->client->revision(), 20s, prefix)) << service.log_text();
   const auto before = env_->mirror_rows(prefix);
@@ -286,10 +297,9 @@ TEST_F(RestoreTest, ValidateFixAfterARestoreSetsTheLostRowsApartToo) {
   auto config = env_->write_config(settings(prefix));
   ServiceProcess service(env_->dir.path(), "restore-fix");
   env_->start_service(service, config);
-  for (int i = 0; i < 10; ++i) env_->client->put(prefix + "k" + std::to_string(i), "first");
-  const auto backup = env_->dir.path() / "backup-v1.db";
-  env_->etcd.etcdctl({"snapshot", "save", backup.string()});
-  for (int i = 0; i < 10; ++i) env_->client->put(prefix + "k" + std::to_string(i), "second");
+  put_keys(prefix, 10, "first");
+  const auto backup = save_backup("backup-v1.db");
+  put_keys(prefix, 10, "second");
   ASSERT_TRUE(env_->wait_mirrored(env_->client->revision(), 20s, prefix)) << service.log_text();
   ASSERT_EQ(service.terminate(5s), 0);
 
