@@ -187,10 +187,7 @@ asio::awaitable<void> Mirror::run() {
                  {{"component", "mirror"}, {"revision", *checkpoint}});
       }
       if (checkpoint && !resync_needed_ && !dry_run_) checkpoint = co_await check_timeline(*checkpoint);
-      if (!checkpoint || resync_needed_) {
-        checkpoint = co_await snapshot(checkpoint.has_value());
-        if (!dry_run_) checkpoint = co_await check_timeline(*checkpoint);  // records the cluster id
-      }
+      if (!checkpoint || resync_needed_) checkpoint = co_await snapshot(checkpoint.has_value());
       resync_needed_ = false;
       lost_from_.reset();
       checkpoint_ = *checkpoint;
@@ -342,9 +339,13 @@ asio::awaitable<std::int64_t> Mirror::snapshot(bool resync) {
   }
   append_rejected_inserts(rejected, statements);
   statements.push_back(checkpoint_statement(prefix(), revision));
+  // The checkpoint belongs to the cluster the snapshot was read from (check_timeline compares).
+  statements.push_back({"UPDATE etcd_sync_checkpoint SET etcd_cluster_id = $2 WHERE prefix = $1",
+                        {PgParam::text(prefix()), PgParam::text(cluster_id_text(cluster_id))}});
   fencing_.append(statements);
   auto results = co_await pg_.pipeline(std::move(statements));
   co_await pg_.execute_script("COMMIT");
+  recorded_cluster_ = cluster_id_text(cluster_id);
   status_.working(Peer::postgresql);
   std::int64_t tombstones = 0;
   std::int64_t added = copied.affected();

@@ -114,7 +114,7 @@ class Mirror final : public Engine {
   std::optional<SyncError> timeline_suspect(const etcdserverpb::ResponseHeader& header);
   /// A snapshot at one revision (returned): the first of a prefix with no rows is copied straight
   /// into `etcd`; a resync, or a snapshot where rows exist, goes through a temporary table and
-  /// append_reconcile. Throws SyncError.
+  /// append_reconcile; the checkpoint records etcd's cluster id. Throws SyncError.
   asio::awaitable<std::int64_t> snapshot(bool resync);
   /// The reconcile of the temporary table etcd_sync_snapshot (taken at `revision`) into `etcd`.
   void append_reconcile(std::int64_t revision, std::vector<PgStatement>& statements) const;
